@@ -1,0 +1,36 @@
+# Everything runs in .venv, created on first use with the exact versions of constraints/ci.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test lint typecheck docs pytest clean
+
+$(STAMP): pyproject.toml constraints/ci.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints/ci.txt -e ".[all]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/instructedit demo --output outputs/demo.png
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples docs
+	$(BIN)/ruff format --check src tests benchmarks examples docs
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck docs pytest
+
+clean:
+	rm -rf docs/_build docs/api/generated dist build outputs .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,212 @@
+"""Tiny Stable Diffusion parts (text encoder, VAE, UNet, scheduler) for tests and examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from instructedit.testing._clip_tokenizer import (
+    CLIP_CONTEXT_LENGTH,
+    CLIP_VOCAB_SIZE,
+    clip_tokenizer,
+)
+from instructedit.testing._seeding import seeded
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+__all__ = [
+    "SD_SCHEDULER_CONFIG",
+    "SchedulerName",
+    "TinyComponents",
+    "save_tiny_pipeline",
+    "tiny_components",
+    "tiny_scheduler",
+    "tiny_text_encoder",
+    "tiny_unet",
+    "tiny_vae",
+]
+
+SchedulerName = Literal["ddim", "ddpm", "pndm", "euler", "euler_ancestral", "dpm_solver++"]
+
+SD_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+"""The noise schedule of Stable Diffusion v1 (shared by every scheduler below)."""
+
+_SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
+    # clip_sample=False matters: DDIM/DDPM default to clipping x0 to [-1, 1], which ruins latents.
+    "ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}),
+    "ddpm": ("DDPMScheduler", {"clip_sample": False}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True, "set_alpha_to_one": False}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "dpm_solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+}
+
+TINY_CROSS_ATTENTION_DIM = 32
+
+
+class TinyComponents(TypedDict):
+    """The parts of a Stable Diffusion (or InstructPix2Pix) pipeline, by diffusers' names."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: SchedulerMixin
+
+
+def tiny_unet(*, in_channels: int = 8, seed: int = 0) -> UNet2DConditionModel:
+    """Returns a ~0.8M-parameter UNet with cross-attention, in eval mode.
+
+    Args:
+        in_channels: 4 for text-to-image, 8 for editing (noisy latent + image latent).
+        seed: weights are a pure function of the seed.
+    """
+    if in_channels not in (4, 8):
+        raise ValueError(f"in_channels must be 4 (text-to-image) or 8 (editing), got {in_channels}")
+    from diffusers import UNet2DConditionModel
+
+    with seeded(seed):
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=in_channels,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=TINY_CROSS_ATTENTION_DIM,
+            attention_head_dim=8,
+            norm_num_groups=16,
+        )
+    return unet.eval()
+
+
+def tiny_vae(*, seed: int = 0) -> AutoencoderKL:
+    """Returns a small ``AutoencoderKL`` (2× downsampling, 4 latent channels), in eval mode."""
+    from diffusers import AutoencoderKL
+
+    with seeded(seed):
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=16,
+            sample_size=32,
+        )
+    return vae.eval()
+
+
+def tiny_text_encoder(*, seed: int = 0) -> CLIPTextModel:
+    """Returns a 2-layer ``CLIPTextModel`` over the real CLIP vocabulary, in eval mode."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=CLIP_VOCAB_SIZE,
+        hidden_size=TINY_CROSS_ATTENTION_DIM,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=CLIP_CONTEXT_LENGTH,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        projection_dim=TINY_CROSS_ATTENTION_DIM,
+    )
+    with seeded(seed):
+        encoder = CLIPTextModel(config)
+    return encoder.eval()
+
+
+def tiny_scheduler(name: SchedulerName = "euler_ancestral") -> SchedulerMixin:
+    """Returns a diffusers scheduler with Stable Diffusion v1's noise schedule.
+
+    Args:
+        name: the sampler. ``"euler_ancestral"`` is the one InstructPix2Pix uses.
+    """
+    if name not in _SCHEDULER_CLASSES:
+        raise ValueError(f"name must be one of {sorted(_SCHEDULER_CLASSES)}, got {name!r}")
+    import diffusers
+
+    class_name, extra = _SCHEDULER_CLASSES[name]
+    scheduler_class = getattr(diffusers, class_name)
+    scheduler: SchedulerMixin = scheduler_class(**SD_SCHEDULER_CONFIG, **extra)
+    return scheduler
+
+
+def tiny_components(
+    *,
+    in_channels: int = 8,
+    seed: int = 0,
+    scheduler: SchedulerName = "euler_ancestral",
+) -> TinyComponents:
+    """Returns tiny, seeded parts of an editing (8 channels) or text-to-image (4) pipeline.
+
+    Every part is built offline; the tokenizer is the real CLIP tokenizer. The result can be
+    passed as keyword arguments to diffusers' pipelines (with ``safety_checker=None,
+    feature_extractor=None``) and to instructedit's.
+
+    Args:
+        in_channels: 8 for an InstructPix2Pix UNet, 4 for a text-to-image one.
+        seed: the same seed gives bit-identical weights. Each part draws from its own offset of it.
+        scheduler: the sampler, see :func:`tiny_scheduler`.
+
+    Example:
+        >>> from diffusers import StableDiffusionInstructPix2PixPipeline
+        >>> parts = tiny_components()
+        >>> pipe = StableDiffusionInstructPix2PixPipeline(
+        ...     **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        ... )
+    """
+    return TinyComponents(
+        unet=tiny_unet(in_channels=in_channels, seed=seed),
+        vae=tiny_vae(seed=seed + 1),
+        text_encoder=tiny_text_encoder(seed=seed + 2),
+        tokenizer=clip_tokenizer(),
+        scheduler=tiny_scheduler(scheduler),
+    )
+
+
+def save_tiny_pipeline(
+    directory: str | Path,
+    *,
+    kind: Literal["edit", "text_to_image"] = "edit",
+    seed: int = 0,
+    scheduler: SchedulerName = "euler_ancestral",
+) -> Path:
+    """Writes a tiny pipeline folder in the diffusers layout (safetensors weights).
+
+    The folder has the layout of ``timbrooks/instruct-pix2pix`` (``kind="edit"``) or of a Stable
+    Diffusion v1 checkpoint (``kind="text_to_image"``): ``model_index.json`` and one subfolder per
+    component. Loaders that accept a hub id or a local folder can be tested on it offline.
+
+    Returns:
+        The folder.
+    """
+    if kind not in ("edit", "text_to_image"):
+        raise ValueError(f"kind must be 'edit' or 'text_to_image', got {kind!r}")
+    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
+
+    parts = tiny_components(in_channels=8 if kind == "edit" else 4, seed=seed, scheduler=scheduler)
+    pipeline_class = (
+        StableDiffusionInstructPix2PixPipeline if kind == "edit" else StableDiffusionPipeline
+    )
+    pipeline = pipeline_class(
+        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    path = Path(directory)
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
