@@ -2,9 +2,47 @@
 
 Edit an image by telling it what to change, and build, filter, train and evaluate such editors
 yourself. ``import instructedit`` is cheap: heavy dependencies (torch, diffusers, open_clip,
-Triton, datasets) load only when a component that needs them is used.
+Triton, datasets) load only when a component that needs them is first used.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from instructedit._version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from instructedit.guidance import ClassifierFreeGuidance, DualGuidance
+    from instructedit.pipeline import EditOutput, EditPipeline
+    from instructedit.sampling import denoise
+
+__all__ = [
+    "ClassifierFreeGuidance",
+    "DualGuidance",
+    "EditOutput",
+    "EditPipeline",
+    "__version__",
+    "denoise",
+]
+
+_LAZY = {
+    "ClassifierFreeGuidance": "instructedit.guidance",
+    "DualGuidance": "instructedit.guidance",
+    "EditOutput": "instructedit.pipeline",
+    "EditPipeline": "instructedit.pipeline",
+    "denoise": "instructedit.sampling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imports public names on first use (PEP 562), keeping ``import instructedit`` light."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'instructedit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

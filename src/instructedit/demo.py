@@ -31,9 +31,9 @@ def run_demo(
     """Edits the bundled example image and writes the input and the edit side by side.
 
     No trained editor ships yet, so the edit runs on the tiny, randomly initialised components of
-    :mod:`instructedit.testing`: it exercises the whole editing path (tokenizer, text encoder,
-    VAE, 8-channel UNet, dual guidance, scheduler) offline, but its output is not a meaningful
-    edit.
+    :mod:`instructedit.testing` through :class:`~instructedit.pipeline.EditPipeline`: it exercises
+    the whole editing path (tokenizer, text encoder, VAE, 8-channel UNet, dual guidance, fused
+    scheduler step) offline, but its output is not a meaningful edit.
 
     Args:
         output: where to write the PNG (input left, edit right). Parent folders are created.
@@ -49,8 +49,8 @@ def run_demo(
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     import torch
-    from diffusers import StableDiffusionInstructPix2PixPipeline
 
+    from instructedit.pipeline import EditPipeline
     from instructedit.testing import tiny_components
 
     logger.warning(
@@ -58,16 +58,10 @@ def run_demo(
         "so the result shows the pipeline working, not a real edit"
     )
     source = example_image()
-    pipe = StableDiffusionInstructPix2PixPipeline(
-        **tiny_components(seed=0),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(desc="editing")
+    pipe = EditPipeline(**tiny_components(seed=0))
     result = pipe(
+        source,
         instruction,
-        image=source,
         num_inference_steps=steps,
         generator=torch.Generator().manual_seed(seed),
         output_type="pil",

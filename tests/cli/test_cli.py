@@ -46,7 +46,7 @@ def test_bad_demo_arguments_exit_2_with_a_message(tmp_path, capsys, args, messag
 
 
 def test_options_come_from_the_typed_function():
-    parser = build_parser()
+    parser = build_parser("demo")
     args = parser.parse_args(["demo", "--steps", "7", "--instruction", "add a hat"])
     assert args.steps == 7
     assert args.instruction == "add a hat"

@@ -1,59 +1,71 @@
 """The ``instructedit`` command: thin sub-commands over the typed Python API.
 
-Each sub-command is generated from a typed library function (its signature and Google-style
-docstring), so the command line and the Python API take the same arguments.
+Each sub-command *is* a typed library function: its options are generated from the function's
+signature and Google-style docstring, so the command line and the Python API cannot drift. Only
+the chosen command's module is imported, so ``instructedit --help`` starts instantly.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from instructedit._version import __version__
 from instructedit.cli._generate import add_command
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "instructedit.demo:run_demo",
+        "Edits the bundled example image and writes the input and the edit side by side.",
+    ),
+    "edit": (
+        "instructedit.pipeline:edit_files",
+        "Edits image files with one instruction and writes ``OUTPUT/<name>.png`` for each.",
+    ),
+}
+"""Command name → (``module:function``, the function's summary line, shown by ``--help``)."""
 
 
-def _demo(
-    output: Path = Path("outputs/demo.png"),
-    *,
-    instruction: str = "make it snowy",
-    steps: int = 20,
-    seed: int = 0,
-) -> Path:
-    """Edit the bundled example image and write the input and the edit side by side.
+def resolve_command(name: str) -> Callable[..., Any]:
+    """Imports and returns the function behind command ``name``."""
+    module_name, function_name = COMMANDS[name][0].split(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module_name), function_name)
+    return function
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Returns the parser of the ``instructedit`` command.
 
     Args:
-        output: where to write the PNG (input left, edit right).
-        instruction: the edit instruction.
-        steps: denoising steps.
-        seed: seed of the sampling noise.
+        command: the sub-command whose options to generate (importing its module); the others
+            are listed by name and summary only.
     """
-    from instructedit.demo import run_demo
-
-    return run_demo(output, instruction=instruction, steps=steps, seed=seed)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Returns the parser of the ``instructedit`` command."""
     parser = argparse.ArgumentParser(
         prog="instructedit", description="Edit images by instruction (InstructPix2Pix)."
     )
     parser.add_argument("--version", action="version", version=f"instructedit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_command(subparsers, "demo", _demo)
+    for name, (_, summary) in COMMANDS.items():
+        if name == command:
+            add_command(subparsers, name, resolve_command(name))
+        else:
+            subparsers.add_parser(name, help=summary.replace("``", ""))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
-    parser = build_parser()
-    arguments = vars(parser.parse_args(argv))
+    arguments_in = list(sys.argv[1:] if argv is None else argv)
+    command = next((token for token in arguments_in if token in COMMANDS), None)
+    parser = build_parser(command)
+    arguments = vars(parser.parse_args(arguments_in))
     logging.basicConfig(
         level=logging.DEBUG if arguments.pop("verbose") else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -64,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = function(**arguments)
     except (ValueError, TypeError, FileNotFoundError) as error:
         parser.exit(2, f"instructedit: error: {error}\n")
-    if result is not None:
-        # The result (a written path) is the command's output, for scripts to read.
-        sys.stdout.write(f"{result}\n")
+    # The result (written paths) is the command's output, for scripts to read.
+    paths = result if isinstance(result, (list, tuple)) else [] if result is None else [result]
+    for path in paths:
+        sys.stdout.write(f"{path}\n")
     return 0

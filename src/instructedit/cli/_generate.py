@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import inspect
 import re
 import types
@@ -51,7 +52,7 @@ def add_command(
 
     Positional-or-keyword parameters without a default become positional arguments; the others
     become ``--options`` (``snake_case`` → ``--kebab-case``). Supported types: ``int``, ``float``,
-    ``str``, ``Path``, ``bool`` (``--flag/--no-flag``), ``Literal[...]`` (choices), ``list[T]``
+    ``str``, ``Path``, ``bool`` (``--flag/--no-flag``), ``Literal[...]`` (choices), ``list[T]`` / ``Sequence[T]``
     (one or more values) and ``T | None``.
     """
     summary, descriptions = docstring_arguments(function)
@@ -66,7 +67,7 @@ def add_command(
             choices = get_args(annotation)
             kwargs["choices"] = choices
             kwargs["type"] = type(choices[0])
-        elif origin is list:
+        elif origin in (list, collections.abc.Sequence):
             (item,) = get_args(annotation)
             kwargs["type"] = item
             kwargs["nargs"] = "+"

@@ -21,6 +21,7 @@ state. Use it in downstream tests the way diffusers uses ``get_dummy_components(
         ...
 """
 
+from instructedit._public import publish
 from instructedit.testing._clip_tokenizer import (
     CLIP_CONTEXT_LENGTH,
     CLIP_VOCAB_SIZE,
@@ -72,3 +73,5 @@ __all__ = [
     "tiny_unet",
     "tiny_vae",
 ]
+
+publish(__name__, globals(), __all__)

@@ -1,0 +1,246 @@
+"""The one denoising loop. Every sampler in instructedit (editing, Prompt-to-Prompt, inversion,
+evaluation) runs through :func:`denoise`."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from instructedit.guidance import (
+    Guidance,
+    advance_scheduler,
+    affine_update,
+    draw_step_noise,
+    fused_guided_step,
+)
+
+__all__ = [
+    "CALLBACK_TENSORS",
+    "SCHEDULERS",
+    "BranchConditioning",
+    "StepAware",
+    "StepCallback",
+    "denoise",
+    "scheduler_from_name",
+    "scheduler_step_kwargs",
+]
+
+logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, Tensor, dict[str, Tensor]], "Mapping[str, Any] | None"]
+"""``callback(step_index, timestep, tensors) -> changes``: called after every step with the
+tensors it asked for (``"latents"``, the new latents; ``"noise_pred"``, the guided prediction of
+the step). It may return ``{"latents": new}`` to replace the latents and/or ``{"stop": True}`` to
+end sampling after this step; ``None`` changes nothing."""
+
+CALLBACK_TENSORS = ("latents", "noise_pred")
+
+
+@dataclass(frozen=True)
+class BranchConditioning:
+    """How the UNet is conditioned in one guidance branch.
+
+    Attributes:
+        encoder_hidden_states: text embeddings ``[B, T, D]``.
+        image_latents: latents concatenated to the noisy latents along channels ``[B, C_I, h, w]``
+            (InstructPix2Pix), or ``None`` for a text-to-image UNet.
+    """
+
+    encoder_hidden_states: Tensor
+    image_latents: Tensor | None = None
+
+
+@runtime_checkable
+class StepAware(Protocol):
+    """An attention controller (or any observer) told which step and branches come next."""
+
+    def set_step(self, step: int, num_steps: int, branches: tuple[str, ...]) -> None:
+        """Called before each UNet evaluation with the branches stacked in its batch, in order."""
+        ...
+
+
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm_solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "dpm_solver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}),
+    "dpm_solver_sde": ("DPMSolverSDEScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+    "kdpm2": ("KDPM2DiscreteScheduler", {}),
+}
+"""Scheduler names accepted by :func:`scheduler_from_name` (and ``--scheduler``)."""
+
+
+def scheduler_from_name(name: str, config: Mapping[str, Any]) -> Any:
+    """Builds the named diffusers scheduler from another scheduler's config (same noise schedule).
+
+    DDIM and DDPM default to clipping the predicted sample to [-1, 1], which ruins latent
+    samples; unless ``config`` comes from the same class and says otherwise, clipping is off.
+
+    Args:
+        name: a key of :data:`SCHEDULERS`, e.g. ``"euler_ancestral"`` or ``"dpm_solver++"``.
+        config: the config of the scheduler being replaced (``scheduler.config``).
+    """
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {name!r}")
+    import diffusers
+
+    class_name, overrides = SCHEDULERS[name]
+    scheduler_class = getattr(diffusers, class_name)
+    extra = dict(overrides)
+    if class_name in ("DDIMScheduler", "DDPMScheduler") and config.get("_class_name") != class_name:
+        extra["clip_sample"] = False
+    return scheduler_class.from_config(dict(config), **extra)
+
+
+def scheduler_step_kwargs(
+    scheduler: Any, generator: torch.Generator | Sequence[torch.Generator] | None, eta: float = 0.0
+) -> dict[str, Any]:
+    """Returns the extra ``step`` arguments a scheduler accepts (``eta``, ``generator``), as
+    diffusers' pipelines pass them."""
+    accepted = set(inspect.signature(scheduler.step).parameters)
+    kwargs: dict[str, Any] = {}
+    if "eta" in accepted:
+        kwargs["eta"] = eta
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+class _ModelInput:
+    """Reuses one UNet input buffer per set of active branches; only the noisy part changes."""
+
+    def __init__(self, conditioning: Mapping[str, BranchConditioning]) -> None:
+        self._conditioning = conditioning
+        self._cache: dict[tuple[str, ...], tuple[Tensor, Tensor]] = {}
+
+    def build(self, scaled: Tensor, active: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+        if active not in self._cache:
+            hidden = torch.cat([self._conditioning[name].encoder_hidden_states for name in active])
+            images = [self._conditioning[name].image_latents for name in active]
+            batch, channels = scaled.shape[:2]
+            extra = 0 if images[0] is None else images[0].shape[1]
+            buffer = scaled.new_empty((len(active) * batch, channels + extra, *scaled.shape[2:]))
+            for index, image in enumerate(images):
+                if (image is None) != (images[0] is None):
+                    raise ValueError("either every branch has image_latents or none has")
+                if image is not None:
+                    buffer[index * batch : (index + 1) * batch, channels:] = image
+            self._cache[active] = (buffer, hidden)
+        buffer, hidden = self._cache[active]
+        batch, channels = scaled.shape[:2]
+        for index in range(len(active)):
+            buffer[index * batch : (index + 1) * batch, :channels] = scaled
+        return buffer, hidden
+
+
+def denoise(
+    unet: Callable[..., Any],
+    scheduler: Any,
+    guidance: Guidance,
+    latents: Tensor,
+    conditioning: Mapping[str, BranchConditioning],
+    *,
+    step_kwargs: Mapping[str, Any] | None = None,
+    controller: StepAware | None = None,
+    callback_on_step_end: StepCallback | None = None,
+    callback_tensor_inputs: Sequence[str] = ("latents",),
+    progress: bool = True,
+) -> Tensor:
+    """Runs the scheduler's timesteps from ``latents`` with guidance; returns the final latents.
+
+    Each step evaluates, in one UNet call, only the branches whose guidance weight is non-zero
+    (stacked along the batch in ``guidance.branch_names`` order), then either applies the fused
+    guided step (when the scheduler update is affine and the guidance linear, see
+    :func:`~instructedit.guidance.affine_update`) or combines the branches with
+    ``guidance.combine`` and calls ``scheduler.step``. Both give the same result; the fused step
+    does it in one pass and keeps the scheduler's state and random draws identical.
+
+    Args:
+        unet: a ``UNet2DConditionModel`` (or a compiled one): ``unet(x, t,
+            encoder_hidden_states=..., return_dict=False)[0]``.
+        scheduler: a diffusers scheduler on which ``set_timesteps`` has been called.
+        guidance: which branches to run and how to combine them.
+        latents: initial latents ``[B, C, h, w]``, already scaled by ``init_noise_sigma``.
+        conditioning: one :class:`BranchConditioning` per branch name of ``guidance``, each with
+            batch B.
+        step_kwargs: extra ``scheduler.step`` arguments (see :func:`scheduler_step_kwargs`).
+        controller: told the step and branch layout before each UNet call.
+        callback_on_step_end: see :data:`StepCallback`.
+        callback_tensor_inputs: which tensors the callback receives: ``"latents"`` and/or
+            ``"noise_pred"``. Asking for ``"noise_pred"`` turns the fused step off (the fused step
+            never forms the guided prediction on its own).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The denoised latents ``[B, C, h, w]``.
+    """
+    unknown = sorted(set(callback_tensor_inputs) - set(CALLBACK_TENSORS))
+    if unknown:
+        raise ValueError(f"callback_tensor_inputs may hold {list(CALLBACK_TENSORS)}, got {unknown}")
+    missing = [name for name in guidance.branch_names if name not in conditioning]
+    if missing:
+        raise ValueError(
+            f"conditioning lacks branches {missing}; guidance needs {list(guidance.branch_names)}"
+        )
+    kwargs = dict(step_kwargs or {})
+    timesteps = scheduler.timesteps
+    num_steps = len(timesteps)
+    model_input = _ModelInput(conditioning)
+    fusable = guidance.guidance_rescale == 0.0 and "noise_pred" not in callback_tensor_inputs
+    for index, timestep in enumerate(tqdm(timesteps, disable=not progress, desc="denoising")):
+        weights = guidance.weights(index, num_steps)
+        active = tuple(name for name in guidance.branch_names if weights[name] != 0.0)
+        scaled = scheduler.scale_model_input(latents, timestep)
+        unet_input, hidden = model_input.build(scaled, active)
+        if controller is not None:
+            controller.set_step(index, num_steps, active)
+        output = unet(unet_input, timestep, encoder_hidden_states=hidden, return_dict=False)[0]
+        update = affine_update(scheduler, timestep, kwargs) if fusable else None
+        if update is not None:
+            batch = latents.shape[0]
+            noise = (
+                draw_step_noise(output[:batch], kwargs.get("generator"))
+                if update.draws_noise
+                else None
+            )
+            latents = fused_guided_step(
+                output,
+                [weights[name] for name in active],
+                latents,
+                update,
+                noise,
+                backend=guidance.backend,
+            )
+            advance_scheduler(scheduler)
+            noise_pred: Tensor | None = None
+        else:
+            predictions = dict(zip(active, output.chunk(len(active)), strict=True))
+            noise_pred = guidance.combine(predictions, index, num_steps)
+            latents = scheduler.step(noise_pred, timestep, latents, **kwargs, return_dict=False)[0]
+        if callback_on_step_end is not None:
+            available = {"latents": latents}
+            if noise_pred is not None:
+                available["noise_pred"] = noise_pred
+            tensors = {name: available[name] for name in callback_tensor_inputs}
+            changes = callback_on_step_end(index, timestep, tensors) or {}
+            latents = changes.get("latents", latents)
+            if changes.get("stop", False):
+                logger.info(
+                    "sampling stopped by the callback after step %d of %d", index + 1, num_steps
+                )
+                break
+    return latents

@@ -1,0 +1,100 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionInstructPix2PixPipeline
+from safetensors.torch import load_file
+
+from instructedit import EditPipeline
+from instructedit.testing import save_tiny_pipeline, tiny_components
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save_tiny_pipeline(tmp_path_factory.mktemp("pipe") / "tiny-ip2p", kind="edit", seed=0)
+
+
+def _edit(pipe, image):
+    return pipe(
+        image,
+        "make it snowy",
+        num_inference_steps=3,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    ).images
+
+
+def test_from_pretrained_equals_construction_from_parts(folder, noise_image):
+    loaded = EditPipeline.from_pretrained(folder)
+    direct = EditPipeline(**tiny_components(seed=0))
+    assert type(loaded.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    np.testing.assert_array_equal(_edit(loaded, noise_image), _edit(direct, noise_image))
+
+
+def test_scheduler_by_name_keeps_the_noise_schedule(folder):
+    pipe = EditPipeline.from_pretrained(folder, scheduler="ddim")
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    assert pipe.scheduler.config.clip_sample is False
+    assert pipe.scheduler.config.beta_end == 0.012
+
+
+def test_torch_dtype(folder):
+    pipe = EditPipeline.from_pretrained(folder, torch_dtype=torch.float16)
+    assert pipe.unet.dtype == torch.float16
+    assert pipe.text_encoder.dtype == torch.float16
+
+
+def test_save_pretrained_round_trips_and_loads_in_diffusers(folder, tmp_path, noise_image):
+    pipe = EditPipeline.from_pretrained(folder)
+    saved = pipe.save_pretrained(tmp_path / "copy")
+    weights = load_file(str(saved / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert weights["conv_in.weight"].shape[1] == 8
+    again = EditPipeline.from_pretrained(saved)
+    np.testing.assert_array_equal(_edit(again, noise_image), _edit(pipe, noise_image))
+    theirs = StableDiffusionInstructPix2PixPipeline.from_pretrained(saved, safety_checker=None)
+    theirs.set_progress_bar_config(disable=True)
+    out = theirs(
+        "make it snowy",
+        image=noise_image,
+        num_inference_steps=3,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert np.abs(out - _edit(pipe, noise_image)).max() < 1e-4
+
+
+def test_missing_component_is_named(folder, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    shutil.rmtree(broken / "vae")
+    with pytest.raises(FileNotFoundError, match=r"missing component folder\(s\) \['vae'\]"):
+        EditPipeline.from_pretrained(broken)
+
+
+def test_missing_weights_are_named(folder, tmp_path):
+    broken = tmp_path / "noweights"
+    shutil.copytree(folder, broken)
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="unet holds no weights"):
+        EditPipeline.from_pretrained(broken)
+
+
+def test_pickle_weights_need_explicit_opt_in(folder, tmp_path, noise_image):
+    pickled = tmp_path / "pickled"
+    shutil.copytree(folder, pickled)
+    target = pickled / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(str(target)), pickled / "unet" / "diffusion_pytorch_model.bin")
+    target.unlink()
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        EditPipeline.from_pretrained(pickled)
+    loaded = EditPipeline.from_pretrained(pickled, allow_pickle=True)
+    np.testing.assert_array_equal(
+        _edit(loaded, noise_image), _edit(EditPipeline.from_pretrained(folder), noise_image)
+    )
+
+
+def test_missing_local_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        EditPipeline.from_pretrained(tmp_path / "nowhere")
