@@ -213,3 +213,15 @@ def test_fp16_vae_overflow_is_recomputed_in_float32():
     torch.testing.assert_close(
         recovered, expected, rtol=1e-2, atol=1e-2 * expected.abs().max().item()
     )
+
+
+@pytest.mark.slow
+def test_compiled_pipeline_matches_eager(noise_image):
+    pipe = _ours()
+    kwargs = {"num_inference_steps": 3, "output_type": "np", "progress": False}
+    eager = pipe(noise_image, "x", generator=torch.Generator().manual_seed(0), **kwargs).images
+    compiled = pipe.compile()(
+        noise_image, "x", generator=torch.Generator().manual_seed(0), **kwargs
+    ).images
+    assert np.abs(compiled - eager).max() < 1e-4
+    assert pipe.unet is pipe.to_diffusers().unet  # the module itself is not replaced
