@@ -120,6 +120,11 @@ def scheduler_step_kwargs(
     return kwargs
 
 
+Conditioning = Mapping[str, BranchConditioning] | Callable[[int], Mapping[str, BranchConditioning]]
+"""Branch conditioning for every step, or a function of the step index (null-text inversion
+optimises one unconditional embedding per step)."""
+
+
 class _ModelInput:
     """Reuses one UNet input buffer per set of active branches; only the noisy part changes."""
 
@@ -147,12 +152,18 @@ class _ModelInput:
         return buffer, hidden
 
 
+def _nonzero(weight: float | Tensor) -> bool:
+    if isinstance(weight, Tensor):
+        return bool((weight != 0).any())
+    return weight != 0.0
+
+
 def denoise(
     unet: Callable[..., Any],
     scheduler: Any,
     guidance: Guidance,
     latents: Tensor,
-    conditioning: Mapping[str, BranchConditioning],
+    conditioning: Conditioning,
     *,
     step_kwargs: Mapping[str, Any] | None = None,
     controller: StepAware | None = None,
@@ -176,7 +187,7 @@ def denoise(
         guidance: which branches to run and how to combine them.
         latents: initial latents ``[B, C, h, w]``, already scaled by ``init_noise_sigma``.
         conditioning: one :class:`BranchConditioning` per branch name of ``guidance``, each with
-            batch B.
+            batch B; or a function returning them for a step index.
         step_kwargs: extra ``scheduler.step`` arguments (see :func:`scheduler_step_kwargs`).
         controller: told the step and branch layout before each UNet call.
         callback_on_step_end: see :data:`StepCallback`.
@@ -191,7 +202,9 @@ def denoise(
     unknown = sorted(set(callback_tensor_inputs) - set(CALLBACK_TENSORS))
     if unknown:
         raise ValueError(f"callback_tensor_inputs may hold {list(CALLBACK_TENSORS)}, got {unknown}")
-    missing = [name for name in guidance.branch_names if name not in conditioning]
+    fixed = None if callable(conditioning) else conditioning
+    first = conditioning(0) if callable(conditioning) else conditioning
+    missing = [name for name in guidance.branch_names if name not in first]
     if missing:
         raise ValueError(
             f"conditioning lacks branches {missing}; guidance needs {list(guidance.branch_names)}"
@@ -199,17 +212,19 @@ def denoise(
     kwargs = dict(step_kwargs or {})
     timesteps = scheduler.timesteps
     num_steps = len(timesteps)
-    model_input = _ModelInput(conditioning)
+    model_input = _ModelInput(fixed) if fixed is not None else None
     fusable = guidance.guidance_rescale == 0.0 and "noise_pred" not in callback_tensor_inputs
     for index, timestep in enumerate(tqdm(timesteps, disable=not progress, desc="denoising")):
         weights = guidance.weights(index, num_steps)
-        active = tuple(name for name in guidance.branch_names if weights[name] != 0.0)
+        active = tuple(name for name in guidance.branch_names if _nonzero(weights[name]))
         scaled = scheduler.scale_model_input(latents, timestep)
-        unet_input, hidden = model_input.build(scaled, active)
+        step_input = model_input if model_input is not None else _ModelInput(conditioning(index))  # type: ignore[operator]
+        unet_input, hidden = step_input.build(scaled, active)
         if controller is not None:
             controller.set_step(index, num_steps, active)
         output = unet(unet_input, timestep, encoder_hidden_states=hidden, return_dict=False)[0]
-        update = affine_update(scheduler, timestep, kwargs) if fusable else None
+        scalar = all(isinstance(weights[name], float) for name in active)
+        update = affine_update(scheduler, timestep, kwargs) if fusable and scalar else None
         if update is not None:
             batch = latents.shape[0]
             noise = (
@@ -219,7 +234,7 @@ def denoise(
             )
             latents = fused_guided_step(
                 output,
-                [weights[name] for name in active],
+                [float(weights[name]) for name in active],
                 latents,
                 update,
                 noise,

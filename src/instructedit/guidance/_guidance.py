@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from instructedit.guidance._reference import dual_guidance_weights, rescale_guidance, weighted_sum
@@ -41,8 +42,10 @@ class Guidance(Protocol):
         """Which implementation of the fused step to use."""
         ...
 
-    def weights(self, step: int, num_steps: int) -> dict[str, float]:
+    def weights(self, step: int, num_steps: int) -> dict[str, float | Tensor]:
         """Returns the weight of every branch at ``step`` (0-based) of ``num_steps``.
+
+        A weight is a float, or a tensor ``[B, 1, 1, 1]`` with one value per batch row.
 
         Branches with weight 0 are not evaluated. When :attr:`guidance_rescale` is 0, the
         combination must be exactly ``Σ weight·prediction``: the fused step uses the weights
@@ -141,7 +144,7 @@ class DualGuidance:
             image_scale=self.image_scale if image_scale is None else image_scale,
         )
 
-    def weights(self, step: int, num_steps: int) -> dict[str, float]:
+    def weights(self, step: int, num_steps: int) -> dict[str, float | Tensor]:
         if not _in_interval(self.interval, step, num_steps):
             return {"full": 1.0, "image": 0.0, "uncond": 0.0}
         return dual_guidance_weights(text_scale=self.text_scale, image_scale=self.image_scale)
@@ -162,8 +165,9 @@ class ClassifierFreeGuidance:
     ``uncond + s·(cond − uncond)``; at s = 1 only ``cond`` runs.
     """
 
-    scale: float = 7.5
-    """s: guidance scale (Stable Diffusion's default 7.5)."""
+    scale: float | tuple[float, ...] = 7.5
+    """s: guidance scale (Stable Diffusion's default 7.5), or one scale per batch row (the
+    InstructPix2Pix data recipe draws s ~ U[7.5, 15] per sample); per-row scales run unfused."""
     guidance_rescale: float = 0.0
     """φ in [0, 1] (Lin et al. 2023); 0 disables it."""
     interval: tuple[float, float] = (0.0, 1.0)
@@ -172,21 +176,25 @@ class ClassifierFreeGuidance:
     """Fused-step implementation, as in :class:`DualGuidance`."""
 
     def __post_init__(self) -> None:
-        _check_scale("scale", self.scale)
+        for value in self.scale if isinstance(self.scale, tuple) else (self.scale,):
+            _check_scale("scale", value)
         _check_common(self.guidance_rescale, self.interval, self.backend)
 
     @property
     def branch_names(self) -> tuple[str, ...]:
         return ("cond", "uncond")
 
-    def weights(self, step: int, num_steps: int) -> dict[str, float]:
+    def weights(self, step: int, num_steps: int) -> dict[str, float | Tensor]:
         if not _in_interval(self.interval, step, num_steps):
             return {"cond": 1.0, "uncond": 0.0}
-        return {"cond": self.scale, "uncond": 1.0 - self.scale}
+        if isinstance(self.scale, tuple):
+            scale = torch.tensor(self.scale).view(-1, 1, 1, 1)
+            return {"cond": scale, "uncond": 1.0 - scale}
+        return {"cond": float(self.scale), "uncond": 1.0 - float(self.scale)}
 
     def combine(self, predictions: Mapping[str, Tensor], step: int, num_steps: int) -> Tensor:
         weights = self.weights(step, num_steps)
         guided = weighted_sum(predictions, weights)
-        if weights["uncond"] == 0.0:
+        if not isinstance(weights["uncond"], Tensor) and weights["uncond"] == 0.0:
             return guided
         return rescale_guidance(guided, predictions["cond"], self.guidance_rescale)

@@ -28,7 +28,7 @@ def dual_guidance(
     return uncond + image_scale * (image - uncond) + text_scale * (full - image)
 
 
-def dual_guidance_weights(*, text_scale: float, image_scale: float) -> dict[str, float]:
+def dual_guidance_weights(*, text_scale: float, image_scale: float) -> dict[str, float | Tensor]:
     """Returns the formula of :func:`dual_guidance` as one weight per branch.
 
     ``(1 − s_I)·uncond + (s_I − s_T)·image + s_T·full``: a branch whose weight is exactly zero
@@ -53,13 +53,23 @@ def rescale_guidance(guided: Tensor, conditional: Tensor, rescale: float) -> Ten
     return rescale * rescaled + (1.0 - rescale) * guided
 
 
-def weighted_sum(predictions: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
-    """Returns Σ weights[name]·predictions[name] over the branches with a non-zero weight."""
+def weighted_sum(
+    predictions: Mapping[str, Tensor], weights: Mapping[str, float | Tensor]
+) -> Tensor:
+    """Returns Σ weights[name]·predictions[name] over the branches with a non-zero weight.
+
+    A weight is a float or a per-row tensor ``[B, 1, 1, 1]``.
+    """
     total: Tensor | None = None
     for name, weight in weights.items():
-        if weight == 0.0:
+        if isinstance(weight, Tensor):
+            if not bool((weight != 0).any()):
+                continue
+            term = predictions[name] * weight.to(predictions[name])
+        elif weight == 0.0:
             continue
-        term = predictions[name] * weight
+        else:
+            term = predictions[name] * weight
         total = term if total is None else total + term
     if total is None:
         raise ValueError(f"every branch weight is zero: {weights}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from instructedit._components import decode_latents, encode_prompts, load_components, run_vae
 from instructedit.guidance import DualGuidance
 from instructedit.pipeline._images import (
     DEFAULT_MAX_PIXELS,
@@ -28,7 +28,6 @@ from instructedit.pipeline._images import (
 from instructedit.sampling import (
     BranchConditioning,
     denoise,
-    scheduler_from_name,
     scheduler_step_kwargs,
 )
 
@@ -38,8 +37,6 @@ logger = logging.getLogger(__name__)
 
 OutputType = Literal["pil", "np", "pt", "latent"]
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-_MODEL_COMPONENTS = ("unet", "vae", "text_encoder")
 
 PipelineCallback = Callable[
     ["EditPipeline", int, Tensor, dict[str, Tensor]], "Mapping[str, Any] | None"
@@ -77,32 +74,6 @@ def _check_scale(name: str, value: float | None) -> None:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-
-
-def _check_weights_present(folder: Path, component: str, allow_pickle: bool) -> None:
-    files = list((folder / component).iterdir())
-    if any(file.name.endswith(".safetensors") for file in files):
-        return
-    pickled = [file.name for file in files if file.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-    if pickled and not allow_pickle:
-        raise ValueError(
-            f"{folder / component} holds only pickle weights ({', '.join(pickled)}); loading pickle "
-            "can run arbitrary code: pass allow_pickle=True if you trust the source"
-        )
-    if not pickled:
-        raise FileNotFoundError(
-            f"{folder / component} holds no weights (*.safetensors or, with allow_pickle, *.bin)"
-        )
-
-
-def _transformers_dtype_kwargs(dtype: torch.dtype | None) -> dict[str, Any]:
-    if dtype is None:
-        return {}
-    import transformers
-    from packaging.version import Version
-
-    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    return {key: dtype}
 
 
 class EditPipeline:
@@ -195,72 +166,16 @@ class EditPipeline:
             revision: hub revision.
             cache_dir: hub cache folder.
         """
-        import diffusers
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import AutoTokenizer, CLIPTextModel
-
-        local = Path(path_or_hub_id)
-        is_local = local.is_dir()
-        if not is_local and (
-            Path(str(path_or_hub_id)).is_absolute() or str(path_or_hub_id).startswith(".")
-        ):
-            raise FileNotFoundError(f"path_or_hub_id: no such folder: {path_or_hub_id}")
-        if is_local:
-            missing = [name for name in _COMPONENTS if not (local / name).is_dir()]
-            if missing:
-                raise FileNotFoundError(
-                    f"{local} is not a complete pipeline folder: missing component folder(s) {missing}; "
-                    f"expected {list(_COMPONENTS)} (the diffusers layout)"
-                )
-            for name in _MODEL_COMPONENTS:
-                _check_weights_present(local, name, allow_pickle)
-        source = str(local) if is_local else str(path_or_hub_id)
-        common: dict[str, Any] = {"revision": revision, "cache_dir": cache_dir}
-        weights: dict[str, Any] = {
-            "use_safetensors": None if allow_pickle else True,
-            "variant": variant,
-        }
-        unet = UNet2DConditionModel.from_pretrained(
-            source, subfolder="unet", torch_dtype=torch_dtype, **weights, **common
-        )
-        vae = AutoencoderKL.from_pretrained(
-            source, subfolder="vae", torch_dtype=torch_dtype, **weights, **common
-        )
-        text_encoder = CLIPTextModel.from_pretrained(
-            source,
-            subfolder="text_encoder",
-            **_transformers_dtype_kwargs(torch_dtype),
-            **weights,
-            **common,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", **common)
-        if scheduler is None or isinstance(scheduler, str):
-            config_path = local / "scheduler" / "scheduler_config.json" if is_local else None
-            if config_path is not None:
-                class_name = json.loads(config_path.read_text(encoding="utf-8"))["_class_name"]
-            else:
-                from huggingface_hub import hf_hub_download
-
-                downloaded = hf_hub_download(
-                    source,
-                    "scheduler_config.json",
-                    subfolder="scheduler",
-                    revision=revision,
-                    cache_dir=cache_dir,
-                )
-                class_name = json.loads(Path(downloaded).read_text(encoding="utf-8"))["_class_name"]
-            saved = getattr(diffusers, class_name).from_pretrained(
-                source, subfolder="scheduler", **common
-            )
-            scheduler = saved if scheduler is None else scheduler_from_name(scheduler, saved.config)
-        return cls(
-            unet=unet.eval(),
-            vae=vae.eval(),
-            text_encoder=text_encoder.eval(),
-            tokenizer=tokenizer,
+        parts = load_components(
+            path_or_hub_id,
+            torch_dtype=torch_dtype,
             scheduler=scheduler,
-            guidance=guidance,
+            allow_pickle=allow_pickle,
+            variant=variant,
+            revision=revision,
+            cache_dir=cache_dir,
         )
+        return cls(**parts, guidance=guidance)
 
     def to_diffusers(self) -> Any:
         """Returns diffusers' ``StableDiffusionInstructPix2PixPipeline`` on the same modules."""
@@ -319,38 +234,9 @@ class EditPipeline:
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         """Returns text embeddings ``[N, T, D]`` for ``texts`` (padded to the tokenizer's max)."""
-        tokens = self.tokenizer(
-            list(texts),
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
+        return encode_prompts(
+            self.tokenizer, self.text_encoder, texts, device=self.device, dtype=self.dtype
         )
-        untruncated = self.tokenizer(list(texts), padding="longest", return_tensors="pt").input_ids
-        if untruncated.shape[-1] > tokens.input_ids.shape[-1]:
-            logger.warning(
-                "instructions longer than %d tokens were truncated", self.tokenizer.model_max_length
-            )
-        with torch.no_grad():
-            hidden = self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
-        return hidden.to(dtype=self.dtype, device=self.device)
-
-    def _run_vae(self, run: Callable[[Any, torch.dtype], Tensor], what: str) -> Tensor:
-        """Runs the VAE in its dtype; if half precision overflows (the "black image" bug), reruns
-        in float32."""
-        dtype = self.vae.dtype
-        with torch.no_grad():
-            result = run(self.vae, dtype)
-            if dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(result).all():
-                logger.warning(
-                    "the VAE overflowed in %s while %s; recomputing in float32", dtype, what
-                )
-                self.vae.to(torch.float32)
-                try:
-                    result = run(self.vae, torch.float32)
-                finally:
-                    self.vae.to(dtype)
-        return result
 
     def encode_image(self, pixels: Tensor) -> Tensor:
         """Returns the image conditioning latents ``[N, 4, h, w]``: the VAE posterior's mode,
@@ -363,16 +249,11 @@ class EditPipeline:
         def run(vae: Any, dtype: torch.dtype) -> Tensor:
             return vae.encode(pixels.to(vae.device, dtype)).latent_dist.mode()
 
-        return self._run_vae(run, "encoding").to(self.dtype)
+        return run_vae(self.vae, run, "encoding").to(self.dtype)
 
     def decode_latents(self, latents: Tensor) -> Tensor:
         """Decodes latents ``[N, 4, h, w]`` to pixels ``[N, 3, H, W]`` in about [-1, 1] (float32)."""
-
-        def run(vae: Any, dtype: torch.dtype) -> Tensor:
-            scaled = latents.to(vae.device, dtype) / vae.config.scaling_factor
-            return vae.decode(scaled, return_dict=False)[0]
-
-        return self._run_vae(run, "decoding").float()
+        return decode_latents(self.vae, latents)
 
     # --------------------------------------------------------------------------------- call
 

@@ -1,0 +1,59 @@
+"""Prompt-to-Prompt (Hertz et al. 2022): attention controllers, paired generation, real images.
+
+Stage 2 of InstructPix2Pix: render a caption and its edited caption from the same noise so that
+only the edit changes. The official InstructPix2Pix generator uses
+:class:`SelfAttentionInjection`; google/prompt-to-prompt's word swap, refinement, re-weighting
+and local blending are :class:`WordSwap`, :class:`Refine`, :class:`Reweight` and
+:class:`LocalBlend` inside a :class:`CrossAttentionEdit`.
+"""
+
+from instructedit._public import publish
+from instructedit.p2p._alignment import (
+    align_tokens,
+    refinement_mapper,
+    swap_mapper,
+    word_token_indices,
+)
+from instructedit.p2p._controllers import (
+    AttentionStore,
+    CrossAttentionEdit,
+    CrossEdit,
+    LocalBlend,
+    Refine,
+    Reweight,
+    SelfAttentionInjection,
+    WordSwap,
+    injection_active,
+)
+from instructedit.p2p._inversion import Inversion, ddim_inversion, invert, null_text_inversion
+from instructedit.p2p._pipeline import PairCandidate, PairOutput, PromptToPrompt
+from instructedit.p2p._schedules import CrossAttentionSchedule, StepWindow
+from instructedit.p2p._visualize import attention_grid
+
+__all__ = [
+    "AttentionStore",
+    "CrossAttentionEdit",
+    "CrossAttentionSchedule",
+    "CrossEdit",
+    "Inversion",
+    "LocalBlend",
+    "PairCandidate",
+    "PairOutput",
+    "PromptToPrompt",
+    "Refine",
+    "Reweight",
+    "SelfAttentionInjection",
+    "StepWindow",
+    "WordSwap",
+    "align_tokens",
+    "attention_grid",
+    "ddim_inversion",
+    "injection_active",
+    "invert",
+    "null_text_inversion",
+    "refinement_mapper",
+    "swap_mapper",
+    "word_token_indices",
+]
+
+publish(__name__, globals(), __all__)

@@ -1,0 +1,431 @@
+"""PromptToPrompt: paired text-to-image generation with attention control (stage 2 of the paper)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from instructedit._components import decode_latents, encode_prompts, load_components
+from instructedit.attention import AttentionController, attention_control
+from instructedit.guidance import ClassifierFreeGuidance
+from instructedit.p2p._controllers import SelfAttentionInjection
+from instructedit.p2p._inversion import Inversion, invert
+from instructedit.pipeline._images import ImageInput
+from instructedit.sampling import BranchConditioning, denoise, scheduler_step_kwargs
+
+__all__ = ["PairCandidate", "PairOutput", "PromptToPrompt"]
+
+logger = logging.getLogger(__name__)
+
+_OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class PairOutput:
+    """Images rendered from the same noise: ``source[i]`` and ``target[i]`` form pair i.
+
+    Attributes:
+        source: source-prompt images (PIL list, ``[N, H, W, 3]`` array, ``[N, 3, H, W]`` tensor or
+            latents, by ``output_type``).
+        target: target-prompt images, same type.
+        seeds: the seed of each pair.
+    """
+
+    source: list[Image.Image] | np.ndarray | Tensor
+    target: list[Image.Image] | np.ndarray | Tensor
+    seeds: list[int]
+
+
+@dataclass(frozen=True)
+class PairCandidate:
+    """One sampled pair of :meth:`PromptToPrompt.sample_pairs` with its random parameters.
+
+    Attributes:
+        source: the source-caption image.
+        target: the edited-caption image.
+        seed: seed of the shared initial and per-step noise.
+        injection: p, the fraction of steps with self-attention injection.
+        guidance_scale: the text guidance scale used.
+    """
+
+    source: Image.Image
+    target: Image.Image
+    seed: int
+    injection: float
+    guidance_scale: float
+
+
+def _to_output(pixels: Tensor, output_type: str) -> list[Image.Image] | np.ndarray | Tensor:
+    from instructedit.pipeline._images import tensor_to_output
+
+    return tensor_to_output(pixels, output_type)
+
+
+def _as_list(value: str | Sequence[str], argument: str) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    if not items:
+        raise ValueError(f"{argument} must not be empty")
+    return items
+
+
+class PromptToPrompt:
+    """Renders a caption and its edited caption from the same seed so that only the edit changes.
+
+    Hertz et al., *Prompt-to-Prompt Image Editing with Cross Attention Control*, 2022; used by
+    InstructPix2Pix (Brooks et al., CVPR 2023) to generate its training pairs. Built from a
+    text-to-image Stable Diffusion model (4-channel UNet); any attention controller of
+    :mod:`instructedit.p2p` edits the target while the source renders exactly as the plain
+    model would.
+
+    Args:
+        unet: a text-to-image ``UNet2DConditionModel``.
+        vae: the ``AutoencoderKL``.
+        text_encoder: the ``CLIPTextModel``.
+        tokenizer: its tokenizer.
+        scheduler: any diffusers scheduler.
+    """
+
+    def __init__(
+        self, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any
+    ) -> None:
+        in_channels = getattr(getattr(unet, "config", None), "in_channels", None)
+        latent_channels = getattr(getattr(vae, "config", None), "latent_channels", None)
+        if in_channels is None or latent_channels is None:
+            raise TypeError("unet and vae must be diffusers models with a .config")
+        if in_channels != latent_channels:
+            raise ValueError(
+                f"PromptToPrompt needs a text-to-image UNet (in_channels = {latent_channels}), got {in_channels}"
+            )
+        self.unet = unet
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | Path, **kwargs: Any) -> PromptToPrompt:
+        """Loads a Stable Diffusion pipeline folder or hub id (diffusers layout); keyword
+        arguments as :func:`~instructedit._components.load_components`."""
+        parts = load_components(path_or_hub_id, **kwargs)
+        return cls(**parts)
+
+    @property
+    def device(self) -> torch.device:
+        """The UNet's device."""
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The UNet's dtype."""
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent along each side."""
+        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> PromptToPrompt:
+        """Moves the models; returns ``self``."""
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.to(device=device, dtype=dtype)
+        return self
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """Returns text embeddings ``[N, T, D]``."""
+        return encode_prompts(
+            self.tokenizer, self.text_encoder, texts, device=self.device, dtype=self.dtype
+        )
+
+    def _check_prompts(self, prompts: Sequence[str], argument: str) -> None:
+        limit = self.tokenizer.model_max_length
+        for index, prompt in enumerate(prompts):
+            length = len(self.tokenizer(prompt).input_ids)
+            if length > limit:
+                raise ValueError(
+                    f"{argument}[{index}] has {length} tokens; the text encoder allows {limit} "
+                    "(start and end tokens included)"
+                )
+
+    def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        default = int(self.unet.config.sample_size) * self.vae_scale_factor
+        height, width = height or default, width or default
+        multiple = self.vae_scale_factor
+        for name, value in (("height", height), ("width", width)):
+            if value < multiple or value % multiple:
+                raise ValueError(f"{name} must be a positive multiple of {multiple}, got {value}")
+        return height, width
+
+    def generate(
+        self,
+        source_prompt: str | Sequence[str],
+        target_prompt: str | Sequence[str],
+        controller: AttentionController | None = None,
+        seed: int | Sequence[int] = 0,
+        num_inference_steps: int = 50,
+        guidance_scale: float | Sequence[float] = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        output_type: str = "pil",
+        *,
+        negative_prompt: str | None = None,
+        latents: Tensor | None = None,
+        uncond_embeddings: Sequence[Tensor] | None = None,
+        scheduler: Any | None = None,
+        progress: bool = True,
+    ) -> PairOutput:
+        """Renders source and target prompts from the same noise, the target under ``controller``.
+
+        Each pair starts from the initial noise diffusers' ``StableDiffusionPipeline`` draws for
+        its seed, and ancestral samplers add the same per-step noise to both images, so with
+        ``controller=None`` each image equals that pipeline's output for its prompt alone.
+
+        Args:
+            source_prompt: one prompt or one per pair.
+            target_prompt: one prompt or one per pair (a single one of either is broadcast).
+            controller: attention control applied to the targets (``None``: independent renders).
+            seed: one seed, or one per pair.
+            num_inference_steps: denoising steps.
+            guidance_scale: classifier-free guidance scale, or one per pair.
+            height: image height (default: the UNet's sample size × VAE factor).
+            width: image width.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
+            negative_prompt: text of the unconditional branch (default ``""``).
+            latents: initial latents ``[pairs, 4, h, w]`` instead of drawing them (real-image
+                editing starts from inverted latents).
+            uncond_embeddings: one unconditional embedding ``[1, T, D]`` per step (null-text
+                inversion), instead of the negative prompt's.
+            scheduler: a scheduler for this call instead of ``self.scheduler``.
+            progress: show a progress bar.
+        """
+        sources = _as_list(source_prompt, "source_prompt")
+        targets = _as_list(target_prompt, "target_prompt")
+        if len(sources) > 1 and len(targets) > 1 and len(sources) != len(targets):
+            raise ValueError(f"got {len(sources)} source prompts and {len(targets)} target prompts")
+        pairs = max(len(sources), len(targets))
+        sources = sources * pairs if len(sources) == 1 else sources
+        targets = targets * pairs if len(targets) == 1 else targets
+        self._check_prompts(sources, "source_prompt")
+        self._check_prompts(targets, "target_prompt")
+        seeds = [seed] * pairs if isinstance(seed, int) else list(seed)
+        if len(seeds) != pairs:
+            raise ValueError(f"got {len(seeds)} seeds for {pairs} prompt pairs")
+        scales = (
+            [float(guidance_scale)] * pairs
+            if isinstance(guidance_scale, (int, float))
+            else list(guidance_scale)
+        )
+        if len(scales) != pairs:
+            raise ValueError(f"got {len(scales)} guidance scales for {pairs} prompt pairs")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(
+                f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}"
+            )
+        if output_type not in _OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {_OUTPUT_TYPES}, got {output_type!r}")
+        if uncond_embeddings is not None and len(uncond_embeddings) != num_inference_steps:
+            raise ValueError(
+                f"uncond_embeddings has {len(uncond_embeddings)} entries for {num_inference_steps} steps"
+            )
+        guidance = ClassifierFreeGuidance(
+            scale=scales[0] if len(set(scales)) == 1 else tuple(scales + scales)
+        )
+        height, width = self._size(height, width)
+        sampler = self.scheduler if scheduler is None else scheduler
+
+        text = self.encode_text(sources + targets)
+        negative = self.encode_text([negative_prompt or ""]).expand(2 * pairs, -1, -1)
+        sampler.set_timesteps(num_inference_steps, device=self.device)
+        shape = (
+            2 * pairs,
+            self.vae.config.latent_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
+        # One generator per row, sources and targets seeded alike: each row draws exactly what a
+        # single-prompt diffusers run draws for its seed, initial and per-step noise both.
+        generators = [torch.Generator(self.device).manual_seed(s) for s in seeds + seeds]
+        if latents is None:
+            from diffusers.utils.torch_utils import randn_tensor
+
+            start = randn_tensor(shape, generator=generators, device=self.device, dtype=self.dtype)
+        else:
+            if latents.shape[0] != pairs or tuple(latents.shape[1:]) != shape[1:]:
+                raise ValueError(
+                    f"latents must have shape {(pairs, *shape[1:])}, got {tuple(latents.shape)}"
+                )
+            start = latents.to(self.device, self.dtype).repeat(2, 1, 1, 1)
+        start = start * sampler.init_noise_sigma
+
+        conditioning: (
+            Mapping[str, BranchConditioning] | Callable[[int], Mapping[str, BranchConditioning]]
+        )
+        if uncond_embeddings is None:
+            conditioning = {
+                "cond": BranchConditioning(text),
+                "uncond": BranchConditioning(negative),
+            }
+        else:
+            per_step = [
+                e.to(self.device, self.dtype).expand(2 * pairs, -1, -1) for e in uncond_embeddings
+            ]
+
+            def conditioning(step: int) -> Mapping[str, BranchConditioning]:
+                return {
+                    "cond": BranchConditioning(text),
+                    "uncond": BranchConditioning(per_step[step]),
+                }
+
+        kwargs = scheduler_step_kwargs(sampler, generators)
+        with torch.no_grad():
+            if controller is None:
+                final = denoise(
+                    self.unet,
+                    sampler,
+                    guidance,
+                    start,
+                    conditioning,
+                    step_kwargs=kwargs,
+                    progress=progress,
+                )
+            else:
+                with attention_control(
+                    self.unet, controller, latent_size=shape[2:], num_pairs=pairs
+                ) as state:
+
+                    def blend(
+                        index: int, timestep: Tensor, tensors: dict[str, Tensor]
+                    ) -> Mapping[str, Any]:
+                        return {
+                            "latents": controller.step_end(
+                                tensors["latents"], index, num_inference_steps
+                            )
+                        }
+
+                    final = denoise(
+                        self.unet,
+                        sampler,
+                        guidance,
+                        start,
+                        conditioning,
+                        step_kwargs=kwargs,
+                        controller=state,
+                        callback_on_step_end=blend,
+                        progress=progress,
+                    )
+        if output_type == "latent":
+            return PairOutput(source=final[:pairs], target=final[pairs:], seeds=seeds)
+        images = _to_output(decode_latents(self.vae, final), output_type)
+        if isinstance(images, list):
+            return PairOutput(source=images[:pairs], target=images[pairs:], seeds=seeds)
+        return PairOutput(source=images[:pairs], target=images[pairs:], seeds=seeds)
+
+    def invert(self, image: ImageInput, prompt: str, **kwargs: Any) -> Inversion:
+        """Inverts a real image for editing; see :func:`~instructedit.p2p.invert`."""
+        return invert(self, image, prompt, **kwargs)
+
+    def edit_inverted(
+        self,
+        inversion: Inversion,
+        target_prompt: str,
+        controller: AttentionController | None = None,
+        *,
+        output_type: str = "pil",
+        progress: bool = True,
+    ) -> PairOutput:
+        """Renders the inverted image (``.source``, its reconstruction) and its edit (``.target``)."""
+        return self.generate(
+            inversion.prompt,
+            target_prompt,
+            controller=controller,
+            num_inference_steps=inversion.num_inference_steps,
+            guidance_scale=inversion.guidance_scale,
+            height=inversion.latents.shape[2] * self.vae_scale_factor,
+            width=inversion.latents.shape[3] * self.vae_scale_factor,
+            output_type=output_type,
+            latents=inversion.latents,
+            uncond_embeddings=inversion.uncond_embeddings,
+            scheduler=inversion.scheduler,
+            progress=progress,
+        )
+
+    def sample_pairs(
+        self,
+        source_prompt: str,
+        target_prompt: str,
+        num_samples: int = 100,
+        *,
+        seed: int = 0,
+        batch_size: int = 4,
+        num_inference_steps: int = 100,
+        injection_range: tuple[float, float] = (0.1, 0.9),
+        guidance_range: tuple[float, float] = (7.5, 15.0),
+        height: int | None = None,
+        width: int | None = None,
+        max_resolution: int | None = None,
+        progress: bool = True,
+    ) -> list[PairCandidate]:
+        """Draws candidate pairs with the InstructPix2Pix recipe's random parameters.
+
+        Per sample: p ~ U(injection_range) for :class:`SelfAttentionInjection`, text guidance
+        s ~ U(guidance_range), and a seed; all drawn from ``seed``, so the same arguments give
+        the same candidates. Samples are rendered ``batch_size`` at a time.
+
+        Returns:
+            ``num_samples`` candidates in order (filter them with CLIP afterwards).
+        """
+        if num_samples < 1 or batch_size < 1:
+            raise ValueError(
+                f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}"
+            )
+        for name, (low, high) in (
+            ("injection_range", injection_range),
+            ("guidance_range", guidance_range),
+        ):
+            if not low <= high:
+                raise ValueError(f"{name} must be (low, high) with low <= high, got {(low, high)}")
+        if not 0.0 <= injection_range[0] <= injection_range[1] <= 1.0:
+            raise ValueError(f"injection_range must lie within [0, 1], got {injection_range}")
+        rng = np.random.default_rng(seed)
+        injections = rng.uniform(*injection_range, size=num_samples).tolist()
+        scales = rng.uniform(*guidance_range, size=num_samples).tolist()
+        seeds = rng.integers(0, 2**31 - 1, size=num_samples).tolist()
+        candidates: list[PairCandidate] = []
+        for begin in range(0, num_samples, batch_size):
+            chunk = slice(begin, min(begin + batch_size, num_samples))
+            count = chunk.stop - chunk.start
+            output = self.generate(
+                [source_prompt] * count,
+                [target_prompt] * count,
+                controller=SelfAttentionInjection(injections[chunk], max_resolution=max_resolution),
+                seed=seeds[chunk],
+                num_inference_steps=num_inference_steps,
+                guidance_scale=scales[chunk],
+                height=height,
+                width=width,
+                output_type="pil",
+                progress=progress,
+            )
+            assert isinstance(output.source, list)  # output_type="pil"
+            assert isinstance(output.target, list)
+            for offset in range(count):
+                index = chunk.start + offset
+                candidates.append(
+                    PairCandidate(
+                        source=output.source[offset],
+                        target=output.target[offset],
+                        seed=int(seeds[index]),
+                        injection=float(injections[index]),
+                        guidance_scale=float(scales[index]),
+                    )
+                )
+        return candidates
