@@ -33,4 +33,4 @@ templates_path = ["_templates"]
 exclude_patterns = ["_build"]
 html_theme = "furo"
 html_title = f"instructedit {__version__}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]

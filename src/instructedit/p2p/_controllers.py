@@ -55,8 +55,30 @@ def _rows(tensor: Tensor, context: AttentionContext) -> list[tuple[str, Tensor, 
     ]
 
 
-def _join(parts: Sequence[Tensor]) -> Tensor:
-    return torch.cat(list(parts))
+class _Output:
+    """The attention output, filled row block by row block (no concatenation copy at the end)."""
+
+    def __init__(self, query: Tensor, value: Tensor) -> None:
+        self.tensor = query.new_empty((*query.shape[:-1], value.shape[-1]))
+        self._cursor = 0
+
+    def put(self, *blocks: Tensor) -> None:
+        for block in blocks:
+            rows = block.shape[0]
+            self.tensor[self._cursor : self._cursor + rows] = block
+            self._cursor += rows
+
+
+def _source_attention(q_s: Tensor, k_s: Tensor, v_s: Tensor, v_t: Tensor) -> tuple[Tensor, Tensor]:
+    """Returns ``(SDPA(Q_s, K_s, V_s), SDPA(Q_s, K_s, V_t))`` in one fused call.
+
+    Stacked along the batch rather than concatenating the values along features: torch's fused
+    CPU and flash kernels need equal head dims for Q, K and V and otherwise fall back to the
+    math kernel, which materialises the attention matrix.
+    """
+    both = sdpa(torch.cat([q_s, q_s]), torch.cat([k_s, k_s]), torch.cat([v_s, v_t]))
+    source, injected = both.chunk(2)
+    return source, injected
 
 
 def injection_active(until: Tensor, step: int, num_steps: int) -> Tensor:
@@ -118,19 +140,18 @@ class SelfAttentionInjection:
     ) -> Tensor:
         active = injection_active(self._until(context.num_pairs), context.step, context.num_steps)
         active = active.to(query.device).view(-1, 1, 1, 1)
-        outputs = []
+        output = _Output(query, value)
         for (name, q_s, q_t), (_, k_s, k_t), (_, v_s, v_t) in zip(
             _rows(query, context), _rows(key, context), _rows(value, context), strict=True
         ):
             if self.branches is not None and name not in self.branches:
-                outputs += [sdpa(q_s, k_s, v_s), sdpa(q_t, k_t, v_t)]
+                output.put(sdpa(q_s, k_s, v_s), sdpa(q_t, k_t, v_t))
                 continue
-            # One SDPA over [V_s | V_t] gives the source's output and the injected target's.
-            both = sdpa(q_s, k_s, torch.cat([v_s, v_t], dim=-1))
-            source, injected = both.split(v_s.shape[-1], dim=-1)
-            own = sdpa(q_t, k_t, v_t) if not bool(active.all()) else injected
-            outputs += [source, torch.where(active, injected, own)]
-        return _join(outputs)
+            source, injected = _source_attention(q_s, k_s, v_s, v_t)
+            if not bool(active.all()):
+                injected = torch.where(active, injected, sdpa(q_t, k_t, v_t))
+            output.put(source, injected)
+        return output.tensor
 
     def step_end(self, latents: Tensor, step: int, num_steps: int) -> Tensor:
         return latents
@@ -461,26 +482,25 @@ class CrossAttentionEdit:
     def attend(
         self, query: Tensor, key: Tensor, value: Tensor, context: AttentionContext
     ) -> Tensor:
-        outputs = []
+        output = _Output(query, value)
         for (name, q_s, q_t), (_, k_s, k_t), (_, v_s, v_t) in zip(
             _rows(query, context), _rows(key, context), _rows(value, context), strict=True
         ):
             edited = name in self.branches
             if not context.is_cross:
                 if edited:
-                    both = sdpa(q_s, k_s, torch.cat([v_s, v_t], dim=-1))
-                    outputs += list(both.split(v_s.shape[-1], dim=-1))
+                    output.put(*_source_attention(q_s, k_s, v_s, v_t))
                 else:
-                    outputs += [sdpa(q_s, k_s, v_s), sdpa(q_t, k_t, v_t)]
+                    output.put(sdpa(q_s, k_s, v_s), sdpa(q_t, k_t, v_t))
                 continue
             if edited and self.store is not None and name == self.store.branch:
                 self._record(torch.cat([q_s, q_t]), torch.cat([k_s, k_t]), context)
-            outputs.append(sdpa(q_s, k_s, v_s))
+            output.put(sdpa(q_s, k_s, v_s))
             if not edited or self._weights is None:
-                outputs.append(sdpa(q_t, k_t, v_t))
+                output.put(sdpa(q_t, k_t, v_t))
                 continue
-            outputs.append(self._edited_cross(q_s, k_s, q_t, k_t, v_t, context))
-        return _join(outputs)
+            output.put(self._edited_cross(q_s, k_s, q_t, k_t, v_t, context))
+        return output.tensor
 
     def _edited_cross(
         self,
