@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from instructedit.pipeline._images import ImageInput, load_image, pil_to_tensor, prepare_image
+from instructedit.images import ImageInput, load_image, pil_to_tensor, prepare_image
 from instructedit.sampling import scheduler_from_name
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from torch import Tensor
 from instructedit._components import decode_latents, encode_prompts, load_components
 from instructedit.attention import AttentionController, attention_control
 from instructedit.guidance import ClassifierFreeGuidance
+from instructedit.images import ImageInput
 from instructedit.p2p._controllers import SelfAttentionInjection
 from instructedit.p2p._inversion import Inversion, invert
-from instructedit.pipeline._images import ImageInput
 from instructedit.sampling import BranchConditioning, denoise, scheduler_step_kwargs
 
 __all__ = ["PairCandidate", "PairOutput", "PromptToPrompt"]
@@ -64,7 +64,7 @@ class PairCandidate:
 
 
 def _to_output(pixels: Tensor, output_type: str) -> list[Image.Image] | np.ndarray | Tensor:
-    from instructedit.pipeline._images import tensor_to_output
+    from instructedit.images import tensor_to_output
 
     return tensor_to_output(pixels, output_type)
 

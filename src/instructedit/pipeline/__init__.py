@@ -1,9 +1,7 @@
 """EditPipeline and its image handling."""
 
 from instructedit._public import publish
-from instructedit.pipeline._edit import EditOutput, EditPipeline, OutputType, PipelineCallback
-from instructedit.pipeline._files import DEFAULT_MODEL, edit_files
-from instructedit.pipeline._images import (
+from instructedit.images import (
     DEFAULT_MAX_PIXELS,
     ImageInput,
     ResizeMode,
@@ -11,6 +9,8 @@ from instructedit.pipeline._images import (
     official_size,
     prepare_image,
 )
+from instructedit.pipeline._edit import EditOutput, EditPipeline, OutputType, PipelineCallback
+from instructedit.pipeline._files import DEFAULT_MODEL, edit_files
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from instructedit._components import decode_latents, encode_prompts, load_components, run_vae
 from instructedit.guidance import DualGuidance
-from instructedit.pipeline._images import (
+from instructedit.images import (
     DEFAULT_MAX_PIXELS,
     ImageInput,
     ResizeMode,

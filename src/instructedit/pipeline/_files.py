@@ -12,8 +12,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from instructedit.guidance import DualGuidance
+from instructedit.images import DEFAULT_MAX_PIXELS, ResizeMode, load_image
 from instructedit.pipeline._edit import EditPipeline
-from instructedit.pipeline._images import DEFAULT_MAX_PIXELS, ResizeMode, load_image
 from instructedit.sampling import SCHEDULERS
 
 __all__ = ["DEFAULT_MODEL", "edit_files"]

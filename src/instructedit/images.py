@@ -1,4 +1,7 @@
-"""Loading and sizing input images: any PIL mode, EXIF orientation, paths, arrays, tensors."""
+"""Loading and sizing images: any PIL mode, EXIF orientation, paths, arrays, tensors.
+
+Shared by every stage that reads pictures (editing, real-image inversion, datasets).
+"""
 
 from __future__ import annotations
 
