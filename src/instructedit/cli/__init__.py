@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "instructedit.pipeline:edit_files",
         "Edits image files with one instruction and writes ``OUTPUT/<name>.png`` for each.",
     ),
+    "generate": (
+        "instructedit.datagen:generate_from_files",
+        "Generates an InstructPix2Pix dataset from captions (stages 1–3) into OUTPUT.",
+    ),
 }
 """Command name → (``module:function``, the function's summary line, shown by ``--help``)."""
 

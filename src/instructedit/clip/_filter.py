@@ -1,0 +1,178 @@
+"""ClipDirectionalFilter: InstructPix2Pix's CLIP-based filtering of generated pairs."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from instructedit.clip._scorer import ClipScorer
+from instructedit.clip._similarity import (
+    directional_similarity,
+    image_image_similarity,
+    image_text_similarity,
+)
+from instructedit.images import ImageInput
+
+__all__ = ["ClipDirectionalFilter", "ClipScores", "FilterResult"]
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    """The four CLIP similarities of each pair, ``[N]`` each."""
+
+    image_similarity: Tensor
+    """cos(I₀, I₁): consistency of the edited image with the input."""
+    direction_similarity: Tensor
+    """cos(I₁ − I₀, T₁ − T₀): does the image change the way the caption does."""
+    text_similarity_before: Tensor
+    """cos(I₀, T₀): does the input image show its caption."""
+    text_similarity_after: Tensor
+    """cos(I₁, T₁): does the edited image show the edited caption."""
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """What :class:`ClipDirectionalFilter` returns.
+
+    Attributes:
+        keep: ``[N]`` bool, the pairs that clear every threshold.
+        scores: the four similarities.
+        reasons: per pair, ``None`` if kept, else the first failed criterion
+            (``"image_similarity"``, ``"direction_similarity"``, ``"text_similarity"``).
+    """
+
+    keep: Tensor
+    scores: ClipScores
+    reasons: list[str | None]
+
+    def counts(self) -> Counter[str]:
+        """Kept and dropped pairs per reason."""
+        return Counter("kept" if r is None else r for r in self.reasons)
+
+
+def _threshold(name: str, value: float) -> None:
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a cosine similarity in [-1, 1], got {value}")
+
+
+class ClipDirectionalFilter:
+    """Keeps generated pairs whose CLIP similarities clear the paper's thresholds.
+
+    Brooks et al. 2023, §3.1.2: keep a pair if cos(I₀, I₁) ≥ ``min_image_similarity`` (0.75; the
+    official script used 0.70), cos(I₁ − I₀, T₁ − T₀) ≥ ``min_direction_similarity`` (0.2) and
+    both image–caption similarities ≥ ``min_text_similarity`` (0.2); rank survivors by
+    directional similarity and keep the top 4 per caption pair (:meth:`top_k`).
+
+    Args:
+        scorer: the CLIP features (ViT-L/14 in the paper).
+        min_image_similarity: threshold on cos(I₀, I₁).
+        min_direction_similarity: threshold on the directional similarity.
+        min_text_similarity: threshold on cos(I₀, T₀) and cos(I₁, T₁).
+    """
+
+    def __init__(
+        self,
+        scorer: ClipScorer,
+        min_image_similarity: float = 0.75,
+        min_direction_similarity: float = 0.2,
+        min_text_similarity: float = 0.2,
+    ) -> None:
+        _threshold("min_image_similarity", min_image_similarity)
+        _threshold("min_direction_similarity", min_direction_similarity)
+        _threshold("min_text_similarity", min_text_similarity)
+        self.scorer = scorer
+        self.min_image_similarity = min_image_similarity
+        self.min_direction_similarity = min_direction_similarity
+        self.min_text_similarity = min_text_similarity
+
+    def score(
+        self,
+        before_images: Sequence[ImageInput],
+        after_images: Sequence[ImageInput],
+        before_captions: Sequence[str],
+        after_captions: Sequence[str],
+    ) -> ClipScores:
+        """Computes the four similarities of each pair (images and captions batched)."""
+        count = len(before_images)
+        for name, items in (
+            ("after_images", after_images),
+            ("before_captions", before_captions),
+            ("after_captions", after_captions),
+        ):
+            if len(items) != count:
+                raise ValueError(f"{name} has {len(items)} entries, before_images has {count}")
+        images = self.scorer.encode_images([*before_images, *after_images])
+        # Captions repeat across the samples of one caption pair: encode each distinct text once.
+        unique = list(dict.fromkeys([*before_captions, *after_captions]))
+        encoded = self.scorer.encode_texts(unique)
+        lookup = {text: encoded[i] for i, text in enumerate(unique)}
+        text_before = torch.stack([lookup[t] for t in before_captions])
+        text_after = torch.stack([lookup[t] for t in after_captions])
+        image_before, image_after = images[:count], images[count:]
+        return ClipScores(
+            image_similarity=image_image_similarity(image_before, image_after),
+            direction_similarity=directional_similarity(
+                image_before, image_after, text_before, text_after
+            ),
+            text_similarity_before=image_text_similarity(image_before, text_before),
+            text_similarity_after=image_text_similarity(image_after, text_after),
+        )
+
+    def judge(self, scores: ClipScores) -> FilterResult:
+        """Applies the thresholds (a value equal to a threshold passes)."""
+        reasons: list[str | None] = []
+        for i in range(len(scores.image_similarity)):
+            if scores.image_similarity[i] < self.min_image_similarity:
+                reasons.append("image_similarity")
+            elif scores.direction_similarity[i] < self.min_direction_similarity:
+                reasons.append("direction_similarity")
+            elif (
+                min(scores.text_similarity_before[i], scores.text_similarity_after[i])
+                < self.min_text_similarity
+            ):
+                reasons.append("text_similarity")
+            else:
+                reasons.append(None)
+        keep = torch.tensor([r is None for r in reasons], dtype=torch.bool)
+        return FilterResult(keep=keep, scores=scores, reasons=reasons)
+
+    def __call__(
+        self,
+        before_images: Sequence[ImageInput],
+        after_images: Sequence[ImageInput],
+        before_captions: Sequence[str],
+        after_captions: Sequence[str],
+    ) -> FilterResult:
+        """Scores and judges pairs; ``result.keep[i]`` says whether pair i is kept."""
+        return self.judge(self.score(before_images, after_images, before_captions, after_captions))
+
+    @staticmethod
+    def top_k(
+        result: FilterResult, groups: Sequence[Hashable] | None = None, k: int = 4
+    ) -> list[int]:
+        """Indices of kept pairs, best directional similarity first, at most ``k`` per group.
+
+        Args:
+            result: a filter result.
+            groups: the caption pair of each sample (all one group if ``None``).
+            k: kept per group (the official run keeps at most 4 of 100).
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        labels = list(groups) if groups is not None else [0] * len(result.reasons)
+        order = sorted(
+            (i for i in range(len(labels)) if result.reasons[i] is None),
+            key=lambda i: (-float(result.scores.direction_similarity[i]), i),
+        )
+        taken: Counter[Hashable] = Counter()
+        chosen = []
+        for index in order:
+            if taken[labels[index]] < k:
+                taken[labels[index]] += 1
+                chosen.append(index)
+        return chosen

@@ -1,0 +1,208 @@
+"""The official InstructPix2Pix folder layout, written atomically per caption pair.
+
+::
+
+    root/
+      0000000/
+        prompt.json        {"input": ..., "edit": ..., "output": ...}
+        metadata.jsonl     {"seed", "p2p_threshold", "cfg_scale", "clip_sim_0", "clip_sim_1",
+                            "clip_sim_dir", "clip_sim_image"} per kept sample
+        {seed}_0.jpg       input image (JPEG quality 100)
+        {seed}_1.jpg       edited image
+      seeds.json           [["0000000", [seed, ...]], ...] sorted by folder name
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+
+from instructedit.data._records import EditRecord
+
+__all__ = [
+    "SPLITS",
+    "FolderSample",
+    "read_folder_dataset",
+    "write_caption_folder",
+    "write_json_atomic",
+    "write_seeds_index",
+]
+
+SPLITS = {"train": (0.0, 0.9), "val": (0.9, 0.95), "test": (0.95, 1.0)}
+"""The official split of ``seeds.json`` entries, in order."""
+
+
+@dataclass(frozen=True)
+class FolderSample:
+    """One kept sample of a caption pair, as written to the folder layout."""
+
+    seed: int
+    input_image: Image.Image
+    edited_image: Image.Image
+    metadata: dict[str, Any]
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Writes JSON to ``path`` through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump(value, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_caption_folder(
+    root: str | Path,
+    index: int,
+    prompt: dict[str, str],
+    samples: Sequence[FolderSample],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Writes one caption pair's folder ``{index:07d}`` atomically and returns it.
+
+    Everything is written into a hidden temporary folder that is renamed into place last, so a
+    reader (or a resumed run) sees either the complete folder or none.
+
+    Args:
+        root: dataset root.
+        index: caption-pair index.
+        prompt: ``{"input", "edit", "output"}``.
+        samples: the kept samples.
+        extra: additional JSON written as ``summary.json`` (e.g. per-reason counts).
+    """
+    for key in ("input", "edit", "output"):
+        if not isinstance(prompt.get(key), str):
+            raise ValueError(f"prompt must have a string {key!r}, got {prompt!r}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{index:07d}"
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        (staging / "prompt.json").write_text(json.dumps(prompt), encoding="utf-8")
+        lines = []
+        for sample in samples:
+            # Quality 100 as the official writer; full-resolution chroma (4:4:4), which PIL would
+            # otherwise subsample, costing colour detail at edges.
+            sample.input_image.convert("RGB").save(
+                staging / f"{sample.seed}_0.jpg", quality=100, subsampling=0
+            )
+            sample.edited_image.convert("RGB").save(
+                staging / f"{sample.seed}_1.jpg", quality=100, subsampling=0
+            )
+            lines.append(json.dumps({"seed": sample.seed, **sample.metadata}))
+        (staging / "metadata.jsonl").write_text(
+            "".join(line + "\n" for line in lines), encoding="utf-8"
+        )
+        if extra is not None:
+            (staging / "summary.json").write_text(json.dumps(extra), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _complete_folders(root: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name.isdigit() and (p / "prompt.json").is_file()
+    )
+
+
+def write_seeds_index(root: str | Path) -> Path:
+    """Writes ``seeds.json`` (``[[folder, [seeds…]], …]`` sorted) over every complete folder."""
+    root = Path(root)
+    entries = []
+    for folder in _complete_folders(root):
+        seeds = sorted(int(p.name.split("_")[0]) for p in folder.glob("*_0.jpg"))
+        if seeds:
+            entries.append([folder.name, seeds])
+    write_json_atomic(root / "seeds.json", entries)
+    return root / "seeds.json"
+
+
+def _load_image(path: Path, where: str) -> Image.Image:
+    if not path.is_file():
+        raise ValueError(f"{where}: missing image file {path.name}")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as error:
+        raise ValueError(f"{where}: {path.name} is not a readable image ({error})") from error
+
+
+def read_folder_dataset(
+    root: str | Path, split: Literal["train", "val", "test", "all"] = "all"
+) -> Iterator[EditRecord]:
+    """Reads the official folder layout (generated by instructedit or by the official code).
+
+    Uses ``seeds.json`` when present (the official split by its order), else every complete
+    caption folder. Every sample is validated; a problem raises a ``ValueError`` naming the
+    folder, the seed and the field.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such dataset folder: {root}")
+    index_file = root / "seeds.json"
+    if index_file.is_file():
+        entries = json.loads(index_file.read_text(encoding="utf-8"))
+    else:
+        entries = [
+            [p.name, sorted(int(f.name.split("_")[0]) for f in p.glob("*_0.jpg"))]
+            for p in _complete_folders(root)
+        ]
+    if split != "all":
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
+        low, high = SPLITS[split]
+        entries = entries[int(low * len(entries)) : int(high * len(entries))]
+    for name, seeds in entries:
+        folder = root / name
+        prompt_file = folder / "prompt.json"
+        if not prompt_file.is_file():
+            raise ValueError(f"{folder}: missing prompt.json")
+        prompt = json.loads(prompt_file.read_text(encoding="utf-8"))
+        caption = prompt.get("input", prompt.get("caption"))
+        for key, value in (
+            ("input (or caption)", caption),
+            ("edit", prompt.get("edit")),
+            ("output", prompt.get("output")),
+        ):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{prompt_file}: field {key!r} is missing or empty")
+        metadata: dict[int, dict[str, Any]] = {}
+        metadata_file = folder / "metadata.jsonl"
+        if metadata_file.is_file():
+            for line in metadata_file.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    metadata[int(row["seed"])] = {k: v for k, v in row.items() if k != "seed"}
+        for seed in seeds:
+            where = f"{folder} seed {seed}"
+            yield EditRecord(
+                input_image=_load_image(folder / f"{seed}_0.jpg", where),
+                edit_prompt=prompt["edit"],
+                edited_image=_load_image(folder / f"{seed}_1.jpg", where),
+                input_caption=caption,
+                output_caption=prompt["output"],
+                seed=int(seed),
+                metadata=metadata.get(int(seed), {}),
+            )

@@ -1,0 +1,191 @@
+"""Parquet / Hugging Face ``datasets`` with diffusers' columns, and conversions."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from instructedit.data._folder import (
+    FolderSample,
+    read_folder_dataset,
+    write_caption_folder,
+    write_seeds_index,
+)
+from instructedit.data._records import EditRecord
+
+__all__ = ["COLUMNS", "folder_to_parquet", "parquet_to_folder", "read_parquet", "write_parquet"]
+
+COLUMNS = ("input_image", "edit_prompt", "edited_image")
+"""The columns of diffusers' ``train_instruct_pix2pix.py`` (its defaults)."""
+
+
+def _import_pyarrow() -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise ImportError(
+            "parquet datasets need pyarrow: pip install 'instructedit[data]'"
+        ) from error
+    return pa, pq
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_parquet(
+    records: Iterable[EditRecord], path: str | Path, *, rows_per_group: int = 256
+) -> Path:
+    """Writes records to a parquet file that ``datasets.load_dataset("parquet", …)`` reads with
+    image columns (``input_image``, ``edit_prompt``, ``edited_image`` plus captions, seed and
+    metadata as JSON). Images are stored losslessly as PNG. The file appears atomically."""
+    pa, pq = _import_pyarrow()
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [
+            ("input_image", image_type),
+            ("edit_prompt", pa.string()),
+            ("edited_image", image_type),
+            ("input_caption", pa.string()),
+            ("output_caption", pa.string()),
+            ("seed", pa.int64()),
+            ("metadata", pa.string()),
+        ],
+        metadata={
+            b"huggingface": json.dumps(
+                {
+                    "info": {
+                        "features": {
+                            "input_image": {"_type": "Image"},
+                            "edit_prompt": {"dtype": "string", "_type": "Value"},
+                            "edited_image": {"_type": "Image"},
+                            "input_caption": {"dtype": "string", "_type": "Value"},
+                            "output_caption": {"dtype": "string", "_type": "Value"},
+                            "seed": {"dtype": "int64", "_type": "Value"},
+                            "metadata": {"dtype": "string", "_type": "Value"},
+                        }
+                    }
+                }
+            ).encode()
+        },
+    )
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.partial")
+    writer = pq.ParquetWriter(str(staging), schema)
+    try:
+        rows: list[EditRecord] = []
+
+        def flush() -> None:
+            if not rows:
+                return
+            table = pa.table(
+                {
+                    "input_image": [{"bytes": _png(r.input_image), "path": None} for r in rows],
+                    "edit_prompt": [r.edit_prompt for r in rows],
+                    "edited_image": [{"bytes": _png(r.edited_image), "path": None} for r in rows],
+                    "input_caption": [r.input_caption for r in rows],
+                    "output_caption": [r.output_caption for r in rows],
+                    "seed": [r.seed for r in rows],
+                    "metadata": [json.dumps(r.metadata) for r in rows],
+                },
+                schema=schema,
+            )
+            writer.write_table(table)
+            rows.clear()
+
+        for record in records:
+            rows.append(record)
+            if len(rows) >= rows_per_group:
+                flush()
+        flush()
+    finally:
+        writer.close()
+    staging.replace(target)
+    return target
+
+
+def _decode(value: Any, where: str) -> Image.Image:
+    if value is None:
+        raise ValueError(f"{where} is missing")
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if data is None and isinstance(value, dict) and value.get("path"):
+        with Image.open(value["path"]) as image:
+            return image.convert("RGB")
+    if not isinstance(data, (bytes, bytearray)):
+        raise ValueError(f"{where} holds no image bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except OSError as error:
+        raise ValueError(f"{where} is not a readable image ({error})") from error
+
+
+def read_parquet(
+    path: str | Path,
+    *,
+    input_column: str = "input_image",
+    edit_column: str = "edit_prompt",
+    edited_column: str = "edited_image",
+) -> Iterator[EditRecord]:
+    """Reads a parquet file (ours, or any with image columns as written by ``datasets``).
+
+    Column names default to diffusers'; a missing column, or a row with a missing image or an
+    empty instruction, raises a ``ValueError`` naming the row and the field.
+    """
+    _, pq = _import_pyarrow()
+    file = pq.ParquetFile(str(path))
+    names = set(file.schema_arrow.names)
+    for column in (input_column, edit_column, edited_column):
+        if column not in names:
+            raise ValueError(f"{path}: no column {column!r}; columns are {sorted(names)}")
+    row_number = 0
+    for batch in file.iter_batches():
+        table = batch.to_pylist()
+        for row in table:
+            where = f"{path} row {row_number}"
+            instruction = row.get(edit_column)
+            if not isinstance(instruction, str) or not instruction.strip():
+                raise ValueError(f"{where}: field {edit_column!r} is missing or empty")
+            metadata = row.get("metadata")
+            yield EditRecord(
+                input_image=_decode(row.get(input_column), f"{where}: field {input_column!r}"),
+                edit_prompt=instruction,
+                edited_image=_decode(row.get(edited_column), f"{where}: field {edited_column!r}"),
+                input_caption=row.get("input_caption"),
+                output_caption=row.get("output_caption"),
+                seed=row.get("seed"),
+                metadata=json.loads(metadata) if isinstance(metadata, str) else {},
+            )
+            row_number += 1
+
+
+def folder_to_parquet(root: str | Path, path: str | Path, *, split: str = "all") -> Path:
+    """Converts the official folder layout (one split or all) to parquet."""
+    return write_parquet(read_folder_dataset(root, split=split), path)  # type: ignore[arg-type]
+
+
+def parquet_to_folder(path: str | Path, root: str | Path) -> Path:
+    """Converts parquet to the folder layout, one caption folder per distinct
+    (input caption, instruction, output caption); rows without a seed are numbered."""
+    groups: dict[tuple[str, str, str], list[FolderSample]] = {}
+    for number, record in enumerate(read_parquet(path)):
+        key = (record.input_caption or "", record.edit_prompt, record.output_caption or "")
+        seed = record.seed if record.seed is not None else number
+        groups.setdefault(key, []).append(
+            FolderSample(seed, record.input_image, record.edited_image, record.metadata)
+        )
+    for index, ((caption, edit, output), samples) in enumerate(groups.items()):
+        write_caption_folder(
+            root, index, {"input": caption, "edit": edit, "output": output}, samples
+        )
+    write_seeds_index(root)
+    return Path(root)

@@ -1,0 +1,22 @@
+"""The dataset generation run (stages 1–3 of the paper), sharded and resumable."""
+
+from instructedit._public import publish
+from instructedit.datagen._cli import PrecomputedCaptionEditor, generate_from_files, read_captions
+from instructedit.datagen._run import (
+    GenerationConfig,
+    GenerationSummary,
+    generate_dataset,
+    parse_shard,
+)
+
+__all__ = [
+    "GenerationConfig",
+    "GenerationSummary",
+    "PrecomputedCaptionEditor",
+    "generate_dataset",
+    "generate_from_files",
+    "parse_shard",
+    "read_captions",
+]
+
+publish(__name__, globals(), __all__)

@@ -1,0 +1,144 @@
+"""``instructedit generate``: the generation run from files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from instructedit.captions import CaptionEdit, CaptionEditor, Rejection, read_caption_edits
+from instructedit.datagen._run import (
+    GenerationConfig,
+    GenerationSummary,
+    generate_dataset,
+    parse_shard,
+)
+
+__all__ = ["PrecomputedCaptionEditor", "generate_from_files", "read_captions"]
+
+
+class PrecomputedCaptionEditor:
+    """Looks caption edits up in a table (edits generated earlier, e.g. the released JSONL)."""
+
+    def __init__(self, edits: dict[str, CaptionEdit]) -> None:
+        self.edits = edits
+
+    def edit(self, captions: Sequence[str]) -> list[CaptionEdit | Rejection]:
+        """Returns the stored edit of each caption, or a ``"no_edit"`` rejection."""
+        return [self.edits.get(c, Rejection(c, "no_edit")) for c in captions]
+
+
+def read_captions(path: Path) -> tuple[list[str], dict[str, CaptionEdit]]:
+    """Reads captions from a text file (one per line) or a JSONL of edits / captions."""
+    if not path.is_file():
+        raise FileNotFoundError(f"captions: no such file: {path}")
+    if path.suffix == ".jsonl":
+        first = next(
+            (line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "{}"
+        )
+        if "edit" in json.loads(first):
+            edits = list(read_caption_edits(path))
+            return [e.input for e in edits], {e.input: e for e in edits}
+        captions = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                row = json.loads(line)
+                caption = row.get("caption", row.get("input"))
+                if not isinstance(caption, str) or not caption.strip():
+                    raise ValueError(
+                        f"{path}:{number}: field 'caption' (or 'input') is missing or empty"
+                    )
+                captions.append(caption)
+        return captions, {}
+    return [
+        line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ], {}
+
+
+def generate_from_files(
+    captions: Path,
+    output: Path,
+    *,
+    text_to_image: str,
+    clip_model: str = "ViT-L-14",
+    clip_pretrained: str | None = "openai",
+    language_model: str | None = None,
+    samples: int = 100,
+    keep: int = 4,
+    batch_size: int = 4,
+    steps: int = 100,
+    seed: int = 0,
+    shard: str = "0/1",
+    min_image_similarity: float = 0.75,
+    min_direction_similarity: float = 0.2,
+    min_text_similarity: float = 0.2,
+    scheduler: str | None = "euler_ancestral",
+) -> str:
+    """Generates an InstructPix2Pix dataset from captions (stages 1–3) into OUTPUT.
+
+    Args:
+        captions: a text file (one caption per line), a JSONL of captions, or a JSONL of caption
+            edits ({"input" or "caption", "edit", "output"}) used as they are.
+        output: dataset root (official folder layout; rerun to resume).
+        text_to_image: Stable Diffusion folder or hub id for Prompt-to-Prompt.
+        clip_model: open_clip model name ("ViT-L-14", "local-dir:PATH", ...).
+        clip_pretrained: open_clip pretrained tag or checkpoint path.
+        language_model: a fine-tuned causal LM folder that writes the caption edits.
+        samples: candidate pairs per caption edit.
+        keep: pairs kept per caption edit.
+        batch_size: candidates rendered at once.
+        steps: sampler steps.
+        seed: run seed.
+        shard: "i/n": handle captions with index = i mod n (combine runs by writing to one OUTPUT).
+        min_image_similarity: CLIP image-image threshold.
+        min_direction_similarity: CLIP directional threshold.
+        min_text_similarity: CLIP image-caption threshold.
+        scheduler: sampler of the text-to-image model.
+    """
+    config = GenerationConfig(
+        samples_per_pair=samples,
+        keep_per_pair=keep,
+        batch_size=batch_size,
+        num_inference_steps=steps,
+        seed=seed,
+        shard=parse_shard(shard),
+    )
+    texts, precomputed = read_captions(captions)
+    if language_model is None and not precomputed:
+        raise ValueError(
+            "captions holds no edits: pass --language-model, or a JSONL with 'edit' and 'output'"
+        )
+    import torch
+    from accelerate import PartialState
+
+    from instructedit.clip import ClipDirectionalFilter, ClipScorer
+    from instructedit.p2p import PromptToPrompt
+
+    device = PartialState().device
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    editor: CaptionEditor
+    if language_model is not None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from instructedit.captions import LanguageModelCaptionEditor
+
+        model = AutoModelForCausalLM.from_pretrained(language_model).to(device)
+        editor = LanguageModelCaptionEditor(model, AutoTokenizer.from_pretrained(language_model))
+    else:
+        editor = PrecomputedCaptionEditor(precomputed)
+    p2p = PromptToPrompt.from_pretrained(text_to_image, torch_dtype=dtype, scheduler=scheduler).to(
+        device
+    )
+    scorer = ClipScorer.from_open_clip(clip_model, clip_pretrained, device=device)
+    clip_filter = ClipDirectionalFilter(
+        scorer, min_image_similarity, min_direction_similarity, min_text_similarity
+    )
+    summary: GenerationSummary = generate_dataset(
+        texts,
+        output,
+        caption_editor=editor,
+        p2p=p2p,
+        clip_filter=clip_filter,
+        config=config,
+    )
+    return str(summary)

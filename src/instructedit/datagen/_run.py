@@ -1,0 +1,302 @@
+"""The dataset generation run: captions → caption edits → paired images → CLIP filter → folders.
+
+Sharded (``shard=(i, n)``, and across ``accelerate launch`` processes) and resumable: each
+caption pair is finished by one atomic folder rename (or one atomic skip marker), and every
+random choice derives from the run seed and the caption's index, so a run killed at any moment
+and restarted with the same arguments ends with exactly the files an uninterrupted run writes,
+and shards together write what one unsharded run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from instructedit.captions import CaptionEdit, CaptionEditor, Rejection
+from instructedit.clip import ClipDirectionalFilter
+from instructedit.data import (
+    FolderSample,
+    write_caption_folder,
+    write_json_atomic,
+    write_seeds_index,
+)
+from instructedit.testing._seeding import seeded
+
+__all__ = ["GenerationConfig", "GenerationSummary", "generate_dataset", "parse_shard"]
+
+logger = logging.getLogger(__name__)
+
+SKIPPED = "_skipped"
+"""Folder of the markers of caption pairs that produced no kept sample."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parses ``"i/n"`` (0 ≤ i < n)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError as error:
+        raise ValueError(f"shard must look like 'i/n' (e.g. '0/4'), got {text!r}") from error
+    if not 0 <= index < count:
+        raise ValueError(f"shard must satisfy 0 <= i < n, got {text!r}")
+    return index, count
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Settings of a generation run (the paper's values by default)."""
+
+    samples_per_pair: int = 100
+    """Candidate pairs sampled per caption edit (paper: 100)."""
+    keep_per_pair: int = 4
+    """Kept per caption edit, best directional similarity first (paper: at most 4)."""
+    batch_size: int = 4
+    """Candidates rendered per batch."""
+    num_inference_steps: int = 100
+    """Sampler steps (paper: 100, Euler ancestral)."""
+    seed: int = 0
+    """Run seed; each caption's randomness derives from it and the caption's index."""
+    injection_range: tuple[float, float] = (0.1, 0.9)
+    """p ~ U(range): fraction of steps with self-attention injection."""
+    guidance_range: tuple[float, float] = (7.5, 15.0)
+    """Text guidance scale ~ U(range)."""
+    height: int | None = None
+    """Image height (default: the model's)."""
+    width: int | None = None
+    """Image width (default: the model's)."""
+    shard: tuple[int, int] = (0, 1)
+    """(i, n): this run handles captions with index ≡ i (mod n)."""
+
+    def __post_init__(self) -> None:
+        for name in ("samples_per_pair", "keep_per_pair", "batch_size", "num_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        index, count = self.shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard must satisfy 0 <= i < n, got {self.shard}")
+
+
+@dataclass
+class GenerationSummary:
+    """Counts of a run (over this shard, resumed work included)."""
+
+    captions: int = 0
+    """Captions in this shard."""
+    resumed: int = 0
+    """Captions already finished by an earlier run."""
+    caption_rejections: Counter[str] = field(default_factory=Counter)
+    """Captions without an acceptable edit, per reason."""
+    samples: int = 0
+    """Candidate pairs rendered."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Candidates dropped by the CLIP filter, per failed criterion (plus ``"beyond_top_k"``)."""
+    kept: int = 0
+    """Pairs written."""
+    pairs_with_kept: int = 0
+    """Caption edits with at least one kept pair."""
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Adds one caption's stored counts."""
+        self.samples += record.get("samples", 0)
+        self.kept += record.get("kept", 0)
+        self.pairs_with_kept += 1 if record.get("kept", 0) else 0
+        self.dropped.update(record.get("dropped", {}))
+        if record.get("rejected"):
+            self.caption_rejections[record["rejected"]] += 1
+
+    def __str__(self) -> str:
+        lines = [
+            f"captions {self.captions} (resumed {self.resumed})",
+            f"caption edits rejected: {dict(self.caption_rejections) or 0}",
+            f"candidate pairs {self.samples}, kept {self.kept} from {self.pairs_with_kept} caption edits",
+            f"dropped: {dict(self.dropped) or 0}",
+        ]
+        return "\n".join(lines)
+
+
+def _caption_seed(run_seed: int, index: int) -> int:
+    return (run_seed * 1_000_003 + index) % (2**31 - 1)
+
+
+def _process_shard(shard: tuple[int, int]) -> tuple[int, int, Any]:
+    """Combines ``shard`` with accelerate's processes, when launched with accelerate."""
+    try:
+        from accelerate import PartialState
+    except ImportError:  # pragma: no cover - accelerate is a core dependency
+        return shard[0], shard[1], None
+    state = PartialState()
+    index = shard[0] * state.num_processes + state.process_index
+    return index, shard[1] * state.num_processes, state
+
+
+def _finished(output: Path, index: int) -> dict[str, Any] | None:
+    folder = output / f"{index:07d}"
+    if (folder / "prompt.json").is_file():
+        summary = folder / "summary.json"
+        return json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {"kept": 1}
+    marker = output / SKIPPED / f"{index:07d}.json"
+    if marker.is_file():
+        return dict(json.loads(marker.read_text(encoding="utf-8")))
+    return None
+
+
+def _clean_stale(root: Path, indices: Sequence[int]) -> None:
+    """Removes half-written files a killed run of these captions left behind.
+
+    Only this shard's captions are touched, so shards sharing ``root`` never disturb each other.
+    """
+    names = {f"{index:07d}" for index in indices}
+    for folder in (root, root / SKIPPED):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            parts = path.name.split(".")
+            if path.name.startswith(".") and len(parts) > 2 and parts[1] in names:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+
+def _clean_stale_index(root: Path) -> None:
+    for path in root.glob(".seeds.json.*"):
+        path.unlink(missing_ok=True)
+
+
+def generate_dataset(
+    captions: Sequence[str],
+    output: str | Path,
+    *,
+    caption_editor: CaptionEditor,
+    p2p: Any,
+    clip_filter: ClipDirectionalFilter,
+    config: GenerationConfig | None = None,
+    progress: bool = True,
+) -> GenerationSummary:
+    """Generates an InstructPix2Pix training set in the official folder layout.
+
+    For each caption of this shard: the caption editor proposes (instruction, edited caption);
+    :meth:`~instructedit.p2p.PromptToPrompt.sample_pairs` renders ``samples_per_pair`` candidate
+    pairs with the recipe's random parameters; the CLIP filter keeps those clearing its
+    thresholds, best ``keep_per_pair`` by directional similarity; the caption's folder is written
+    atomically. Finished captions are skipped on restart.
+
+    Args:
+        captions: all captions of the run (indices are global, whatever the shard).
+        output: dataset root.
+        caption_editor: stage 1 (e.g. a fine-tuned :class:`~instructedit.captions.LanguageModelCaptionEditor`).
+        p2p: stage 2, a :class:`~instructedit.p2p.PromptToPrompt`.
+        clip_filter: stage 3.
+        config: run settings.
+        progress: show a progress bar.
+
+    Returns:
+        The run's summary (also logged).
+    """
+    config = config or GenerationConfig()
+    root = Path(output)
+    root.mkdir(parents=True, exist_ok=True)
+    shard_index, shard_count, state = _process_shard(config.shard)
+    mine = [i for i in range(len(captions)) if i % shard_count == shard_index]
+    _clean_stale(root, mine)
+    summary = GenerationSummary(captions=len(mine))
+    for index in tqdm(mine, disable=not progress, desc="captions"):
+        done = _finished(root, index)
+        if done is not None:
+            summary.resumed += 1
+            summary.add(done)
+            continue
+        seed = _caption_seed(config.seed, index)
+        with seeded(seed):
+            (edit,) = caption_editor.edit([captions[index]])
+        if isinstance(edit, Rejection):
+            record: dict[str, Any] = {
+                "rejected": edit.reason,
+                "samples": 0,
+                "kept": 0,
+                "dropped": {},
+            }
+            write_json_atomic(root / SKIPPED / f"{index:07d}.json", record)
+            summary.add(record)
+            continue
+        record = _render_and_filter(root, index, edit, seed, p2p, clip_filter, config)
+        summary.add(record)
+    if state is not None:
+        state.wait_for_everyone()
+    if state is None or state.is_main_process:
+        _clean_stale_index(root)
+        write_seeds_index(root)
+    logger.info("generation summary\n%s", summary)
+    return summary
+
+
+def _render_and_filter(
+    root: Path,
+    index: int,
+    edit: CaptionEdit,
+    seed: int,
+    p2p: Any,
+    clip_filter: ClipDirectionalFilter,
+    config: GenerationConfig,
+) -> dict[str, Any]:
+    candidates = p2p.sample_pairs(
+        edit.input,
+        edit.output,
+        num_samples=config.samples_per_pair,
+        seed=seed,
+        batch_size=config.batch_size,
+        num_inference_steps=config.num_inference_steps,
+        injection_range=config.injection_range,
+        guidance_range=config.guidance_range,
+        height=config.height,
+        width=config.width,
+        progress=False,
+    )
+    count = len(candidates)
+    result = clip_filter(
+        [c.source for c in candidates],
+        [c.target for c in candidates],
+        [edit.input] * count,
+        [edit.output] * count,
+    )
+    chosen = ClipDirectionalFilter.top_k(result, k=config.keep_per_pair)
+    dropped = Counter(r for r in result.reasons if r is not None)
+    passed = sum(r is None for r in result.reasons)
+    if passed > len(chosen):
+        dropped["beyond_top_k"] = passed - len(chosen)
+    record: dict[str, Any] = {"samples": count, "kept": len(chosen), "dropped": dict(dropped)}
+    if not chosen:
+        write_json_atomic(root / SKIPPED / f"{index:07d}.json", record)
+        return record
+    scores = result.scores
+    samples = [
+        FolderSample(
+            seed=candidates[i].seed,
+            input_image=candidates[i].source,
+            edited_image=candidates[i].target,
+            metadata={
+                "p2p_threshold": candidates[i].injection,
+                "cfg_scale": candidates[i].guidance_scale,
+                "clip_sim_0": _round(scores.text_similarity_before[i]),
+                "clip_sim_1": _round(scores.text_similarity_after[i]),
+                "clip_sim_dir": _round(scores.direction_similarity[i]),
+                "clip_sim_image": _round(scores.image_similarity[i]),
+            },
+        )
+        for i in chosen
+    ]
+    write_caption_folder(root, index, edit.to_json(), samples, extra=record)
+    return record
+
+
+def _round(value: Any) -> float:
+    number = float(value)
+    return number if math.isfinite(number) else 0.0
