@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from instructedit.cli import main
+from instructedit.data import read_folder_dataset
+from instructedit.datagen import read_captions
+from instructedit.testing import save_tiny_open_clip, save_tiny_pipeline
+
+
+@pytest.mark.slow
+def test_generate_command_with_precomputed_edits(tmp_path, capsys):
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text(
+        "\n".join(
+            json.dumps({"input": f"a {c} ball", "edit": "make it blue", "output": "a blue ball"})
+            for c in ("red", "green")
+        )
+    )
+    t2i = save_tiny_pipeline(tmp_path / "t2i", kind="text_to_image")
+    clip = save_tiny_open_clip(tmp_path / "clip")
+    code = main(
+        [
+            "generate",
+            str(edits),
+            str(tmp_path / "out"),
+            "--text-to-image",
+            str(t2i),
+            "--clip-model",
+            f"local-dir:{clip}",
+            "--samples",
+            "2",
+            "--keep",
+            "1",
+            "--steps",
+            "2",
+            "--min-image-similarity",
+            "0",
+            "--min-direction-similarity",
+            "-1",
+            "--min-text-similarity",
+            "-1",
+        ]
+    )
+    assert code == 0
+    assert "kept 2 from 2 caption edits" in capsys.readouterr().out
+    records = list(read_folder_dataset(tmp_path / "out"))
+    assert [r.input_caption for r in records] == ["a red ball", "a green ball"]
+
+
+def test_captions_without_edits_need_a_language_model(tmp_path, capsys):
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a red ball\na cat\n")
+    assert read_captions(captions) == (["a red ball", "a cat"], {})
+    with pytest.raises(SystemExit):
+        main(["generate", str(captions), str(tmp_path / "o"), "--text-to-image", "unused"])
+    assert "pass --language-model" in capsys.readouterr().err
+
+
+def test_bad_shard_is_rejected_before_loading(tmp_path, capsys):
+    captions = tmp_path / "c.txt"
+    captions.write_text("a\n")
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "generate",
+                str(captions),
+                str(tmp_path / "o"),
+                "--text-to-image",
+                "unused",
+                "--shard",
+                "3/2",
+            ]
+        )
+    assert "shard must satisfy" in capsys.readouterr().err
