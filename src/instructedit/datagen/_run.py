@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from instructedit.captions import CaptionEdit, CaptionEditor, Rejection
@@ -132,7 +134,10 @@ def _process_shard(shard: tuple[int, int]) -> tuple[int, int, Any]:
         from accelerate import PartialState
     except ImportError:  # pragma: no cover - accelerate is a core dependency
         return shard[0], shard[1], None
-    state = PartialState()
+    # Without CUDA, processes started by torchrun / accelerate share the work over gloo; accelerate
+    # only detects them when asked for the CPU explicitly.
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    state = PartialState(cpu=use_cpu or not torch.cuda.is_available())
     index = shard[0] * state.num_processes + state.process_index
     return index, shard[1] * state.num_processes, state
 
