@@ -32,6 +32,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "instructedit.datagen:generate_from_files",
         "Generates an InstructPix2Pix dataset from captions (stages 1–3) into OUTPUT.",
     ),
+    "train": (
+        "instructedit.training:train_from_config",
+        "Trains an InstructPix2Pix editor as the config file describes; exports the pipeline.",
+    ),
+    "evaluate": (
+        "instructedit.evaluation:evaluate_model",
+        "Runs the paper's s_I sweep on a dataset split; writes OUTPUT/sweep.csv and OUTPUT/sweep.png.",
+    ),
 }
 """Command name → (``module:function``, the function's summary line, shown by ``--help``)."""
 

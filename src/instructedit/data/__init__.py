@@ -4,6 +4,8 @@ from instructedit._public import publish
 from instructedit.data._folder import (
     SPLITS,
     FolderSample,
+    folder_index,
+    load_folder_sample,
     read_folder_dataset,
     write_caption_folder,
     write_json_atomic,
@@ -12,6 +14,7 @@ from instructedit.data._folder import (
 from instructedit.data._parquet import (
     COLUMNS,
     folder_to_parquet,
+    parquet_row,
     parquet_to_folder,
     read_parquet,
     write_parquet,
@@ -23,7 +26,10 @@ __all__ = [
     "SPLITS",
     "EditRecord",
     "FolderSample",
+    "folder_index",
     "folder_to_parquet",
+    "load_folder_sample",
+    "parquet_row",
     "parquet_to_folder",
     "read_folder_dataset",
     "read_parquet",

@@ -30,6 +30,8 @@ from instructedit.data._records import EditRecord
 __all__ = [
     "SPLITS",
     "FolderSample",
+    "folder_index",
+    "load_folder_sample",
     "read_folder_dataset",
     "write_caption_folder",
     "write_json_atomic",
@@ -158,6 +160,14 @@ def read_folder_dataset(
     caption folder. Every sample is validated; a problem raises a ``ValueError`` naming the
     folder, the seed and the field.
     """
+    for name, seed in folder_index(root, split):
+        yield load_folder_sample(root, name, seed)
+
+
+def folder_index(
+    root: str | Path, split: Literal["train", "val", "test", "all"] = "all"
+) -> list[tuple[str, int]]:
+    """Returns the (folder, seed) of every sample of ``split``, in dataset order."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no such dataset folder: {root}")
@@ -174,35 +184,39 @@ def read_folder_dataset(
             raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
         low, high = SPLITS[split]
         entries = entries[int(low * len(entries)) : int(high * len(entries))]
-    for name, seeds in entries:
-        folder = root / name
-        prompt_file = folder / "prompt.json"
-        if not prompt_file.is_file():
-            raise ValueError(f"{folder}: missing prompt.json")
-        prompt = json.loads(prompt_file.read_text(encoding="utf-8"))
-        caption = prompt.get("input", prompt.get("caption"))
-        for key, value in (
-            ("input (or caption)", caption),
-            ("edit", prompt.get("edit")),
-            ("output", prompt.get("output")),
-        ):
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{prompt_file}: field {key!r} is missing or empty")
-        metadata: dict[int, dict[str, Any]] = {}
-        metadata_file = folder / "metadata.jsonl"
-        if metadata_file.is_file():
-            for line in metadata_file.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    metadata[int(row["seed"])] = {k: v for k, v in row.items() if k != "seed"}
-        for seed in seeds:
-            where = f"{folder} seed {seed}"
-            yield EditRecord(
-                input_image=_load_image(folder / f"{seed}_0.jpg", where),
-                edit_prompt=prompt["edit"],
-                edited_image=_load_image(folder / f"{seed}_1.jpg", where),
-                input_caption=caption,
-                output_caption=prompt["output"],
-                seed=int(seed),
-                metadata=metadata.get(int(seed), {}),
-            )
+    return [(name, int(seed)) for name, seeds in entries for seed in seeds]
+
+
+def load_folder_sample(root: str | Path, name: str, seed: int) -> EditRecord:
+    """Loads and validates one sample; problems raise a ``ValueError`` naming folder, seed, field."""
+    folder = Path(root) / name
+    prompt_file = folder / "prompt.json"
+    if not prompt_file.is_file():
+        raise ValueError(f"{folder}: missing prompt.json")
+    prompt = json.loads(prompt_file.read_text(encoding="utf-8"))
+    caption = prompt.get("input", prompt.get("caption"))
+    for key, value in (
+        ("input (or caption)", caption),
+        ("edit", prompt.get("edit")),
+        ("output", prompt.get("output")),
+    ):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{prompt_file}: field {key!r} is missing or empty")
+    metadata: dict[str, Any] = {}
+    metadata_file = folder / "metadata.jsonl"
+    if metadata_file.is_file():
+        for line in metadata_file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if int(row.get("seed", -1)) == int(seed):
+                    metadata = {k: v for k, v in row.items() if k != "seed"}
+    where = f"{folder} seed {seed}"
+    return EditRecord(
+        input_image=_load_image(folder / f"{seed}_0.jpg", where),
+        edit_prompt=prompt["edit"],
+        edited_image=_load_image(folder / f"{seed}_1.jpg", where),
+        input_caption=caption,
+        output_caption=prompt["output"],
+        seed=int(seed),
+        metadata=metadata,
+    )

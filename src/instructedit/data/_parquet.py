@@ -18,7 +18,14 @@ from instructedit.data._folder import (
 )
 from instructedit.data._records import EditRecord
 
-__all__ = ["COLUMNS", "folder_to_parquet", "parquet_to_folder", "read_parquet", "write_parquet"]
+__all__ = [
+    "COLUMNS",
+    "folder_to_parquet",
+    "parquet_row",
+    "parquet_to_folder",
+    "read_parquet",
+    "write_parquet",
+]
 
 COLUMNS = ("input_image", "edit_prompt", "edited_image")
 """The columns of diffusers' ``train_instruct_pix2pix.py`` (its defaults)."""
@@ -129,6 +136,26 @@ def _decode(value: Any, where: str) -> Image.Image:
         raise ValueError(f"{where} is not a readable image ({error})") from error
 
 
+def parquet_row(
+    row: dict[str, Any], where: str, columns: tuple[str, str, str] = COLUMNS
+) -> EditRecord:
+    """Validates and decodes one parquet row (as a dict) into a record; ``where`` names it."""
+    input_column, edit_column, edited_column = columns
+    instruction = row.get(edit_column)
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ValueError(f"{where}: field {edit_column!r} is missing or empty")
+    metadata = row.get("metadata")
+    return EditRecord(
+        input_image=_decode(row.get(input_column), f"{where}: field {input_column!r}"),
+        edit_prompt=instruction,
+        edited_image=_decode(row.get(edited_column), f"{where}: field {edited_column!r}"),
+        input_caption=row.get("input_caption"),
+        output_caption=row.get("output_caption"),
+        seed=row.get("seed"),
+        metadata=json.loads(metadata) if isinstance(metadata, str) else {},
+    )
+
+
 def read_parquet(
     path: str | Path,
     *,
@@ -151,19 +178,8 @@ def read_parquet(
     for batch in file.iter_batches():
         table = batch.to_pylist()
         for row in table:
-            where = f"{path} row {row_number}"
-            instruction = row.get(edit_column)
-            if not isinstance(instruction, str) or not instruction.strip():
-                raise ValueError(f"{where}: field {edit_column!r} is missing or empty")
-            metadata = row.get("metadata")
-            yield EditRecord(
-                input_image=_decode(row.get(input_column), f"{where}: field {input_column!r}"),
-                edit_prompt=instruction,
-                edited_image=_decode(row.get(edited_column), f"{where}: field {edited_column!r}"),
-                input_caption=row.get("input_caption"),
-                output_caption=row.get("output_caption"),
-                seed=row.get("seed"),
-                metadata=json.loads(metadata) if isinstance(metadata, str) else {},
+            yield parquet_row(
+                row, f"{path} row {row_number}", (input_column, edit_column, edited_column)
             )
             row_number += 1
 

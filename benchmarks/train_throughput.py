@@ -1,0 +1,107 @@
+"""Training throughput and peak memory of the Trainer.
+
+    python benchmarks/train_throughput.py               # tiny model on the CPU
+    python benchmarks/train_throughput.py --sd15        # SD-1.5-sized UNet at 256² (CUDA)
+
+Prints images/s over the timed steps (after warm-up) and the peak memory (CUDA:
+max_memory_allocated; CPU: peak resident set of the process), for fp32 and, on CUDA, bf16 with
+and without gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from instructedit.data import EditRecord
+from instructedit.testing import SD_SCHEDULER_CONFIG, tiny_components
+from instructedit.training import TrainConfig, Trainer, to_edit_unet
+
+
+def _peak_rss() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sd15", action="store_true")
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    if args.sd15:
+        if not cuda:
+            raise SystemExit("--sd15 needs a CUDA device")
+        from edit_vs_diffusers import sd15_components
+
+        parts = sd15_components(torch.device("cuda"), torch.float32)
+        parts["unet"] = parts["unet"].cpu()
+        unet_t2i = type(parts["unet"]).from_config({**parts["unet"].config, "in_channels": 4})
+        resolution, batch = 256, 8
+    else:
+        parts = dict(tiny_components(in_channels=4, seed=0))
+        unet_t2i = parts["unet"]
+        resolution, batch = 32, 16
+    rng = np.random.default_rng(0)
+    records = [
+        EditRecord(
+            Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)),
+            "make it red",
+            Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)),
+        )
+        for _ in range(64)
+    ]
+    settings = [("fp32", "no", False)]
+    if cuda:
+        settings += [("bf16", "bf16", False), ("bf16 + checkpointing", "bf16", True)]
+    print(
+        f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, {'SD-1.5 size' if args.sd15 else 'tiny'}, "
+        f"{resolution}², batch {batch}, {args.steps} timed steps"
+    )
+    for label, precision, checkpointing in settings:
+        with tempfile.TemporaryDirectory() as folder:
+            trainer = Trainer(
+                TrainConfig(
+                    output_dir=folder,
+                    resolution=resolution,
+                    batch_size=batch,
+                    max_steps=args.steps + 3,
+                    checkpoint_every=10**6,
+                    mixed_precision=precision,
+                    gradient_checkpointing=checkpointing,
+                    log_with="none",
+                    log_every=10**6,
+                ),
+                unet=to_edit_unet(unet_t2i),
+                vae=parts["vae"],
+                text_encoder=parts["text_encoder"],
+                tokenizer=parts["tokenizer"],
+                noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
+                train_dataset=records,
+            )
+            trainer.train(until=3, resume=False)  # warm-up
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            trainer.train(until=args.steps + 3)
+            if cuda:
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss()
+            print(f"{label:22} {args.steps * batch / elapsed:8.1f} images/s   peak {peak:9.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Stage 4: training an InstructPix2Pix editor."""
+
+from instructedit._public import publish
+from instructedit.training._cli import load_run_file, train_from_config
+from instructedit.training._config import TrainConfig
+from instructedit.training._data import (
+    EditSource,
+    FolderSource,
+    ParquetSource,
+    RecordSource,
+    StepBatches,
+    TrainingExamples,
+    augment_pair,
+)
+from instructedit.training._dropout import DroppedConditions, conditioning_dropout
+from instructedit.training._surgery import to_edit_unet
+from instructedit.training._trainer import Trainer
+
+__all__ = [
+    "DroppedConditions",
+    "EditSource",
+    "FolderSource",
+    "ParquetSource",
+    "RecordSource",
+    "StepBatches",
+    "TrainConfig",
+    "Trainer",
+    "TrainingExamples",
+    "augment_pair",
+    "conditioning_dropout",
+    "load_run_file",
+    "to_edit_unet",
+    "train_from_config",
+]
+
+publish(__name__, globals(), __all__)

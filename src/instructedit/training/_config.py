@@ -1,0 +1,143 @@
+"""TrainConfig: every setting of an InstructPix2Pix training run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of :class:`~instructedit.training.Trainer` (the official recipe where one exists).
+
+    The official run: AdamW at 1e-4 constant, 256² random crops with flips, batch 32 × 4
+    accumulation × 8 GPUs, EMA 0.9999, conditioning dropout 0.05, ~10k steps. diffusers' example
+    uses 5e-5, batch 4 × 4, 15k steps, fp16.
+    """
+
+    output_dir: str = "outputs/train"
+    """Checkpoints, metrics, validation images and the exported pipeline go here."""
+    resolution: int = 256
+    """Training crop side (a multiple of 8)."""
+    resize_resolution: int | None = None
+    """Side images are resized to before cropping (default: ``resolution``)."""
+    random_flip: bool = True
+    """Flip input and edited image together with probability 0.5."""
+    batch_size: int = 4
+    """Examples per device per micro-step."""
+    gradient_accumulation_steps: int = 1
+    """Micro-steps per optimiser step."""
+    learning_rate: float = 1e-4
+    """Peak learning rate (official 1e-4; diffusers' example 5e-5)."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate shape after warm-up."""
+    warmup_steps: int = 0
+    """Linear warm-up steps (official: none)."""
+    weight_decay: float = 1e-2
+    """AdamW weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW β₁."""
+    adam_beta2: float = 0.999
+    """AdamW β₂."""
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping norm (``None``: no clipping)."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """Autocast precision of the UNet's forward (weights stay float32)."""
+    ema_decay: float | None = 0.9999
+    """EMA decay with warm-up ``min(d, (1 + n)/(10 + n))``; ``None`` disables EMA."""
+    conditioning_dropout: float = 0.05
+    """p of :func:`~instructedit.training.conditioning_dropout`."""
+    seed: int = 0
+    """Every random draw of step n derives from (seed, n): resuming reproduces the run."""
+    max_steps: int = 1000
+    """Optimiser steps in total."""
+    checkpoint_every: int = 500
+    """Save a resumable checkpoint every this many steps (and at the end)."""
+    checkpoints_to_keep: int | None = 2
+    """Older checkpoints are deleted (``None``: keep all)."""
+    validation_prompts: tuple[str, ...] = ()
+    """Instructions edited on ``validation_image`` every ``validation_every`` steps."""
+    validation_image: str | None = None
+    """Input image of the validation edits."""
+    validation_every: int = 500
+    """Steps between validation edits."""
+    validation_steps: int = 20
+    """Sampler steps of the validation edits."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory in the UNet."""
+    use_8bit_adam: bool = False
+    """bitsandbytes' 8-bit AdamW (CUDA; ``pip install bitsandbytes``)."""
+    log_with: Literal["auto", "none", "tensorboard", "wandb"] = "auto"
+    """Tracker besides ``metrics.jsonl``; ``"auto"`` uses TensorBoard when installed."""
+    log_every: int = 10
+    """Steps between metric records."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "resolution",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "max_steps",
+            "checkpoint_every",
+            "validation_every",
+            "validation_steps",
+            "log_every",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if self.resolution % 8:
+            raise ValueError(f"resolution must be a multiple of 8, got {self.resolution}")
+        if self.resize_resolution is not None and self.resize_resolution < self.resolution:
+            raise ValueError(
+                f"resize_resolution must be >= resolution ({self.resolution}), got {self.resize_resolution}"
+            )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0:
+            raise ValueError("warmup_steps, weight_decay and num_workers must be >= 0")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if not 0.0 <= self.conditioning_dropout <= 1.0 / 3.0:
+            raise ValueError(
+                f"conditioning_dropout must be in [0, 1/3], got {self.conditioning_dropout}"
+            )
+        for name, allowed in (
+            ("mixed_precision", ("no", "fp16", "bf16")),
+            ("lr_schedule", ("constant", "linear", "cosine")),
+            ("log_with", ("auto", "none", "tensorboard", "wandb")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.validation_prompts and self.validation_image is None:
+            raise ValueError("validation_prompts need a validation_image")
+        if self.checkpoints_to_keep is not None and self.checkpoints_to_keep < 1:
+            raise ValueError(
+                f"checkpoints_to_keep must be >= 1 or None, got {self.checkpoints_to_keep}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Builds a config from a mapping; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; allowed: {sorted(known)}")
+        prepared = dict(values)
+        if "validation_prompts" in prepared:
+            prepared["validation_prompts"] = tuple(prepared["validation_prompts"])
+        return cls(**prepared)
+
+    @property
+    def path(self) -> Path:
+        """``output_dir`` as a path."""
+        return Path(self.output_dir)

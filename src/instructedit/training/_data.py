@@ -1,0 +1,190 @@
+"""Training examples: any record source, the official augmentation, deterministic batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from instructedit.data import EditRecord, folder_index, load_folder_sample, parquet_row
+
+__all__ = [
+    "EditSource",
+    "FolderSource",
+    "ParquetSource",
+    "RecordSource",
+    "StepBatches",
+    "TrainingExamples",
+    "augment_pair",
+]
+
+
+@runtime_checkable
+class EditSource(Protocol):
+    """Random access to editing examples; ``record(i)`` raises a ``ValueError`` naming a bad row."""
+
+    def __len__(self) -> int: ...
+
+    def record(self, index: int) -> EditRecord:
+        """Loads example ``index``."""
+        ...
+
+
+class RecordSource:
+    """Examples held in memory."""
+
+    def __init__(self, records: Sequence[EditRecord]) -> None:
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def record(self, index: int) -> EditRecord:
+        return self.records[index]
+
+
+class FolderSource:
+    """The official folder layout (lazy: images load when an example is drawn)."""
+
+    def __init__(self, root: str | Path, split: str = "train") -> None:
+        self.root = Path(root)
+        self.index = folder_index(self.root, split)  # type: ignore[arg-type]
+        if not self.index:
+            raise ValueError(f"{self.root} holds no samples in split {split!r}")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def record(self, index: int) -> EditRecord:
+        name, seed = self.index[index]
+        return load_folder_sample(self.root, name, seed)
+
+
+class ParquetSource:
+    """A parquet file with diffusers' columns (memory-mapped; rows decode when drawn)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        columns: tuple[str, str, str] = ("input_image", "edit_prompt", "edited_image"),
+    ) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.table = pq.read_table(str(self.path), memory_map=True)
+        missing = [c for c in columns if c not in self.table.column_names]
+        if missing:
+            raise ValueError(
+                f"{self.path}: no column(s) {missing}; columns are {self.table.column_names}"
+            )
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def record(self, index: int) -> EditRecord:
+        row = self.table.slice(index, 1).to_pylist()[0]
+        return parquet_row(row, f"{self.path} row {index}", self.columns)
+
+
+def augment_pair(
+    record: EditRecord, resolution: int, resize: int, flip: bool, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official augmentation: both images resized to ``resize`` (Lanczos), one shared random
+    ``resolution`` crop, one shared horizontal flip with probability 0.5. Returns two
+    ``[3, resolution, resolution]`` tensors in [-1, 1] (input, edited)."""
+    pixels = []
+    for image in (record.input_image, record.edited_image):
+        resized = image.convert("RGB").resize((resize, resize), Image.Resampling.LANCZOS)
+        pixels.append(
+            torch.from_numpy(np.asarray(resized, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+        )
+    top = int(torch.randint(0, resize - resolution + 1, (1,), generator=generator))
+    left = int(torch.randint(0, resize - resolution + 1, (1,), generator=generator))
+    mirrored = flip and bool(torch.rand(1, generator=generator) < 0.5)
+    out = []
+    for tensor in pixels:
+        crop = tensor[:, top : top + resolution, left : left + resolution]
+        out.append(crop.flip(-1) if mirrored else crop)
+    return out[0], out[1]
+
+
+class TrainingExamples(torch.utils.data.Dataset):
+    """Turns ``(index, augmentation seed)`` keys into augmented training examples."""
+
+    def __init__(self, source: EditSource, *, resolution: int, resize: int, flip: bool) -> None:
+        self.source = source
+        self.resolution = resolution
+        self.resize = resize
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, seed = key
+        record = self.source.record(index)
+        generator = torch.Generator().manual_seed(seed)
+        source, edited = augment_pair(record, self.resolution, self.resize, self.flip, generator)
+        return {"input_pixels": source, "edited_pixels": edited, "edit_prompt": record.edit_prompt}
+
+
+def _mix(*values: int) -> int:
+    """A stable 63-bit hash of integers (seeds that do not collide across steps and ranks)."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state ^= (value + 0x9E3779B97F4A7C15 + (state << 6) + (state >> 2)) & 0xFFFFFFFFFFFFFFFF
+        state = (state * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return state & 0x7FFFFFFFFFFFFFFF
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Yields the keys of each micro-batch, as a pure function of (seed, micro-step, rank).
+
+    Sample position q of the run is example ``perm_e[q mod N]`` of epoch ``e = q // N``, with a
+    seeded permutation per epoch; micro-step u of rank p takes positions
+    ``[(u·P + p)·B, (u·P + p + 1)·B)``. Starting at any micro-step therefore continues exactly
+    where a run stopped.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        *,
+        seed: int,
+        start: int,
+        stop: int,
+        rank: int = 0,
+        ranks: int = 1,
+    ) -> None:
+        if size < 1:
+            raise ValueError("the training dataset is empty")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start, self.stop, self.rank, self.ranks = start, stop, rank, ranks
+        self._epoch = -1
+        self._permutation: list[int] = []
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def _example(self, position: int) -> int:
+        epoch = position // self.size
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(_mix(self.seed, epoch, 1))
+            self._permutation = torch.randperm(self.size, generator=generator).tolist()
+            self._epoch = epoch
+        return self._permutation[position % self.size]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for micro in range(self.start, self.stop):
+            first = (micro * self.ranks + self.rank) * self.batch_size
+            yield [
+                (self._example(q), _mix(self.seed, q, 2))
+                for q in range(first, first + self.batch_size)
+            ]

@@ -1,0 +1,457 @@
+"""Trainer: InstructPix2Pix training on accelerate, with exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from instructedit.training._config import TrainConfig
+from instructedit.training._data import (
+    EditSource,
+    RecordSource,
+    StepBatches,
+    TrainingExamples,
+    _mix,
+)
+from instructedit.training._dropout import conditioning_dropout
+
+__all__ = ["Trainer"]
+
+logger = logging.getLogger(__name__)
+
+_STATE_FILE = "trainer_state.json"
+
+
+def _tracker(choice: str) -> str | None:
+    if choice == "none":
+        return None
+    if choice in ("tensorboard", "wandb"):
+        return choice
+    import importlib.util
+
+    for name in ("tensorboard", "tensorboardX"):
+        if importlib.util.find_spec(name) is not None:
+            return "tensorboard"
+    return None
+
+
+class Trainer:
+    """Trains an InstructPix2Pix editor (Brooks et al. 2023, §3.2) with accelerate.
+
+    The UNet (8 input channels, see :func:`~instructedit.training.to_edit_unet`) learns to
+    predict the noise of the edited image's latent given the instruction and the input image's
+    latent: targets are ``vae.encode(edited).sample() × scaling_factor``, the image condition is
+    ``vae.encode(input).mode()`` unscaled, and both conditions are dropped per example for
+    classifier-free guidance (:func:`~instructedit.training.conditioning_dropout`). VAE and text
+    encoder stay frozen.
+
+    One GPU, many GPUs or many nodes: run the same script under ``accelerate launch`` (DDP; FSDP
+    or DeepSpeed through the accelerate config). Every random draw of micro-step u on rank p is a
+    pure function of (seed, u, p) and checkpoints hold model, optimiser, scheduler and EMA state,
+    so resuming reproduces the uninterrupted run exactly.
+
+    Args:
+        config: the run's settings.
+        unet: the editing UNet (trained in place).
+        vae: the ``AutoencoderKL`` (frozen).
+        text_encoder: the ``CLIPTextModel`` (frozen).
+        tokenizer: its tokenizer.
+        noise_scheduler: the training noise schedule (e.g. ``DDPMScheduler``).
+        train_dataset: an :class:`~instructedit.training.EditSource` (folder, parquet, records)
+            or a sequence of :class:`~instructedit.data.EditRecord`.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        unet: Any,
+        vae: Any,
+        text_encoder: Any,
+        tokenizer: Any,
+        noise_scheduler: Any,
+        train_dataset: EditSource | Sequence[Any],
+    ) -> None:
+        if unet.config.in_channels != 2 * vae.config.latent_channels:
+            raise ValueError(
+                f"unet.config.in_channels must be {2 * vae.config.latent_channels}; convert a text-to-image "
+                "UNet with instructedit.training.to_edit_unet"
+            )
+        self.config = config
+        self.unet = unet
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.noise_scheduler = noise_scheduler
+        self.source: EditSource = (
+            train_dataset
+            if isinstance(train_dataset, EditSource)
+            else RecordSource(list(train_dataset))
+        )
+        if len(self.source) == 0:
+            raise ValueError("train_dataset is empty")
+        self.losses: list[float] = []
+        self.ema: Any = None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def checkpoint_root(self) -> Path:
+        """Folder of the checkpoints."""
+        return self.config.path / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The most recent complete checkpoint, if any."""
+        if not self.checkpoint_root.is_dir():
+            return None
+        complete = sorted(
+            p for p in self.checkpoint_root.glob("step-*") if (p / _STATE_FILE).is_file()
+        )
+        return complete[-1] if complete else None
+
+    def _save_checkpoint(self, accelerator: Any, step: int) -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            final = self.checkpoint_root / f"step-{step:07d}"
+            staging = self.checkpoint_root / f".step-{step:07d}.partial"
+            if staging.exists():
+                shutil.rmtree(staging)
+            accelerator.save_state(str(staging))
+            if self.ema is not None:
+                torch.save(self.ema.state_dict(), staging / "ema.pt")
+            (staging / _STATE_FILE).write_text(json.dumps({"step": step}), encoding="utf-8")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            keep = self.config.checkpoints_to_keep
+            if keep is not None:
+                for old in sorted(self.checkpoint_root.glob("step-*"))[:-keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+            logger.info("saved checkpoint %s", final)
+        accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ training
+
+    def _empty_embedding(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        ids = self.tokenizer(
+            [""],
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids
+        with torch.no_grad():
+            return self.text_encoder(ids.to(device))[0].to(dtype)
+
+    def _loss(
+        self,
+        unet: Any,
+        batch: dict[str, Any],
+        micro: int,
+        rank: int,
+        empty: torch.Tensor,
+        accelerator: Any,
+    ) -> torch.Tensor:
+        device = accelerator.device
+        generator = torch.Generator().manual_seed(_mix(self.config.seed, micro, rank, 3))
+        weight_dtype = self.vae.dtype
+        edited = batch["edited_pixels"].to(device, weight_dtype)
+        source = batch["input_pixels"].to(device, weight_dtype)
+        with torch.no_grad():
+            posterior = self.vae.encode(edited).latent_dist
+            noise_for_sample = torch.randn(posterior.mean.shape, generator=generator).to(
+                device, posterior.mean.dtype
+            )
+            latents = (
+                posterior.mean + posterior.std * noise_for_sample
+            ) * self.vae.config.scaling_factor
+            image_latents = self.vae.encode(source).latent_dist.mode()
+            ids = self.tokenizer(
+                list(batch["edit_prompt"]),
+                padding="max_length",
+                truncation=True,
+                max_length=self.tokenizer.model_max_length,
+                return_tensors="pt",
+            ).input_ids
+            text = self.text_encoder(ids.to(device))[0]
+        latents, image_latents, text = latents.float(), image_latents.float(), text.float()
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator).to(device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        dropped = conditioning_dropout(
+            text,
+            image_latents,
+            empty.float(),
+            self.config.conditioning_dropout,
+            generator=generator,
+        )
+        prediction = unet(torch.cat([noisy, dropped.image], dim=1), timesteps, dropped.text).sample
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        return F.mse_loss(prediction.float(), target.float())
+
+    def train(self, *, until: int | None = None, resume: bool = True) -> list[float]:
+        """Trains to ``config.max_steps`` (or stops after step ``until``); returns the losses of the
+        optimiser steps run by this call.
+
+        Resumes from the latest checkpoint in ``output_dir`` unless ``resume=False``. Saves a
+        checkpoint every ``checkpoint_every`` steps and at the end, validation edits every
+        ``validation_every`` steps, and metrics to ``metrics.jsonl`` (and TensorBoard or wandb).
+        """
+        from accelerate import Accelerator
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
+        config = self.config
+        tracker = _tracker(config.log_with)
+        accelerator = Accelerator(
+            mixed_precision=config.mixed_precision, log_with=tracker, project_dir=str(config.path)
+        )
+        config.path.mkdir(parents=True, exist_ok=True)
+        if config.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.vae.requires_grad_(False).eval()
+        self.text_encoder.requires_grad_(False).eval()
+        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+            config.mixed_precision, torch.float32
+        )
+        if accelerator.device.type == "cpu":
+            weight_dtype = torch.float32
+        for frozen in (self.vae, self.text_encoder):
+            frozen.to(accelerator.device)
+            if frozen.dtype != weight_dtype:
+                frozen.to(dtype=weight_dtype)
+        self.unet.train()
+        optimizer_class: Any = torch.optim.AdamW
+        if config.use_8bit_adam:
+            try:
+                import bitsandbytes as bnb
+            except ImportError as error:
+                raise ImportError(
+                    "use_8bit_adam needs bitsandbytes: pip install bitsandbytes"
+                ) from error
+            optimizer_class = bnb.optim.AdamW8bit
+        optimizer = optimizer_class(
+            self.unet.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.weight_decay,
+        )
+        schedule = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[
+            config.lr_schedule
+        ]
+        lr_scheduler = get_scheduler(
+            schedule,
+            optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=config.max_steps,
+        )
+        unet, optimizer, lr_scheduler = accelerator.prepare(self.unet, optimizer, lr_scheduler)
+        if config.ema_decay is not None:
+            from diffusers import UNet2DConditionModel
+
+            base = accelerator.unwrap_model(unet)
+            self.ema = EMAModel(
+                base.parameters(),
+                decay=config.ema_decay,
+                model_cls=UNet2DConditionModel,
+                model_config=base.config,
+            )
+            self.ema.to(accelerator.device)
+
+        start = 0
+        checkpoint = self.latest_checkpoint() if resume else None
+        if checkpoint is not None:
+            accelerator.load_state(str(checkpoint))
+            start = json.loads((checkpoint / _STATE_FILE).read_text(encoding="utf-8"))["step"]
+            if self.ema is not None and (checkpoint / "ema.pt").is_file():
+                self.ema.load_state_dict(torch.load(checkpoint / "ema.pt", weights_only=True))
+                self.ema.to(accelerator.device)
+            logger.info("resumed from %s at step %d", checkpoint, start)
+        self._truncate_metrics(start, accelerator)
+        stop = min(config.max_steps, until if until is not None else config.max_steps)
+        if tracker is not None and accelerator.is_main_process:
+            accelerator.init_trackers(
+                "instructedit", config={k: str(v) for k, v in vars(config).items()}
+            )
+
+        accumulation = config.gradient_accumulation_steps
+        examples = TrainingExamples(
+            self.source,
+            resolution=config.resolution,
+            resize=config.resize_resolution or config.resolution,
+            flip=config.random_flip,
+        )
+        sampler = StepBatches(
+            len(self.source),
+            config.batch_size,
+            seed=config.seed,
+            start=start * accumulation,
+            stop=stop * accumulation,
+            rank=accelerator.process_index,
+            ranks=accelerator.num_processes,
+        )
+        loader = torch.utils.data.DataLoader(
+            examples, batch_sampler=sampler, num_workers=config.num_workers, collate_fn=_collate
+        )
+        empty = self._empty_embedding(accelerator.device, weight_dtype)
+        losses: list[float] = []
+        interval: list[float] = []
+        timer = time.perf_counter()
+        progress = tqdm(
+            total=stop,
+            initial=start,
+            disable=not accelerator.is_local_main_process,
+            desc="training",
+        )
+        batches = iter(loader)
+        for step in range(start, stop):
+            step_loss = 0.0
+            for part in range(accumulation):
+                micro = step * accumulation + part
+                batch = next(batches)
+                # Gradients are all-reduced once per optimiser step, not per micro-step.
+                context = (
+                    accelerator.no_sync(unet)
+                    if part < accumulation - 1
+                    else contextlib.nullcontext()
+                )
+                with context, accelerator.autocast():
+                    loss = self._loss(
+                        unet, batch, micro, accelerator.process_index, empty, accelerator
+                    )
+                    accelerator.backward(loss / accumulation)
+                step_loss += loss.detach().item() / accumulation
+            if config.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.step(accelerator.unwrap_model(unet).parameters())
+            done = step + 1
+            losses.append(step_loss)
+            interval.append(step_loss)
+            progress.update()
+            progress.set_postfix(loss=f"{step_loss:.4f}")
+            if done % config.log_every == 0 or done == stop:
+                elapsed = time.perf_counter() - timer
+                images = (
+                    len(interval) * config.batch_size * accumulation * accelerator.num_processes
+                )
+                record = {
+                    "step": done,
+                    "loss": sum(interval) / len(interval),
+                    "lr": lr_scheduler.get_last_lr()[0],
+                    "images_per_s": images / max(elapsed, 1e-9),
+                }
+                self._log(record, accelerator, tracker)
+                interval, timer = [], time.perf_counter()
+            if config.validation_prompts and done % config.validation_every == 0:
+                self.validate(done, accelerator.unwrap_model(unet), accelerator)
+            if done % config.checkpoint_every == 0 or done == stop:
+                self._save_checkpoint(accelerator, done)
+        progress.close()
+        if tracker is not None:
+            accelerator.end_training()
+        self.unet = accelerator.unwrap_model(unet)
+        self.losses.extend(losses)
+        return losses
+
+    # ------------------------------------------------------------------ logging, validation, export
+
+    def _truncate_metrics(self, step: int, accelerator: Any) -> None:
+        path = self.config.path / "metrics.jsonl"
+        if not accelerator.is_main_process or not path.is_file():
+            return
+        kept = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step
+        ]
+        staging = path.with_name(".metrics.jsonl.partial")
+        staging.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        staging.replace(path)
+
+    def _log(self, record: dict[str, Any], accelerator: Any, tracker: str | None) -> None:
+        if not accelerator.is_main_process:
+            return
+        with (self.config.path / "metrics.jsonl").open("a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+        if tracker is not None:
+            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def _ema_unet(self, unet: Any) -> Any:
+        copied = copy.deepcopy(unet)
+        if self.ema is not None:
+            self.ema.copy_to(copied.parameters())
+        return copied.eval()
+
+    def _pipeline(self, unet: Any) -> Any:
+        from diffusers import EulerAncestralDiscreteScheduler
+
+        from instructedit.pipeline import EditPipeline
+
+        scheduler = EulerAncestralDiscreteScheduler.from_config(self.noise_scheduler.config)
+        return EditPipeline(
+            unet=unet,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            scheduler=scheduler,
+        )
+
+    def validate(
+        self, step: int, unet: Any | None = None, accelerator: Any | None = None
+    ) -> list[Path]:
+        """Edits ``validation_image`` with each validation prompt using the EMA weights; writes
+        ``validation/step-XXXXXXX/NN.png`` and returns the paths."""
+        if accelerator is not None and not accelerator.is_main_process:
+            return []
+        if self.config.validation_image is None:
+            return []
+        pipe = self._pipeline(self._ema_unet(unet if unet is not None else self.unet))
+        folder = self.config.path / "validation" / f"step-{step:07d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for number, prompt in enumerate(self.config.validation_prompts):
+            image = pipe(
+                self.config.validation_image,
+                prompt,
+                num_inference_steps=self.config.validation_steps,
+                generator=torch.Generator().manual_seed(self.config.seed),
+                progress=False,
+            ).images[0]
+            path = folder / f"{number:02d}.png"
+            image.save(path)
+            written.append(path)
+        return written
+
+    def export(self, directory: str | Path | None = None) -> Path:
+        """Writes the EMA weights (or the raw ones without EMA) as an ``EditPipeline`` folder in the
+        diffusers layout, loadable by diffusers' ``StableDiffusionInstructPix2PixPipeline`` too."""
+        target = Path(directory) if directory is not None else self.config.path / "pipeline"
+        pipe = self._pipeline(self._ema_unet(self.unet))
+        return pipe.save_pretrained(target)
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "input_pixels": torch.stack([item["input_pixels"] for item in items]),
+        "edited_pixels": torch.stack([item["edited_pixels"] for item in items]),
+        "edit_prompt": [item["edit_prompt"] for item in items],
+    }

@@ -1,0 +1,44 @@
+import pytest
+
+from instructedit.cli import main
+from instructedit.testing import save_tiny_pipeline
+from instructedit.training import load_run_file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".toml", ".yaml"])
+def test_train_command_from_a_config_file(tmp_path, records, capsys, suffix, make_folder_dataset):
+    model = save_tiny_pipeline(tmp_path / "t2i", kind="text_to_image")
+    make_folder_dataset(tmp_path / "data", records[:8])
+    output = tmp_path / "run"
+    if suffix == ".toml":
+        text = (
+            f'model = "{model}"\n[data]\nfolder = "{tmp_path / "data"}"\nsplit = "all"\n'
+            f'[train]\noutput_dir = "{output}"\nresolution = 16\nbatch_size = 2\nmax_steps = 3\n'
+            'checkpoint_every = 3\nlog_with = "none"\n'
+        )
+    else:
+        text = (
+            f"model: {model}\ndata:\n  folder: {tmp_path / 'data'}\n  split: all\n"
+            f"train:\n  output_dir: {output}\n  resolution: 16\n  batch_size: 2\n  max_steps: 3\n"
+            "  checkpoint_every: 3\n  log_with: none\n"
+        )
+    config = tmp_path / f"run{suffix}"
+    config.write_text(text)
+    assert main(["train", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == str(output / "pipeline")
+    assert (output / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_bad_config_files_are_explained(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('model = "x"\n')
+    with pytest.raises(ValueError, match="missing 'data'"):
+        load_run_file(config)
+    config.write_text('model = "x"\n[data]\nfolder = "d"\n[training]\n')
+    with pytest.raises(ValueError, match=r"unknown top-level keys \['training'\]"):
+        load_run_file(config)
+    other = tmp_path / "run.ini"
+    other.write_text("x")
+    with pytest.raises(ValueError, match=r"must be \.yaml"):
+        load_run_file(other)

@@ -1,0 +1,144 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, StableDiffusionInstructPix2PixPipeline
+
+from instructedit import EditPipeline
+from instructedit.data import write_parquet
+from instructedit.testing import SD_SCHEDULER_CONFIG, tiny_components
+from instructedit.training import FolderSource, ParquetSource, TrainConfig, Trainer, to_edit_unet
+
+
+def _trainer(tmp_path, records, **overrides):
+    parts = tiny_components(in_channels=4, seed=0)
+    settings = {
+        "output_dir": str(tmp_path / "run"),
+        "resolution": 16,
+        "batch_size": 8,
+        "max_steps": 60,
+        "learning_rate": 1e-3,
+        "checkpoint_every": 30,
+        "log_every": 10,
+        "ema_decay": 0.99,
+        "log_with": "none",
+    }
+    settings.update(overrides)
+    return Trainer(
+        TrainConfig(**settings),
+        unet=to_edit_unet(parts["unet"]),
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
+        train_dataset=records,
+    )
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_the_export_loads_everywhere(tmp_path, records):
+    from PIL import Image
+
+    validation = tmp_path / "val.png"
+    records[0].input_image.save(validation)
+    trainer = _trainer(
+        tmp_path,
+        records,
+        validation_prompts=("make the square blue",),
+        validation_image=str(validation),
+        validation_every=60,
+        validation_steps=2,
+    )
+    losses = trainer.train()
+    assert len(losses) == 60
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [m["step"] for m in metrics] == [10, 20, 30, 40, 50, 60]
+    assert all(m["images_per_s"] > 0 and m["lr"] == 1e-3 for m in metrics)
+    assert Image.open(tmp_path / "run" / "validation" / "step-0000060" / "00.png").size == (16, 16)
+
+    folder = trainer.export()
+    ours = EditPipeline.from_pretrained(folder)
+    theirs = StableDiffusionInstructPix2PixPipeline.from_pretrained(folder, safety_checker=None)
+    theirs.set_progress_bar_config(disable=True)
+    image = records[1].input_image
+    kwargs = {"num_inference_steps": 4, "output_type": "np"}
+    a = ours(
+        image,
+        "make the square red",
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        **kwargs,
+    ).images
+    b = theirs(
+        "make the square red", image=image, generator=torch.Generator().manual_seed(0), **kwargs
+    ).images
+    assert np.abs(a - b).max() < 1e-4
+    # The export holds the EMA weights, not the raw ones.
+    raw = trainer.unet.state_dict()["conv_in.weight"]
+    assert not torch.equal(ours.unet.state_dict()["conv_in.weight"], raw)
+
+
+@pytest.mark.slow
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, records):
+    settings = {
+        "max_steps": 6,
+        "checkpoint_every": 3,
+        "gradient_accumulation_steps": 2,
+        "batch_size": 4,
+    }
+    full = _trainer(tmp_path / "a", records, **settings).train()
+    first = _trainer(tmp_path / "b", records, **settings)
+    head = first.train(until=3)
+    assert (tmp_path / "b" / "run" / "checkpoints" / "step-0000003").is_dir()
+    tail = _trainer(tmp_path / "b", records, **settings).train()  # a new process would do the same
+    assert len(head) == 3
+    assert len(tail) == 3
+    np.testing.assert_allclose(head + tail, full, rtol=0, atol=1e-6)
+
+
+def test_corrupt_row_stops_training_with_its_name(tmp_path, records, make_folder_dataset):
+    make_folder_dataset(tmp_path / "data", records[:4])
+    (tmp_path / "data" / "0000002" / "2_1.jpg").write_bytes(b"not a jpeg")
+    trainer = _trainer(tmp_path, FolderSource(tmp_path / "data", "all"), max_steps=2, batch_size=4)
+    with pytest.raises(ValueError, match=r"0000002 seed 2: 2_1.jpg is not a readable image"):
+        trainer.train()
+
+
+def test_parquet_source_feeds_training(tmp_path, records):
+    path = write_parquet(records[:4], tmp_path / "d.parquet")
+    source = ParquetSource(path)
+    assert len(source) == 4
+    assert source.record(2).edit_prompt == records[2].edit_prompt
+    losses = _trainer(tmp_path, source, max_steps=2, batch_size=2, checkpoint_every=2).train()
+    assert len(losses) == 2
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="resolution must be a multiple of 8"):
+        TrainConfig(resolution=30)
+    with pytest.raises(ValueError, match="conditioning_dropout"):
+        TrainConfig(conditioning_dropout=0.5)
+    with pytest.raises(ValueError, match="validation_prompts need a validation_image"):
+        TrainConfig(validation_prompts=("x",))
+    with pytest.raises(ValueError, match=r"unknown training settings \['lr'\]"):
+        TrainConfig.from_dict({"lr": 1e-4})
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8")  # type: ignore[arg-type]
+
+
+def test_text_to_image_unet_is_rejected(tmp_path, records):
+    parts = tiny_components(in_channels=4, seed=0)
+    with pytest.raises(ValueError, match="to_edit_unet"):
+        Trainer(
+            TrainConfig(output_dir=str(tmp_path)),
+            unet=parts["unet"],
+            vae=parts["vae"],
+            text_encoder=parts["text_encoder"],
+            tokenizer=parts["tokenizer"],
+            noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG),
+            train_dataset=records,
+        )
