@@ -142,3 +142,24 @@ def test_text_to_image_unet_is_rejected(tmp_path, records):
             noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG),
             train_dataset=records,
         )
+
+
+def test_hugging_face_datasets_source(tmp_path, records):
+    import datasets
+
+    from instructedit.training import DatasetsSource
+
+    path = write_parquet(records[:3], tmp_path / "d.parquet")
+    dataset = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    source = DatasetsSource(dataset)
+    assert len(source) == 3
+    np.testing.assert_array_equal(
+        np.asarray(source.record(1).edited_image), np.asarray(records[1].edited_image)
+    )
+    broken = dataset.map(
+        lambda row, i: {"edit_prompt": "" if i == 2 else row["edit_prompt"]}, with_indices=True
+    )
+    with pytest.raises(ValueError, match="dataset row 2: field 'edit_prompt' is missing or empty"):
+        DatasetsSource(broken).record(2)
+    with pytest.raises(ValueError, match="no column"):
+        DatasetsSource(dataset.remove_columns("edited_image"))

@@ -4,6 +4,7 @@ from instructedit._public import publish
 from instructedit.training._cli import load_run_file, train_from_config
 from instructedit.training._config import TrainConfig
 from instructedit.training._data import (
+    DatasetsSource,
     EditSource,
     FolderSource,
     ParquetSource,
@@ -17,6 +18,7 @@ from instructedit.training._surgery import to_edit_unet
 from instructedit.training._trainer import Trainer
 
 __all__ = [
+    "DatasetsSource",
     "DroppedConditions",
     "EditSource",
     "FolderSource",

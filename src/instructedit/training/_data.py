@@ -13,6 +13,7 @@ from PIL import Image
 from instructedit.data import EditRecord, folder_index, load_folder_sample, parquet_row
 
 __all__ = [
+    "DatasetsSource",
     "EditSource",
     "FolderSource",
     "ParquetSource",
@@ -90,6 +91,44 @@ class ParquetSource:
     def record(self, index: int) -> EditRecord:
         row = self.table.slice(index, 1).to_pylist()[0]
         return parquet_row(row, f"{self.path} row {index}", self.columns)
+
+
+class DatasetsSource:
+    """A Hugging Face ``datasets.Dataset`` with image columns (diffusers' names by default)."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        columns: tuple[str, str, str] = ("input_image", "edit_prompt", "edited_image"),
+    ) -> None:
+        missing = [c for c in columns if c not in dataset.column_names]
+        if missing:
+            raise ValueError(
+                f"dataset has no column(s) {missing}; columns are {dataset.column_names}"
+            )
+        self.dataset = dataset
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def record(self, index: int) -> EditRecord:
+        row = self.dataset[index]
+        input_column, edit_column, edited_column = self.columns
+        where = f"dataset row {index}"
+        instruction = row.get(edit_column)
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"{where}: field {edit_column!r} is missing or empty")
+        images = []
+        for column in (input_column, edited_column):
+            value = row.get(column)
+            if not isinstance(value, Image.Image):
+                raise ValueError(
+                    f"{where}: field {column!r} is not an image (got {type(value).__name__})"
+                )
+            images.append(value.convert("RGB"))
+        return EditRecord(input_image=images[0], edit_prompt=instruction, edited_image=images[1])
 
 
 def augment_pair(
