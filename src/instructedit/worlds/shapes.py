@@ -1,0 +1,411 @@
+"""ShapesWorld: scenes of coloured shapes, their captions, caption edits, and an oracle.
+
+A scene is one or two non-overlapping shapes (circle, square, triangle) in named colours on a
+coloured background, rendered anti-aliased at 32×32 by default. Captions follow a small grammar
+("a red circle and a blue square on a white background"); :class:`ShapesCaptionEditor` plays
+GPT-3's part on those captions (recolour a shape, change the background, add or remove a shape,
+several phrasings each). :func:`apply_edit` renders the ground truth of an edit, and
+:func:`judge` scores any output image: did the edit happen, and how much did the rest change.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from instructedit.captions import CaptionEdit, Rejection
+
+__all__ = [
+    "COLOURS",
+    "EDIT_FAMILIES",
+    "SHAPES",
+    "EditFamily",
+    "Judgement",
+    "Scene",
+    "SceneEdit",
+    "Shape",
+    "ShapesCaptionEditor",
+    "apply_edit",
+    "caption",
+    "judge",
+    "parse_caption",
+    "random_edit",
+    "random_scene",
+    "region_masks",
+    "render",
+]
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 215, 40),
+    "purple": (150, 60, 190),
+    "orange": (245, 140, 30),
+    "white": (245, 245, 245),
+    "black": (25, 25, 25),
+}
+"""The eight named colours (sRGB)."""
+
+SHAPES = ("circle", "square", "triangle")
+"""The three shape kinds."""
+
+EditFamily = Literal["recolour", "background", "add", "remove"]
+EDIT_FAMILIES: tuple[EditFamily, ...] = ("recolour", "background", "add", "remove")
+
+_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "recolour": (
+        "make the {shape} {new}",
+        "turn the {old} {shape} {new}",
+        "colour the {shape} {new}",
+        "change the {old} {shape} to {new}",
+        "paint the {shape} {new}",
+    ),
+    "background": (
+        "make the background {new}",
+        "change the background to {new}",
+        "put it on a {new} background",
+        "paint the background {new}",
+    ),
+    "add": (
+        "add a {new} {shape}",
+        "put a {new} {shape} in the picture",
+        "draw a {new} {shape} too",
+    ),
+    "remove": (
+        "remove the {old} {shape}",
+        "take away the {shape}",
+        "delete the {old} {shape}",
+        "get rid of the {shape}",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape: kind, colour name, centre (x, y) and radius as fractions of the image side."""
+
+    kind: str
+    colour: str
+    x: float
+    y: float
+    radius: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A background colour and one or two shapes."""
+
+    background: str
+    shapes: tuple[Shape, ...]
+
+
+@dataclass(frozen=True)
+class SceneEdit:
+    """An edit of a scene with its ground truth.
+
+    Attributes:
+        family: ``"recolour"``, ``"background"``, ``"add"`` or ``"remove"``.
+        instruction: the edit instruction.
+        source: the scene before.
+        target: the scene after (ground truth).
+        shape_index: the edited shape (index in ``source`` for recolour/remove, in ``target``
+            for add; ``None`` for background).
+    """
+
+    family: EditFamily
+    instruction: str
+    source: Scene
+    target: Scene
+    shape_index: int | None
+
+
+def _polygon(shape: Shape, size: int) -> list[tuple[float, float]]:
+    cx, cy, r = shape.x * size, shape.y * size, shape.radius * size
+    if shape.kind == "square":
+        return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    if shape.kind == "triangle":
+        return [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    raise ValueError(f"no polygon for {shape.kind}")
+
+
+def _draw(
+    draw: ImageDraw.ImageDraw, shape: Shape, size: int, fill: int | tuple[int, int, int]
+) -> None:
+    if shape.kind == "circle":
+        cx, cy, r = shape.x * size, shape.y * size, shape.radius * size
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif shape.kind in ("square", "triangle"):
+        draw.polygon(_polygon(shape, size), fill=fill)
+    else:
+        raise ValueError(f"shape kind must be one of {SHAPES}, got {shape.kind!r}")
+
+
+def render(scene: Scene, size: int = 32, *, supersample: int = 4) -> Image.Image:
+    """Renders a scene anti-aliased (drawn at ``supersample``× and downscaled with a box filter)."""
+    big = size * supersample
+    image = Image.new("RGB", (big, big), COLOURS[scene.background])
+    draw = ImageDraw.Draw(image)
+    for shape in scene.shapes:
+        _draw(draw, shape, big, COLOURS[shape.colour])
+    return image.resize((size, size), Image.Resampling.BOX)
+
+
+def region_masks(scene: Scene, size: int = 32, *, supersample: int = 4) -> np.ndarray:
+    """Per-shape coverage ``[len(shapes), size, size]`` in [0, 1] (later shapes occlude earlier)."""
+    big = size * supersample
+    masks = []
+    for shape in scene.shapes:
+        canvas = Image.new("L", (big, big), 0)
+        _draw(ImageDraw.Draw(canvas), shape, big, 255)
+        masks.append(
+            np.asarray(canvas.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
+        )
+    return np.stack(masks) if masks else np.zeros((0, size, size), np.float32)
+
+
+_REACH = 2**0.5
+
+
+def _free_shape(
+    rng: random.Random, kind: str, colour: str, others: Sequence[Shape]
+) -> Shape | None:
+    for _ in range(200):
+        radius = rng.uniform(0.13, 0.2)
+        x, y = rng.uniform(radius, 1 - radius), rng.uniform(radius, 1 - radius)
+        candidate = Shape(kind, colour, round(x, 4), round(y, 4), round(radius, 4))
+        # Squares and triangles reach √2·r from the centre: keep those discs apart.
+        if all(
+            (candidate.x - o.x) ** 2 + (candidate.y - o.y) ** 2
+            > (_REACH * (candidate.radius + o.radius) + 0.03) ** 2
+            for o in others
+        ):
+            return candidate
+    return None
+
+
+def random_scene(rng: random.Random, *, max_shapes: int = 2) -> Scene:
+    """Draws a scene: 1..``max_shapes`` non-overlapping shapes whose colours differ from each other
+    and from the background."""
+    names = list(COLOURS)
+    background = rng.choice(names)
+    count = rng.randint(1, max_shapes)
+    shapes: list[Shape] = []
+    used = {background}
+    while len(shapes) < count:
+        colour = rng.choice([c for c in names if c not in used])
+        shape = _free_shape(rng, rng.choice(SHAPES), colour, shapes)
+        if shape is None:
+            break
+        shapes.append(shape)
+        used.add(colour)
+    return Scene(background, tuple(shapes))
+
+
+def caption(scene: Scene) -> str:
+    """The grammar: ``"a red circle and a blue square on a white background"``."""
+    parts = " and ".join(f"a {s.colour} {s.kind}" for s in scene.shapes)
+    return f"{parts} on a {scene.background} background"
+
+
+_CAPTION = re.compile(
+    r"^(?P<shapes>a \w+ \w+(?: and a \w+ \w+)*) on a (?P<background>\w+) background$"
+)
+
+
+def parse_caption(text: str) -> tuple[list[tuple[str, str]], str] | None:
+    """Parses a caption of the grammar into ([(colour, kind), …], background), or ``None``."""
+    match = _CAPTION.match(text.strip())
+    if match is None or match.group("background") not in COLOURS:
+        return None
+    shapes = []
+    for part in match.group("shapes").split(" and "):
+        _, colour, kind = part.split(" ")
+        if colour not in COLOURS or kind not in SHAPES:
+            return None
+        shapes.append((colour, kind))
+    return shapes, match.group("background")
+
+
+def random_edit(
+    scene: Scene, rng: random.Random, family: EditFamily | None = None
+) -> SceneEdit | None:
+    """Draws an edit of ``scene`` (of ``family``, or any applicable one) with its ground truth."""
+    names = list(COLOURS)
+    families = [family] if family is not None else list(EDIT_FAMILIES)
+    rng.shuffle(families)
+    for chosen in families:
+        used = {scene.background, *(s.colour for s in scene.shapes)}
+        free = [c for c in names if c not in used]
+        if chosen == "recolour" and scene.shapes and free:
+            index = rng.randrange(len(scene.shapes))
+            old = scene.shapes[index]
+            new = rng.choice(free)
+            shapes = list(scene.shapes)
+            shapes[index] = replace(old, colour=new)
+            text = rng.choice(_PHRASINGS["recolour"]).format(
+                shape=old.kind, old=old.colour, new=new
+            )
+            return SceneEdit("recolour", text, scene, replace(scene, shapes=tuple(shapes)), index)
+        if chosen == "background" and free:
+            new = rng.choice(free)
+            text = rng.choice(_PHRASINGS["background"]).format(new=new)
+            return SceneEdit("background", text, scene, replace(scene, background=new), None)
+        if chosen == "add" and len(scene.shapes) < 2 and free:
+            new = rng.choice(free)
+            shape = _free_shape(rng, rng.choice(SHAPES), new, scene.shapes)
+            if shape is None:
+                continue
+            text = rng.choice(_PHRASINGS["add"]).format(shape=shape.kind, new=new)
+            return SceneEdit(
+                "add", text, scene, replace(scene, shapes=(*scene.shapes, shape)), len(scene.shapes)
+            )
+        if chosen == "remove" and len(scene.shapes) == 2:
+            index = rng.randrange(2)
+            old = scene.shapes[index]
+            text = rng.choice(_PHRASINGS["remove"]).format(shape=old.kind, old=old.colour)
+            kept = tuple(s for i, s in enumerate(scene.shapes) if i != index)
+            return SceneEdit("remove", text, scene, replace(scene, shapes=kept), index)
+    return None
+
+
+def apply_edit(edit: SceneEdit, size: int = 32) -> Image.Image:
+    """Renders the ground truth of an edit."""
+    return render(edit.target, size)
+
+
+class ShapesCaptionEditor:
+    """GPT-3's part in ShapesWorld: edits captions of the grammar with varied phrasings.
+
+    Recolours a shape, changes the background, adds a shape (to one-shape captions) or removes
+    one (from two-shape captions), choosing the family and words at random from ``seed`` and the
+    caption. Captions outside the grammar are rejected (``"unparseable"``).
+    """
+
+    def __init__(self, *, seed: int = 0, families: Sequence[EditFamily] = EDIT_FAMILIES) -> None:
+        self.seed = seed
+        self.families = tuple(families)
+
+    def edit(self, captions: Sequence[str]) -> list[CaptionEdit | Rejection]:
+        """Returns one edit or rejection per caption."""
+        results: list[CaptionEdit | Rejection] = []
+        for text in captions:
+            parsed = parse_caption(text)
+            if parsed is None:
+                results.append(Rejection(text, "unparseable"))
+                continue
+            shapes, background = parsed
+            scene = Scene(background, tuple(Shape(k, c, 0.5, 0.5, 0.2) for c, k in shapes))
+            rng = random.Random(f"{self.seed}:{text}")
+            family = rng.choice(self.families)
+            edit = random_edit(scene, rng, family)
+            if edit is None:
+                edit = random_edit(scene, rng)
+            if edit is None:
+                results.append(Rejection(text, "no_edit"))
+                continue
+            results.append(CaptionEdit(text, edit.instruction, caption(edit.target)))
+        return results
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The oracle's verdict on one output image.
+
+    Attributes:
+        realised: whether the edit happened.
+        unchanged_error: mean absolute error (pixels in [0, 1]) outside the edited region,
+            against the ground truth.
+        region_colour: the named colour nearest to the edited region's mean (``None`` for
+            add/remove).
+    """
+
+    realised: bool
+    unchanged_error: float
+    region_colour: str | None
+
+
+def _nearest(rgb: np.ndarray) -> str:
+    return min(
+        COLOURS, key=lambda name: float(np.sum((np.asarray(COLOURS[name], np.float32) - rgb) ** 2))
+    )
+
+
+def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
+    """Scores ``output`` (resized to ``size``) against the edit's ground truth.
+
+    * recolour: the shape's core region (coverage > 0.9) has the new colour as its nearest named
+      colour;
+    * background: likewise for the background's core (no shape within a pixel);
+    * add: the new colour covers, anywhere outside the existing shapes, at least half the area of
+      the ground-truth shape (the instruction does not say where);
+    * remove: the removed shape's core is nearest to the background colour.
+
+    The unchanged region is everything but the edited shape (dilated by one pixel) for recolour
+    and remove, and the existing shapes for background and add edits.
+    """
+    pixels = np.asarray(
+        output.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), np.float32
+    )
+    truth = np.asarray(render(edit.target, size), np.float32)
+    source_masks = region_masks(edit.source, size)
+    target_masks = region_masks(edit.target, size)
+
+    def core_colour(mask: np.ndarray) -> str | None:
+        core = mask > 0.9
+        return _nearest(pixels[core].mean(axis=0)) if core.any() else None
+
+    covered = source_masks.sum(axis=0) if len(source_masks) else np.zeros((size, size), np.float32)
+    if edit.family == "background":
+        colour = core_colour((~_dilate(covered > 0.0)).astype(np.float32))
+        realised = colour == edit.target.background
+        unchanged = covered > 0.9
+    elif edit.family == "add":
+        # The instruction does not say where: the new colour must cover, anywhere outside the
+        # existing shapes, at least half the area the ground-truth shape covers.
+        assert edit.shape_index is not None
+        new_colour = edit.target.shapes[edit.shape_index].colour
+        outside = ~_dilate(covered > 0.0)
+        found = int(((_nearest_map(pixels) == new_colour) & outside).sum())
+        expected = float((target_masks[edit.shape_index] > 0.9).sum())
+        realised = found >= 0.5 * expected
+        colour = new_colour if realised else None
+        unchanged = covered > 0.9
+    else:
+        assert edit.shape_index is not None
+        region = source_masks[edit.shape_index]
+        colour = core_colour(region)
+        wanted = (
+            edit.target.shapes[edit.shape_index].colour
+            if edit.family == "recolour"
+            else edit.target.background
+        )
+        realised = colour == wanted
+        unchanged = ~_dilate(region > 0.0)
+    error = float(np.abs(pixels - truth)[unchanged].mean() / 255.0) if unchanged.any() else 0.0
+    return Judgement(realised=bool(realised), unchanged_error=error, region_colour=colour)
+
+
+_PALETTE_NAMES = list(COLOURS)
+_PALETTE = np.asarray([COLOURS[name] for name in _PALETTE_NAMES], np.float32)
+
+
+def _nearest_map(pixels: np.ndarray) -> np.ndarray:
+    """Nearest named colour of every pixel ``[H, W, 3]`` → ``[H, W]`` array of names."""
+    distances = ((pixels[:, :, None, :] - _PALETTE[None, None]) ** 2).sum(-1)
+    return np.asarray(_PALETTE_NAMES, dtype=object)[distances.argmin(-1)]
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    return grown
