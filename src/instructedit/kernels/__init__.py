@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-__all__ = ["guided_step_triton", "triton_available"]
+__all__ = ["guided_step_triton", "interpreting", "triton_available"]
 
 
 @functools.cache
@@ -23,7 +23,8 @@ def triton_available() -> bool:
     return _triton_importable()
 
 
-def _interpreting() -> bool:
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -57,7 +58,7 @@ def guided_step_triton(
     """
     if not triton_available():
         raise RuntimeError("backend='triton' needs Triton: pip install triton (CUDA only)")
-    if not sample.is_cuda and not _interpreting():
+    if not sample.is_cuda and not interpreting():
         raise RuntimeError(
             "backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); "
             "use backend='auto' to fall back to torch"

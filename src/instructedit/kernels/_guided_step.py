@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from instructedit.kernels import interpreting
 
 __all__ = ["launch_guided_step"]
 
@@ -47,10 +48,6 @@ def _guided_step_kernel(
     tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def launch_guided_step(
     branches: Tensor,
     weights: Sequence[float],
@@ -81,7 +78,7 @@ def launch_guided_step(
     noise_c = noise.contiguous() if has_noise and noise is not None else sample_c
     # Triton's interpreter truncates on its fp32 → bf16 store (compiled kernels round to nearest
     # even); store fp32 there and let torch round.
-    staged = _interpreting() and sample_c.dtype == torch.bfloat16
+    staged = interpreting() and sample_c.dtype == torch.bfloat16
     out = torch.empty_like(sample_c, dtype=torch.float32 if staged else sample_c.dtype)
     n_elements = sample_c.numel()
     padded = [float(w) for w in weights] + [0.0] * (_MAX_BRANCHES - count)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -286,42 +287,32 @@ class PromptToPrompt:
                 }
 
         kwargs = scheduler_step_kwargs(sampler, generators)
-        with torch.no_grad():
-            if controller is None:
-                final = denoise(
-                    self.unet,
-                    sampler,
-                    guidance,
-                    start,
-                    conditioning,
-                    step_kwargs=kwargs,
-                    progress=progress,
-                )
-            else:
-                with attention_control(
-                    self.unet, controller, latent_size=shape[2:], num_pairs=pairs
-                ) as state:
+        control = (
+            attention_control(self.unet, controller, latent_size=shape[2:], num_pairs=pairs)
+            if controller is not None
+            else contextlib.nullcontext(None)
+        )
+        with torch.no_grad(), control as state:
 
-                    def blend(
-                        index: int, timestep: Tensor, tensors: dict[str, Tensor]
-                    ) -> Mapping[str, Any]:
-                        return {
-                            "latents": controller.step_end(
-                                tensors["latents"], index, num_inference_steps
-                            )
-                        }
+            def blend(
+                index: int, timestep: Tensor, tensors: dict[str, Tensor]
+            ) -> Mapping[str, Any]:
+                assert controller is not None
+                return {
+                    "latents": controller.step_end(tensors["latents"], index, num_inference_steps)
+                }
 
-                    final = denoise(
-                        self.unet,
-                        sampler,
-                        guidance,
-                        start,
-                        conditioning,
-                        step_kwargs=kwargs,
-                        controller=state,
-                        callback_on_step_end=blend,
-                        progress=progress,
-                    )
+            final = denoise(
+                self.unet,
+                sampler,
+                guidance,
+                start,
+                conditioning,
+                step_kwargs=kwargs,
+                controller=state,
+                callback_on_step_end=blend if controller is not None else None,
+                progress=progress,
+            )
         if output_type == "latent":
             return PairOutput(source=final[:pairs], target=final[pairs:], seeds=seeds)
         images = _to_output(decode_latents(self.vae, final), output_type)
