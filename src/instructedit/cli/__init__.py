@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "instructedit.training:train_from_config",
         "Trains an InstructPix2Pix editor as the config file describes; exports the pipeline.",
     ),
+    "shapes": (
+        "instructedit.worlds.recipe:shapes_command",
+        "Runs the ShapesWorld reproduction of the paper (rerun to continue a stopped run).",
+    ),
     "evaluate": (
         "instructedit.evaluation:evaluate_model",
         "Runs the paper's s_I sweep on a dataset split; writes OUTPUT/sweep.csv and OUTPUT/sweep.png.",

@@ -148,7 +148,7 @@ def _draw(
 
 
 def render(scene: Scene, size: int = 32, *, supersample: int = 4) -> Image.Image:
-    """Renders a scene anti-aliased (drawn at ``supersample``× and downscaled with a box filter)."""
+    """Renders a scene anti-aliased (drawn ``supersample`` times larger and downscaled with a box filter)."""
     big = size * supersample
     image = Image.new("RGB", (big, big), COLOURS[scene.background])
     draw = ImageDraw.Draw(image)

@@ -1,0 +1,268 @@
+"""ShapesWorld model architectures and the small training loops of the recipe's first stages.
+
+The text-to-image model (autoencoder, text encoder, UNet) and the CLIP model are trained from
+scratch on rendered scenes and their captions; the editor is then trained with the library's
+:class:`~instructedit.training.Trainer`. Sizes follow a trial run on a 2-core CPU: 32² scenes,
+a 4×-downsampling autoencoder (~1M parameters), a 2-layer text encoder and a ~4M-parameter UNet.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from instructedit.testing import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, seeded
+from instructedit.worlds.shapes import Scene, caption, random_scene, render
+
+__all__ = [
+    "shapes_autoencoder",
+    "shapes_clip",
+    "shapes_text_encoder",
+    "shapes_unet",
+    "train_autoencoder",
+    "train_clip",
+    "train_text_to_image",
+]
+
+logger = logging.getLogger(__name__)
+
+TEXT_WIDTH = 64
+
+
+def shapes_autoencoder(seed: int = 0) -> Any:
+    """A 4×-downsampling ``AutoencoderKL`` (blocks 32/64/64, 4 latent channels)."""
+    from diffusers import AutoencoderKL
+
+    with seeded(seed):
+        return AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(32, 64, 64),
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            layers_per_block=1,
+            norm_num_groups=16,
+            sample_size=32,
+        )
+
+
+def shapes_text_encoder(seed: int = 0) -> Any:
+    """A 2-layer ``CLIPTextModel`` of width 64 over the real CLIP vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=CLIP_VOCAB_SIZE,
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=CLIP_CONTEXT_LENGTH,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        projection_dim=TEXT_WIDTH,
+    )
+    with seeded(seed):
+        return CLIPTextModel(config)
+
+
+def shapes_unet(seed: int = 0, in_channels: int = 4) -> Any:
+    """A ~4M-parameter ``UNet2DConditionModel`` (blocks 64/128, cross-attention width 64)."""
+    from diffusers import UNet2DConditionModel
+
+    with seeded(seed):
+        return UNet2DConditionModel(
+            sample_size=8,
+            in_channels=in_channels,
+            out_channels=4,
+            block_out_channels=(64, 128),
+            layers_per_block=2,
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=TEXT_WIDTH,
+            attention_head_dim=16,
+            norm_num_groups=32,
+        )
+
+
+def shapes_clip(seed: int = 0) -> Any:
+    """A small open_clip ``CLIP`` for 32² scenes (ViT with 4×4 patches, 2-layer text tower)."""
+    import open_clip
+
+    with seeded(seed):
+        return open_clip.CLIP(
+            embed_dim=64,
+            vision_cfg={
+                "image_size": 32,
+                "layers": 3,
+                "width": 64,
+                "head_width": 32,
+                "patch_size": 4,
+            },
+            text_cfg={
+                "context_length": CLIP_CONTEXT_LENGTH,
+                "vocab_size": CLIP_VOCAB_SIZE,
+                "width": 64,
+                "heads": 2,
+                "layers": 2,
+            },
+        )
+
+
+def _batch(
+    rng: random.Random, count: int, size: int
+) -> tuple[torch.Tensor, list[str], list[Scene]]:
+    scenes = [random_scene(rng) for _ in range(count)]
+    pixels = np.stack([np.asarray(render(s, size), np.float32) / 127.5 - 1.0 for s in scenes])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2), [caption(s) for s in scenes], scenes
+
+
+def train_autoencoder(
+    vae: Any,
+    *,
+    steps: int,
+    batch_size: int = 64,
+    learning_rate: float = 5e-4,
+    size: int = 32,
+    seed: int = 0,
+    kl_weight: float = 1e-6,
+    progress: bool = True,
+) -> list[float]:
+    """Trains the autoencoder to reconstruct rendered scenes (L1 + a small KL term)."""
+    rng = random.Random(f"autoencoder:{seed}")
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+    vae.train()
+    losses = []
+    with seeded(seed):
+        for _ in tqdm(range(steps), disable=not progress, desc="autoencoder"):
+            pixels, _, _ = _batch(rng, batch_size, size)
+            posterior = vae.encode(pixels).latent_dist
+            reconstruction = vae.decode(posterior.sample()).sample
+            loss = F.l1_loss(reconstruction, pixels) + kl_weight * posterior.kl().mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    vae.eval()
+    return losses
+
+
+def _latent_scale(vae: Any, size: int, seed: int) -> float:
+    """1 / std of the latents of rendered scenes (Stable Diffusion's 0.18215, measured)."""
+    pixels, _, _ = _batch(random.Random(f"scale:{seed}"), 256, size)
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.mode()
+    return float(1.0 / latents.std())
+
+
+def train_text_to_image(
+    unet: Any,
+    text_encoder: Any,
+    tokenizer: Any,
+    vae: Any,
+    scheduler: Any,
+    *,
+    steps: int,
+    batch_size: int = 64,
+    learning_rate: float = 3e-4,
+    size: int = 32,
+    seed: int = 0,
+    caption_dropout: float = 0.1,
+    progress: bool = True,
+) -> list[float]:
+    """Trains UNet and text encoder together on (render, caption); sets the VAE's scaling factor.
+
+    Captions are dropped (replaced by ``""``) with probability ``caption_dropout`` so the model
+    supports classifier-free guidance.
+    """
+    vae.register_to_config(scaling_factor=_latent_scale(vae, size, seed))
+    rng = random.Random(f"text-to-image:{seed}")
+    parameters = [*unet.parameters(), *text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
+    unet.train()
+    text_encoder.train()
+    losses = []
+    with seeded(seed):
+        for _ in tqdm(range(steps), disable=not progress, desc="text-to-image"):
+            pixels, captions, _ = _batch(rng, batch_size, size)
+            captions = ["" if rng.random() < caption_dropout else c for c in captions]
+            with torch.no_grad():
+                latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+            ids = tokenizer(
+                captions,
+                padding="max_length",
+                max_length=CLIP_CONTEXT_LENGTH,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+            noise = torch.randn_like(latents)
+            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
+            noisy = scheduler.add_noise(latents, noise, timesteps)
+            prediction = unet(noisy, timesteps, text_encoder(ids)[0]).sample
+            loss = F.mse_loss(prediction, noise)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    unet.eval()
+    text_encoder.eval()
+    return losses
+
+
+def train_clip(
+    model: Any,
+    tokenizer: Any,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    learning_rate: float = 5e-4,
+    size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    """Trains CLIP contrastively on rendered scenes and their captions (symmetric InfoNCE)."""
+    rng = random.Random(f"clip:{seed}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.1)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    model.train()
+    losses = []
+    with seeded(seed):
+        for _ in tqdm(range(steps), disable=not progress, desc="clip"):
+            pixels, captions, _ = _batch(rng, batch_size, size)
+            images = ((pixels + 1) / 2 - mean) / std
+            image_features = F.normalize(model.encode_image(images), dim=-1)
+            text_features = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)
+            logits = model.logit_scale.exp() * image_features @ text_features.T
+            # Identical captions in one batch are positives of each other.
+            same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+            targets = same / same.sum(dim=1, keepdim=True)
+            loss = (
+                -(targets * logits.log_softmax(dim=1)).sum(1).mean()
+                - (targets * logits.log_softmax(dim=0)).sum(0).mean()
+            ) / 2
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, 4.6052)
+            losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def rendered_records(count: int, *, seed: int, size: int = 32) -> Sequence[Image.Image]:
+    """``count`` rendered scenes (for quick looks and tests)."""
+    rng = random.Random(f"records:{seed}")
+    return [render(random_scene(rng), size) for _ in range(count)]
