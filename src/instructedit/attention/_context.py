@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -43,9 +42,6 @@ class AttentionContext:
     def num_queries(self) -> int:
         """Queries per row: ``height × width``."""
         return self.resolution[0] * self.resolution[1]
-
-
-Attend = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def sdpa(query: Tensor, key: Tensor, value: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from instructedit.captions._format import (
     parse_completion,
     read_caption_edits,
 )
-from instructedit.testing._seeding import seeded
+from instructedit.testing import seeded
 
 __all__ = ["LanguageModelCaptionEditor", "SamplingConfig", "finetune_caption_editor"]
 

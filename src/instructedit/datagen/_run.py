@@ -31,7 +31,7 @@ from instructedit.data import (
     write_json_atomic,
     write_seeds_index,
 )
-from instructedit.testing._seeding import seeded
+from instructedit.testing import seeded
 
 __all__ = ["GenerationConfig", "GenerationSummary", "generate_dataset", "parse_shard"]
 
@@ -146,7 +146,10 @@ def _finished(output: Path, index: int) -> dict[str, Any] | None:
     folder = output / f"{index:07d}"
     if (folder / "prompt.json").is_file():
         summary = folder / "summary.json"
-        return json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {"kept": 1}
+        if summary.is_file():
+            return dict(json.loads(summary.read_text(encoding="utf-8")))
+        # A folder written by another tool (or the official code): count what it holds.
+        return {"kept": len(list(folder.glob("*_0.jpg")))}
     marker = output / SKIPPED / f"{index:07d}.json"
     if marker.is_file():
         return dict(json.loads(marker.read_text(encoding="utf-8")))

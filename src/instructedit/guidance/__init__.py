@@ -10,7 +10,13 @@ from instructedit.guidance._fused import (
     fused_guided_step_torch,
     resolve_backend,
 )
-from instructedit.guidance._guidance import Backend, ClassifierFreeGuidance, DualGuidance, Guidance
+from instructedit.guidance._guidance import (
+    Backend,
+    ClassifierFreeGuidance,
+    DualGuidance,
+    Guidance,
+    check_scale,
+)
 from instructedit.guidance._reference import (
     dual_guidance,
     dual_guidance_weights,
@@ -26,6 +32,7 @@ __all__ = [
     "Guidance",
     "advance_scheduler",
     "affine_update",
+    "check_scale",
     "draw_step_noise",
     "dual_guidance",
     "dual_guidance_weights",

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from instructedit.guidance._reference import dual_guidance_weights, rescale_guidance, weighted_sum
 
-__all__ = ["Backend", "ClassifierFreeGuidance", "DualGuidance", "Guidance"]
+__all__ = ["Backend", "ClassifierFreeGuidance", "DualGuidance", "Guidance", "check_scale"]
 
 Backend = Literal["auto", "torch", "triton"]
 _BACKENDS = ("auto", "torch", "triton")
@@ -61,7 +61,8 @@ class Guidance(Protocol):
         ...
 
 
-def _check_scale(name: str, value: float) -> None:
+def check_scale(name: str, value: float) -> None:
+    """Raises unless ``value`` is a finite number >= 0; the message names ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
@@ -69,7 +70,7 @@ def _check_scale(name: str, value: float) -> None:
 
 
 def _check_common(guidance_rescale: float, interval: tuple[float, float], backend: str) -> None:
-    _check_scale("guidance_rescale", guidance_rescale)
+    check_scale("guidance_rescale", guidance_rescale)
     if guidance_rescale > 1:
         raise ValueError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}")
     if len(interval) != 2:
@@ -126,8 +127,8 @@ class DualGuidance:
     (Triton on CUDA when available, else torch)."""
 
     def __post_init__(self) -> None:
-        _check_scale("text_scale", self.text_scale)
-        _check_scale("image_scale", self.image_scale)
+        check_scale("text_scale", self.text_scale)
+        check_scale("image_scale", self.image_scale)
         _check_common(self.guidance_rescale, self.interval, self.backend)
 
     @property
@@ -177,7 +178,7 @@ class ClassifierFreeGuidance:
 
     def __post_init__(self) -> None:
         for value in self.scale if isinstance(self.scale, tuple) else (self.scale,):
-            _check_scale("scale", value)
+            check_scale("scale", value)
         _check_common(self.guidance_rescale, self.interval, self.backend)
 
     @property

@@ -439,6 +439,9 @@ class CrossAttentionEdit:
         )
         self.branches = tuple(branches)
         self._weights = edit.weights() if edit is not None else None
+        # The edit's matrices on the attention's device and dtype, converted once per run rather
+        # than at every cross-attention call.
+        self._placed: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
 
     @classmethod
     def for_prompts(
@@ -512,7 +515,10 @@ class CrossAttentionEdit:
         context: AttentionContext,
     ) -> Tensor:
         assert self._weights is not None
-        w_src, w_tgt = (w.to(v_t) for w in self._weights)
+        key = (v_t.device, v_t.dtype)
+        if key not in self._placed:
+            self._placed[key] = (self._weights[0].to(v_t), self._weights[1].to(v_t))
+        w_src, w_tgt = self._placed[key]
         alpha = self.cross_alphas[:, min(context.step, self.cross_alphas.shape[1] - 1)].to(
             v_t
         )  # [P, S]

@@ -14,10 +14,16 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from instructedit._components import decode_latents, encode_prompts, load_components
 from instructedit.attention import AttentionController, attention_control
+from instructedit.components import (
+    decode_latents,
+    encode_prompts,
+    load_components,
+    move_models,
+    vae_scale_factor,
+)
 from instructedit.guidance import ClassifierFreeGuidance
-from instructedit.images import ImageInput
+from instructedit.images import ImageInput, tensor_to_output
 from instructedit.p2p._controllers import SelfAttentionInjection
 from instructedit.p2p._inversion import Inversion, invert
 from instructedit.sampling import BranchConditioning, denoise, scheduler_step_kwargs
@@ -64,12 +70,6 @@ class PairCandidate:
     guidance_scale: float
 
 
-def _to_output(pixels: Tensor, output_type: str) -> list[Image.Image] | np.ndarray | Tensor:
-    from instructedit.images import tensor_to_output
-
-    return tensor_to_output(pixels, output_type)
-
-
 def _as_list(value: str | Sequence[str], argument: str) -> list[str]:
     items = [value] if isinstance(value, str) else list(value)
     if not items:
@@ -114,7 +114,7 @@ class PromptToPrompt:
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, **kwargs: Any) -> PromptToPrompt:
         """Loads a Stable Diffusion pipeline folder or hub id (diffusers layout); keyword
-        arguments as :func:`~instructedit._components.load_components`."""
+        arguments as :func:`~instructedit.components.load_components`."""
         parts = load_components(path_or_hub_id, **kwargs)
         return cls(**parts)
 
@@ -131,14 +131,13 @@ class PromptToPrompt:
     @property
     def vae_scale_factor(self) -> int:
         """Pixels per latent along each side."""
-        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
+        return vae_scale_factor(self.vae)
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> PromptToPrompt:
         """Moves the models; returns ``self``."""
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.to(device=device, dtype=dtype)
+        move_models((self.unet, self.vae, self.text_encoder), device, dtype)
         return self
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
@@ -315,7 +314,7 @@ class PromptToPrompt:
             )
         if output_type == "latent":
             return PairOutput(source=final[:pairs], target=final[pairs:], seeds=seeds)
-        images = _to_output(decode_latents(self.vae, final), output_type)
+        images = tensor_to_output(decode_latents(self.vae, final), output_type)
         if isinstance(images, list):
             return PairOutput(source=images[:pairs], target=images[pairs:], seeds=seeds)
         return PairOutput(source=images[:pairs], target=images[pairs:], seeds=seeds)

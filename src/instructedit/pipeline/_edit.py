@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from instructedit._components import decode_latents, encode_prompts, load_components, run_vae
-from instructedit.guidance import DualGuidance
+from instructedit.components import (
+    decode_latents,
+    encode_prompts,
+    load_components,
+    move_models,
+    run_vae,
+    vae_scale_factor,
+)
+from instructedit.guidance import DualGuidance, check_scale
 from instructedit.images import (
     DEFAULT_MAX_PIXELS,
     ImageInput,
@@ -65,15 +71,6 @@ def _as_list(value: Any, argument: str) -> list[Any]:
             raise ValueError(f"{argument} must not be an empty list")
         return list(value)
     return [value]
-
-
-def _check_scale(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 class EditPipeline:
@@ -202,8 +199,7 @@ class EditPipeline:
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> EditPipeline:
         """Moves the models to ``device`` and/or casts them to ``dtype``; returns ``self``."""
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.to(device=device, dtype=dtype)
+        move_models((self.unet, self.vae, self.text_encoder), device, dtype)
         return self
 
     def compile(self, **compile_kwargs: Any) -> EditPipeline:
@@ -228,7 +224,7 @@ class EditPipeline:
     @property
     def vae_scale_factor(self) -> int:
         """Pixels per latent along each side."""
-        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
+        return vae_scale_factor(self.vae)
 
     # ----------------------------------------------------------------------------- encoding
 
@@ -331,9 +327,13 @@ class EditPipeline:
             raise ValueError(
                 f"num_images_per_instruction must be an int >= 1, got {num_images_per_instruction!r}"
             )
-        _check_scale("guidance_scale", guidance_scale)
-        _check_scale("image_guidance_scale", image_guidance_scale)
-        _check_scale("eta", eta)
+        for name, value in (
+            ("guidance_scale", guidance_scale),
+            ("image_guidance_scale", image_guidance_scale),
+        ):
+            if value is not None:
+                check_scale(name, value)
+        check_scale("eta", eta)
         if output_type not in _OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {_OUTPUT_TYPES}, got {output_type!r}")
         if len(images_in) > 1 and len(instructions) > 1 and len(images_in) != len(instructions):

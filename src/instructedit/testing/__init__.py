@@ -32,6 +32,7 @@ from instructedit.testing._diffusion import (
     SD_SCHEDULER_CONFIG,
     SchedulerName,
     TinyComponents,
+    clip_text_encoder,
     save_tiny_pipeline,
     tiny_components,
     tiny_scheduler,
@@ -46,6 +47,7 @@ from instructedit.testing._language_model import (
 )
 from instructedit.testing._open_clip import (
     TINY_OPEN_CLIP_CONFIG,
+    save_open_clip,
     save_tiny_open_clip,
     tiny_open_clip,
 )
@@ -59,8 +61,10 @@ __all__ = [
     "TINY_OPEN_CLIP_CONFIG",
     "SchedulerName",
     "TinyComponents",
+    "clip_text_encoder",
     "clip_tokenizer",
     "clip_tokenizer_dir",
+    "save_open_clip",
     "save_tiny_open_clip",
     "save_tiny_pipeline",
     "seeded",

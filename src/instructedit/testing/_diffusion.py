@@ -21,6 +21,7 @@ __all__ = [
     "SD_SCHEDULER_CONFIG",
     "SchedulerName",
     "TinyComponents",
+    "clip_text_encoder",
     "save_tiny_pipeline",
     "tiny_components",
     "tiny_scheduler",
@@ -110,25 +111,33 @@ def tiny_vae(*, seed: int = 0) -> AutoencoderKL:
     return vae.eval()
 
 
-def tiny_text_encoder(*, seed: int = 0) -> CLIPTextModel:
-    """Returns a 2-layer ``CLIPTextModel`` over the real CLIP vocabulary, in eval mode."""
+def clip_text_encoder(
+    *, width: int, layers: int = 2, heads: int = 4, seed: int = 0
+) -> CLIPTextModel:
+    """Returns a seeded ``CLIPTextModel`` over the real CLIP vocabulary (77 positions), in eval
+    mode, with ``width``-dimensional outputs and a ``2 × width`` feed-forward layer."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
         vocab_size=CLIP_VOCAB_SIZE,
-        hidden_size=TINY_CROSS_ATTENTION_DIM,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
         max_position_embeddings=CLIP_CONTEXT_LENGTH,
         bos_token_id=49406,
         eos_token_id=49407,
         pad_token_id=49407,
-        projection_dim=TINY_CROSS_ATTENTION_DIM,
+        projection_dim=width,
     )
     with seeded(seed):
         encoder = CLIPTextModel(config)
     return encoder.eval()
+
+
+def tiny_text_encoder(*, seed: int = 0) -> CLIPTextModel:
+    """Returns a 2-layer, 32-wide ``CLIPTextModel`` over the real CLIP vocabulary, in eval mode."""
+    return clip_text_encoder(width=TINY_CROSS_ATTENTION_DIM, seed=seed)
 
 
 def tiny_scheduler(name: SchedulerName = "euler_ancestral") -> SchedulerMixin:

@@ -13,7 +13,7 @@ from instructedit.testing._seeding import seeded
 if TYPE_CHECKING:
     import open_clip
 
-__all__ = ["TINY_OPEN_CLIP_CONFIG", "save_tiny_open_clip", "tiny_open_clip"]
+__all__ = ["TINY_OPEN_CLIP_CONFIG", "save_open_clip", "save_tiny_open_clip", "tiny_open_clip"]
 
 TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 32,
@@ -52,11 +52,11 @@ def tiny_open_clip(*, seed: int = 0) -> open_clip.CLIP:
     return model.eval()
 
 
-def save_tiny_open_clip(directory: str | Path, *, seed: int = 0) -> Path:
-    """Writes the tiny model as an open_clip ``local-dir:`` folder and returns the folder.
+def save_open_clip(model: Any, model_cfg: dict[str, Any], directory: str | Path) -> Path:
+    """Writes any open_clip model as a ``local-dir:`` folder and returns the folder.
 
-    The folder holds ``open_clip_config.json`` (model and preprocessing config) and
-    ``open_clip_model.safetensors``. Load it with::
+    The folder holds ``open_clip_config.json`` (``model_cfg`` and CLIP's bicubic, mean/std
+    preprocessing) and ``open_clip_model.safetensors``. Load it with::
 
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
         tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
@@ -64,11 +64,10 @@ def save_tiny_open_clip(directory: str | Path, *, seed: int = 0) -> Path:
     from safetensors.torch import save_file
 
     open_clip = _import_open_clip()
-    model = tiny_open_clip(seed=seed)
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     config = {
-        "model_cfg": copy.deepcopy(TINY_OPEN_CLIP_CONFIG),
+        "model_cfg": copy.deepcopy(model_cfg),
         "preprocess_cfg": {
             "mean": list(open_clip.OPENAI_DATASET_MEAN),
             "std": list(open_clip.OPENAI_DATASET_STD),
@@ -80,3 +79,8 @@ def save_tiny_open_clip(directory: str | Path, *, seed: int = 0) -> Path:
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, str(path / "open_clip_model.safetensors"))
     return path
+
+
+def save_tiny_open_clip(directory: str | Path, *, seed: int = 0) -> Path:
+    """Writes the tiny model as an open_clip ``local-dir:`` folder (see :func:`save_open_clip`)."""
+    return save_open_clip(tiny_open_clip(seed=seed), TINY_OPEN_CLIP_CONFIG, directory)

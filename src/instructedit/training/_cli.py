@@ -68,7 +68,7 @@ def train_from_config(*, config: Path) -> str:
         raise ValueError(f"{config}: data must name exactly one of 'folder' or 'parquet'")
     from diffusers import DDPMScheduler
 
-    from instructedit._components import load_components
+    from instructedit.components import load_components
     from instructedit.training._data import FolderSource, ParquetSource
     from instructedit.training._surgery import to_edit_unet
     from instructedit.training._trainer import Trainer

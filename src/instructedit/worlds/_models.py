@@ -9,21 +9,21 @@ a 4×-downsampling autoencoder (~1M parameters), a 2-layer text encoder and a 4.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm.auto import tqdm
 
-from instructedit.testing import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, seeded
+from instructedit.testing import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, clip_text_encoder, seeded
 from instructedit.worlds.shapes import Scene, caption, random_scene, render
 
 __all__ = [
+    "SHAPES_CLIP_CONFIG",
     "shapes_autoencoder",
     "shapes_clip",
     "shapes_text_encoder",
@@ -58,22 +58,7 @@ def shapes_autoencoder(seed: int = 0) -> Any:
 
 def shapes_text_encoder(seed: int = 0) -> Any:
     """A 2-layer ``CLIPTextModel`` of width 64 over the real CLIP vocabulary."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    config = CLIPTextConfig(
-        vocab_size=CLIP_VOCAB_SIZE,
-        hidden_size=TEXT_WIDTH,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=CLIP_CONTEXT_LENGTH,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-        projection_dim=TEXT_WIDTH,
-    )
-    with seeded(seed):
-        return CLIPTextModel(config)
+    return clip_text_encoder(width=TEXT_WIDTH, seed=seed)
 
 
 def shapes_unet(seed: int = 0, in_channels: int = 4) -> Any:
@@ -95,28 +80,26 @@ def shapes_unet(seed: int = 0, in_channels: int = 4) -> Any:
         )
 
 
+SHAPES_CLIP_CONFIG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 64, "head_width": 32, "patch_size": 4},
+    "text_cfg": {
+        "context_length": CLIP_CONTEXT_LENGTH,
+        "vocab_size": CLIP_VOCAB_SIZE,
+        "width": 64,
+        "heads": 2,
+        "layers": 2,
+    },
+}
+"""open_clip ``model_cfg`` of ShapesWorld's CLIP: a ViT with 4×4 patches and a 2-layer text tower."""
+
+
 def shapes_clip(seed: int = 0) -> Any:
-    """A small open_clip ``CLIP`` for 32² scenes (ViT with 4×4 patches, 2-layer text tower)."""
+    """A small open_clip ``CLIP`` for 32² scenes, built from :data:`SHAPES_CLIP_CONFIG`."""
     import open_clip
 
     with seeded(seed):
-        return open_clip.CLIP(
-            embed_dim=64,
-            vision_cfg={
-                "image_size": 32,
-                "layers": 3,
-                "width": 64,
-                "head_width": 32,
-                "patch_size": 4,
-            },
-            text_cfg={
-                "context_length": CLIP_CONTEXT_LENGTH,
-                "vocab_size": CLIP_VOCAB_SIZE,
-                "width": 64,
-                "heads": 2,
-                "layers": 2,
-            },
-        )
+        return open_clip.CLIP(**copy.deepcopy(SHAPES_CLIP_CONFIG))
 
 
 def _batch(
@@ -261,9 +244,3 @@ def train_clip(
             losses.append(loss.item())
     model.eval()
     return losses
-
-
-def rendered_records(count: int, *, seed: int, size: int = 32) -> Sequence[Image.Image]:
-    """``count`` rendered scenes (for quick looks and tests)."""
-    rng = random.Random(f"records:{seed}")
-    return [render(random_scene(rng), size) for _ in range(count)]

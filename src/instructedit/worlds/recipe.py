@@ -34,7 +34,6 @@ __all__ = [
     "RecipeConfig",
     "evaluate_editor",
     "reproduce",
-    "save_open_clip",
     "shapes_command",
 ]
 
@@ -104,21 +103,6 @@ class RecipeConfig:
         )
 
 
-def save_open_clip(model: Any, model_config: dict[str, Any], directory: Path) -> Path:
-    """Writes an open_clip model as a ``local-dir:`` folder (config + safetensors)."""
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": model_config}), encoding="utf-8"
-    )
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(directory / "open_clip_model.safetensors"),
-    )
-    return directory
-
-
 def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
     from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 
@@ -169,7 +153,8 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
 def _stage_clip(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
     import open_clip
 
-    from instructedit.worlds._models import shapes_clip, train_clip
+    from instructedit.testing import save_open_clip
+    from instructedit.worlds._models import SHAPES_CLIP_CONFIG, shapes_clip, train_clip
 
     model = shapes_clip(config.seed)
     losses = train_clip(
@@ -180,24 +165,7 @@ def _stage_clip(config: RecipeConfig, folder: Path, progress: bool) -> dict[str,
         seed=config.seed,
         progress=progress,
     )
-    model_config = {
-        "embed_dim": 64,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 3,
-            "width": 64,
-            "head_width": 32,
-            "patch_size": 4,
-        },
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 64,
-            "heads": 2,
-            "layers": 2,
-        },
-    }
-    save_open_clip(model, model_config, folder / "model")
+    save_open_clip(model, SHAPES_CLIP_CONFIG, folder / "model")
     return {"clip_loss": _tail(losses)}
 
 
@@ -250,7 +218,7 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
 def _stage_editor(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
     from diffusers import DDPMScheduler
 
-    from instructedit._components import load_components
+    from instructedit.components import load_components
     from instructedit.training import FolderSource, TrainConfig, Trainer, to_edit_unet
 
     root = folder.parent

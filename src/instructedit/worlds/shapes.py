@@ -331,12 +331,6 @@ class Judgement:
     region_colour: str | None
 
 
-def _nearest(rgb: np.ndarray) -> str:
-    return min(
-        COLOURS, key=lambda name: float(np.sum((np.asarray(COLOURS[name], np.float32) - rgb) ** 2))
-    )
-
-
 def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
     """Scores ``output`` (resized to ``size``) against the edit's ground truth.
 
@@ -359,7 +353,9 @@ def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
 
     def core_colour(mask: np.ndarray) -> str | None:
         core = mask > 0.9
-        return _nearest(pixels[core].mean(axis=0)) if core.any() else None
+        return (
+            str(_nearest_map(pixels[core].mean(axis=0)[None, None])[0, 0]) if core.any() else None
+        )
 
     covered = source_masks.sum(axis=0) if len(source_masks) else np.zeros((size, size), np.float32)
     if edit.family == "background":

@@ -1,4 +1,4 @@
-"""Loading Stable Diffusion parts in the diffusers layout, and running their text and VAE halves.
+"""Stable Diffusion parts in the diffusers layout: loading them, and running their text and VAE halves.
 
 Shared by :class:`~instructedit.pipeline.EditPipeline` and
 :class:`~instructedit.p2p.PromptToPrompt` so both load, encode and decode the same way.
@@ -15,7 +15,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["COMPONENTS", "decode_latents", "encode_prompts", "load_components", "run_vae"]
+__all__ = [
+    "COMPONENTS",
+    "decode_latents",
+    "encode_prompts",
+    "load_components",
+    "move_models",
+    "run_vae",
+    "vae_scale_factor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +151,19 @@ def load_components(
         "tokenizer": tokenizer,
         "scheduler": scheduler,
     }
+
+
+def vae_scale_factor(vae: Any) -> int:
+    """Pixels per latent along each side of an ``AutoencoderKL`` (8 for Stable Diffusion)."""
+    return int(2 ** (len(vae.config.block_out_channels) - 1))
+
+
+def move_models(
+    models: Sequence[Any], device: str | torch.device | None, dtype: torch.dtype | None
+) -> None:
+    """Moves and/or casts every model."""
+    for model in models:
+        model.to(device=device, dtype=dtype)
 
 
 def encode_prompts(
