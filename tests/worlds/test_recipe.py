@@ -3,24 +3,51 @@ import json
 import pytest
 
 from instructedit.cli import main
-from instructedit.worlds.recipe import STAGES, RecipeConfig
+from instructedit.worlds.recipe import STAGES, RecipeConfig, reproduce
 
 
 @pytest.mark.slow
 def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     output = tmp_path / "shapes"
+    # Stop after the CLIP stage, then continue: the done stages are not rerun.
+    first = reproduce(RecipeConfig.smoke(str(output)), until="clip", progress=False)
+    assert list(first) == ["text_to_image", "clip"]
+    assert (output / "text_to_image" / "autoencoder" / "losses.json").is_file()
     assert main(["shapes", "reproduce", "--output", str(output), "--smoke"]) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert list(summary) == list(STAGES)
+    assert summary["clip"] == first["clip"]
     assert (output / "text_to_image" / "model" / "model_index.json").is_file()
     assert (output / "clip" / "model" / "open_clip_config.json").is_file()
     assert (output / "editor" / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    oracle = summary["evaluate"]["oracle"]
-    assert set(oracle) == {"recolour", "background", "add", "remove"}
-    assert all(0.0 <= family["realised"] <= 1.0 for family in oracle.values())
-    assert sum(family["count"] for family in oracle.values()) == RecipeConfig.smoke().eval_scenes
+    assert (output / "editor" / "model-3" / "model_index.json").is_file()  # the ablations' step
+
+    smoke = RecipeConfig.smoke()
+    methods = summary["evaluate"]["methods"]
+    assert set(methods) == {"editor", "identity", "sdedit-0.6"}
+    for scores in methods.values():
+        assert set(scores["oracle"]) == {"recolour", "background", "add", "remove", "all"}
+        assert scores["oracle"]["all"]["count"] == smoke.eval_scenes
+        assert 0.0 <= scores["oracle"]["all"]["success"] <= 1.0
+    assert methods["identity"]["clip"]["image_similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert [p["image_scale"] for p in summary["evaluate"]["sweep"]] == [1.0, 2.0]
+    for name in ("grid.png", "sweep.png", "sweep.csv"):
+        assert (output / "evaluate" / name).is_file()
+    runs = summary["ablations"]["runs"]
+    assert set(runs) == {"full", "no_clip_filter", "fewer_pairs", "ground_truth"}
+    assert runs["fewer_pairs"]["examples"] < runs["no_clip_filter"]["examples"]
+    assert runs["ground_truth"]["examples"] == runs["full"]["examples"]
+    report = (output / "report" / "report.rst").read_text()
+    assert "Ablations (3 training steps each)" in report
+    assert "sdedit-0.6" in report
+
     capsys.readouterr()
     # A second run finds every stage done and does no work.
     assert main(["shapes", "reproduce", "--output", str(output), "--smoke"]) == 0
     again = json.loads((output / "summary.json").read_text())
     assert again == summary
+
+
+def test_until_must_name_a_stage(tmp_path):
+    with pytest.raises(ValueError, match="until must be one of"):
+        reproduce(RecipeConfig.smoke(str(tmp_path)), until="training")

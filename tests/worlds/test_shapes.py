@@ -18,6 +18,7 @@ from instructedit.worlds.shapes import (
     random_scene,
     region_masks,
     render,
+    scene_edit,
 )
 
 
@@ -105,3 +106,44 @@ def test_unchanged_error_measures_damage_outside_the_edit():
 
     verdict = judge(edit, Image.fromarray(damaged))
     assert verdict.unchanged_error > 0.2
+
+
+@pytest.mark.parametrize("family", EDIT_FAMILIES)
+def test_scene_edit_reads_every_phrasing_back_to_the_same_ground_truth(family):
+    # random_edit builds instruction and target together; scene_edit must recover the target
+    # from the instruction alone (an added shape may land elsewhere: compare its kind/colour).
+    rng = random.Random(5)
+    checked = 0
+    for scene in _scenes(150, seed=6):
+        edit = random_edit(scene, rng, family)
+        if edit is None or edit.family != family:
+            continue
+        parsed = scene_edit(scene, edit.instruction.upper() + "  ")
+        assert parsed is not None, edit.instruction
+        assert (parsed.family, parsed.shape_index) == (edit.family, edit.shape_index)
+        if family == "add":
+            new, expected = parsed.target.shapes[-1], edit.target.shapes[-1]
+            assert (new.kind, new.colour) == (expected.kind, expected.colour)
+            assert parsed.target.shapes[:-1] == scene.shapes
+        else:
+            assert parsed.target == edit.target
+        checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize(
+    "instruction",
+    [
+        "make the triangle green",  # no triangle
+        "make the circle blue",  # blue is taken by the square
+        "make the background red",  # red is taken by the circle
+        "add a green circle",  # already two shapes
+        "remove the green circle",  # the circle is red
+        "make it look like winter",  # outside the grammar
+    ],
+)
+def test_scene_edit_refuses_instructions_that_do_not_apply(instruction):
+    scene = Scene(
+        "white", (Shape("circle", "red", 0.3, 0.3, 0.18), Shape("square", "blue", 0.72, 0.72, 0.18))
+    )
+    assert scene_edit(scene, instruction) is None

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -110,6 +112,62 @@ def _batch(
     return torch.from_numpy(pixels).permute(0, 3, 1, 2), [caption(s) for s in scenes], scenes
 
 
+class _LoopState:
+    """Atomic periodic checkpoints of a training loop: a killed run continues where it stopped.
+
+    Saves the modules, the optimizer, both random generators (Python's scene sampler and torch's
+    global one), the step and the losses so far; a resumed run draws exactly the batches and
+    noise of an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        every: int,
+        modules: dict[str, torch.nn.Module],
+        optimizer: torch.optim.Optimizer,
+        rng: random.Random,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {every}")
+        self.path = None if path is None else Path(path)
+        self.every = every
+        self.modules = modules
+        self.optimizer = optimizer
+        self.rng = rng
+
+    def restore(self) -> tuple[int, list[float]]:
+        """Loads the checkpoint if there is one; returns (next step, losses so far)."""
+        if self.path is None or not self.path.is_file():
+            return 0, []
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        version, internal, gauss = state["python_rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        logger.info("resuming %s at step %d", self.path, state["step"])
+        return int(state["step"]), list(state["losses"])
+
+    def step_done(self, step: int, losses: list[float]) -> None:
+        """Checkpoints after every ``every`` finished steps (``step`` counts finished steps)."""
+        if self.path is None or step % self.every:
+            return
+        state = {
+            "modules": {name: module.state_dict() for name, module in self.modules.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": self.rng.getstate(),
+            "step": step,
+            "losses": losses,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.with_name(self.path.name + ".tmp")
+        torch.save(state, staging)
+        os.replace(staging, self.path)
+
+
 def train_autoencoder(
     vae: Any,
     *,
@@ -120,14 +178,27 @@ def train_autoencoder(
     seed: int = 0,
     kl_weight: float = 1e-6,
     progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 100,
 ) -> list[float]:
-    """Trains the autoencoder to reconstruct rendered scenes (L1 + a small KL term)."""
+    """Trains the autoencoder to reconstruct rendered scenes (L1 + a small KL term).
+
+    With ``checkpoint``, the loop state is saved there every ``checkpoint_every`` steps and a
+    call that finds it continues from it (same batches, same result).
+    """
     rng = random.Random(f"autoencoder:{seed}")
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+    state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng)
     vae.train()
-    losses = []
     with seeded(seed):
-        for _ in tqdm(range(steps), disable=not progress, desc="autoencoder"):
+        start, losses = state.restore()
+        for step in tqdm(
+            range(start, steps),
+            initial=start,
+            total=steps,
+            disable=not progress,
+            desc="autoencoder",
+        ):
             pixels, _, _ = _batch(rng, batch_size, size)
             posterior = vae.encode(pixels).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
@@ -137,6 +208,7 @@ def train_autoencoder(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            state.step_done(step + 1, losses)
     vae.eval()
     return losses
 
@@ -163,21 +235,32 @@ def train_text_to_image(
     seed: int = 0,
     caption_dropout: float = 0.1,
     progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 200,
 ) -> list[float]:
     """Trains UNet and text encoder together on (render, caption); sets the VAE's scaling factor.
 
     Captions are dropped (replaced by ``""``) with probability ``caption_dropout`` so the model
-    supports classifier-free guidance.
+    supports classifier-free guidance. ``checkpoint`` and ``checkpoint_every`` make the loop
+    resumable, as in :func:`train_autoencoder`.
     """
     vae.register_to_config(scaling_factor=_latent_scale(vae, size, seed))
     rng = random.Random(f"text-to-image:{seed}")
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    state = _LoopState(checkpoint, checkpoint_every, modules, optimizer, rng)
     unet.train()
     text_encoder.train()
-    losses = []
     with seeded(seed):
-        for _ in tqdm(range(steps), disable=not progress, desc="text-to-image"):
+        start, losses = state.restore()
+        for step in tqdm(
+            range(start, steps),
+            initial=start,
+            total=steps,
+            disable=not progress,
+            desc="text-to-image",
+        ):
             pixels, captions, _ = _batch(rng, batch_size, size)
             captions = ["" if rng.random() < caption_dropout else c for c in captions]
             with torch.no_grad():
@@ -199,6 +282,7 @@ def train_text_to_image(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            state.step_done(step + 1, losses)
     unet.eval()
     text_encoder.eval()
     return losses
@@ -214,16 +298,25 @@ def train_clip(
     size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 200,
 ) -> list[float]:
-    """Trains CLIP contrastively on rendered scenes and their captions (symmetric InfoNCE)."""
+    """Trains CLIP contrastively on rendered scenes and their captions (symmetric InfoNCE).
+
+    ``checkpoint`` and ``checkpoint_every`` make the loop resumable, as in
+    :func:`train_autoencoder`.
+    """
     rng = random.Random(f"clip:{seed}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.1)
+    state = _LoopState(checkpoint, checkpoint_every, {"clip": model}, optimizer, rng)
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
     model.train()
-    losses = []
     with seeded(seed):
-        for _ in tqdm(range(steps), disable=not progress, desc="clip"):
+        start, losses = state.restore()
+        for step in tqdm(
+            range(start, steps), initial=start, total=steps, disable=not progress, desc="clip"
+        ):
             pixels, captions, _ = _batch(rng, batch_size, size)
             images = ((pixels + 1) / 2 - mean) / std
             image_features = F.normalize(model.encode_image(images), dim=-1)
@@ -242,5 +335,6 @@ def train_clip(
             with torch.no_grad():
                 model.logit_scale.clamp_(0, 4.6052)
             losses.append(loss.item())
+            state.step_done(step + 1, losses)
     model.eval()
     return losses

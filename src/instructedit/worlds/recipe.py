@@ -5,17 +5,23 @@ Stages (each skipped when its folder holds a ``DONE.json``; the long ones resume
 1. ``text_to_image`` — train the autoencoder, then text encoder + UNet, on rendered scenes;
 2. ``clip`` — train a small CLIP on renders and captions;
 3. ``pairs`` — :class:`~instructedit.worlds.shapes.ShapesCaptionEditor` edits captions,
-   :class:`~instructedit.p2p.PromptToPrompt` samples candidate pairs,
-   :class:`~instructedit.clip.ClipDirectionalFilter` keeps the best (``generate_dataset``);
+   :class:`~instructedit.p2p.PromptToPrompt` samples candidate pairs (``generate_dataset``),
+   :class:`~instructedit.clip.ClipDirectionalFilter` chooses the training set (and the
+   ablations' sets) from their CLIP scores;
 4. ``editor`` — :class:`~instructedit.training.Trainer` from the text-to-image UNet via
    :func:`~instructedit.training.to_edit_unet`;
-5. ``evaluate`` — held-out *rendered* scenes, judged by the oracle per edit family.
+5. ``evaluate`` — held-out *rendered* scenes judged by the oracle per edit family, against the
+   identity and SDEdit baselines; the guidance sweep; a before/after grid;
+6. ``ablations`` — editors trained without the CLIP filter, on fewer pairs and on the
+   renderer's ground-truth pairs;
+7. ``report`` — ``report.rst``, the tables of the documentation's results page.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections import defaultdict
@@ -32,14 +38,16 @@ from instructedit.data import write_json_atomic
 __all__ = [
     "STAGES",
     "RecipeConfig",
+    "calibrate_thresholds",
     "evaluate_editor",
     "reproduce",
+    "select_pairs",
     "shapes_command",
 ]
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("text_to_image", "clip", "pairs", "editor", "evaluate")
+STAGES = ("text_to_image", "clip", "pairs", "editor", "evaluate", "ablations", "report")
 
 
 @dataclass(frozen=True)
@@ -62,24 +70,45 @@ class RecipeConfig:
     """Captions edited and rendered as pairs."""
     samples_per_pair: int = 8
     """Candidate pairs per caption edit."""
-    keep_per_pair: int = 2
-    """Kept pairs per caption edit."""
+    keep_per_pair: int = 4
+    """Kept pairs per caption edit (the paper's 4; in ShapesWorld every seed draws a new layout,
+    so each kept pair is a different scene)."""
     generation_steps: int = 20
     """Sampler steps when rendering pairs."""
-    min_image_similarity: float = 0.75
-    """CLIP filter threshold on cos(I₀, I₁) (the paper's)."""
-    min_direction_similarity: float = 0.2
-    """CLIP filter threshold on the directional similarity (the paper's)."""
-    min_text_similarity: float = 0.2
-    """CLIP filter threshold on the image–caption similarities (the paper's)."""
+    min_image_similarity: float | None = None
+    """CLIP filter threshold on cos(I₀, I₁); ``None``: calibrated (see ``calibration_quantile``).
+    The paper's 0.75 belongs to ViT-L/14's similarity scale, not to a small CLIP's."""
+    min_direction_similarity: float | None = None
+    """CLIP filter threshold on the directional similarity (paper: 0.2); ``None``: calibrated."""
+    min_text_similarity: float | None = None
+    """CLIP filter threshold on the image–caption similarities (paper: 0.2); ``None``:
+    calibrated."""
+    calibration_quantile: float = 0.1
+    """A ``None`` threshold is set to this quantile of the scores of the renderer's ground-truth
+    pairs: the filter keeps candidates that this CLIP scores like true edits."""
     editor_steps: int = 6000
     """Editor training steps."""
+    ablation_steps: int = 2000
+    """Training steps of each ablation's editor (the full editor is also exported at this step)."""
+    fewer_pairs_fraction: float = 0.1
+    """Share of the captions whose filtered pairs train the "fewer pairs" ablation (the paper's
+    10 %)."""
     editor_batch_size: int = 32
     """Editor batch size."""
     eval_scenes: int = 200
     """Held-out rendered scenes per evaluation."""
     eval_steps: int = 20
     """Sampler steps of the evaluation edits."""
+    text_scale: float = 7.5
+    """s_T of the sweep and of the SDEdit baseline (the paper's)."""
+    tolerance: float = 0.08
+    """Largest unchanged-region error of an edit the oracle counts as a success."""
+    sweep_scenes: int = 48
+    """Held-out scenes of the guidance sweep."""
+    sweep_image_scales: tuple[float, ...] = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2)
+    """s_I values of the sweep (the paper's)."""
+    sdedit_strengths: tuple[float, ...] = (0.4, 0.6, 0.8)
+    """Noise strengths of the SDEdit baseline (each reported; the best is the baseline)."""
 
     @classmethod
     def smoke(cls, output_dir: str = "outputs/shapes-smoke") -> RecipeConfig:
@@ -100,11 +129,20 @@ class RecipeConfig:
             editor_batch_size=4,
             eval_scenes=8,
             eval_steps=3,
+            ablation_steps=3,
+            sweep_scenes=4,
+            sweep_image_scales=(1.0, 2.0),
+            sdedit_strengths=(0.6,),
         )
 
 
 def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
-    from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionPipeline,
+    )
 
     from instructedit.testing import SD_SCHEDULER_CONFIG, clip_tokenizer
     from instructedit.worlds._models import (
@@ -115,10 +153,22 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
         train_text_to_image,
     )
 
-    vae = shapes_autoencoder(config.seed)
-    ae_losses = train_autoencoder(
-        vae, steps=config.autoencoder_steps, size=config.size, seed=config.seed, progress=progress
-    )
+    autoencoder = folder / "autoencoder"
+    if (autoencoder / "losses.json").is_file():
+        vae = AutoencoderKL.from_pretrained(autoencoder)
+        ae_losses = json.loads((autoencoder / "losses.json").read_text(encoding="utf-8"))
+    else:
+        vae = shapes_autoencoder(config.seed)
+        ae_losses = train_autoencoder(
+            vae,
+            steps=config.autoencoder_steps,
+            size=config.size,
+            seed=config.seed,
+            progress=progress,
+            checkpoint=folder / "checkpoints" / "autoencoder.pt",
+        )
+        vae.save_pretrained(autoencoder, safe_serialization=True)
+        write_json_atomic(autoencoder / "losses.json", ae_losses)  # marks the sub-stage done
     unet, text_encoder, tokenizer = (
         shapes_unet(config.seed),
         shapes_text_encoder(config.seed),
@@ -135,6 +185,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
         size=config.size,
         seed=config.seed,
         progress=progress,
+        checkpoint=folder / "checkpoints" / "text_to_image.pt",
     )
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -164,6 +215,7 @@ def _stage_clip(config: RecipeConfig, folder: Path, progress: bool) -> dict[str,
         size=config.size,
         seed=config.seed,
         progress=progress,
+        checkpoint=folder / "checkpoints" / "clip.pt",
     )
     save_open_clip(model, SHAPES_CLIP_CONFIG, folder / "model")
     return {"clip_loss": _tail(losses)}
@@ -176,6 +228,12 @@ def _scorer(root: Path) -> Any:
 
 
 def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
+    """Renders every candidate pair once, scored by CLIP, then selects the training sets.
+
+    Candidates are written with their CLIP scores and no threshold; the paper's filter is then
+    applied to the stored scores (:meth:`ClipDirectionalFilter.judge` and ``top_k``), so the
+    filtered set and the ablations' sets come from the very same candidates.
+    """
     from instructedit.clip import ClipDirectionalFilter
     from instructedit.datagen import GenerationConfig, generate_dataset
     from instructedit.p2p import PromptToPrompt
@@ -185,20 +243,17 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
     rng = random.Random(f"captions:{config.seed}")
     captions = [caption(random_scene(rng)) for _ in range(config.captions)]
     p2p = PromptToPrompt.from_pretrained(root / "text_to_image" / "model")
+    scorer = _scorer(root)
     summary = generate_dataset(
         captions,
-        folder / "data",
+        folder / "candidates",
         caption_editor=ShapesCaptionEditor(seed=config.seed),
         p2p=p2p,
-        clip_filter=ClipDirectionalFilter(
-            _scorer(root),
-            config.min_image_similarity,
-            config.min_direction_similarity,
-            config.min_text_similarity,
-        ),
+        # Score every candidate, keep all: thresholds are applied below, on the stored scores.
+        clip_filter=ClipDirectionalFilter(scorer, -1.0, -1.0, -1.0),
         config=GenerationConfig(
             samples_per_pair=config.samples_per_pair,
-            keep_per_pair=config.keep_per_pair,
+            keep_per_pair=config.samples_per_pair,
             batch_size=min(8, config.samples_per_pair),
             num_inference_steps=config.generation_steps,
             seed=config.seed,
@@ -207,33 +262,176 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
         ),
         progress=progress,
     )
+    thresholds = calibrate_thresholds(scorer, config)
+    clip_filter = ClipDirectionalFilter(
+        scorer,
+        thresholds["min_image_similarity"],
+        thresholds["min_direction_similarity"],
+        thresholds["min_text_similarity"],
+    )
+    selections, record = select_pairs(folder / "candidates", clip_filter, config)
+    write_json_atomic(folder / "selections.json", selections)
     return {
-        "kept": summary.kept,
-        "samples": summary.samples,
-        "dropped": dict(summary.dropped),
+        "candidates": summary.samples,
         "caption_rejections": dict(summary.caption_rejections),
+        "thresholds": thresholds,
+        **record,
     }
 
 
-def _stage_editor(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
+def calibrate_thresholds(scorer: Any, config: RecipeConfig, count: int = 256) -> dict[str, float]:
+    """The CLIP filter's thresholds: each set in ``config``, else the ``calibration_quantile`` of
+    that score over ``count`` ground-truth pairs drawn by the renderer."""
+    from instructedit.clip import ClipDirectionalFilter
+
+    wanted = {
+        "min_image_similarity": config.min_image_similarity,
+        "min_direction_similarity": config.min_direction_similarity,
+        "min_text_similarity": config.min_text_similarity,
+    }
+    if all(value is not None for value in wanted.values()):
+        return {key: float(value) for key, value in wanted.items() if value is not None}
+    records = _ground_truth_records(count, config, stream="calibration")
+    scores = ClipDirectionalFilter(scorer).score(
+        [r.input_image for r in records],
+        [r.edited_image for r in records],
+        [r.input_caption for r in records],
+        [r.output_caption for r in records],
+    )
+    observed = {
+        "min_image_similarity": scores.image_similarity,
+        "min_direction_similarity": scores.direction_similarity,
+        "min_text_similarity": torch.minimum(
+            scores.text_similarity_before, scores.text_similarity_after
+        ),
+    }
+    return {
+        key: float(value)
+        if value is not None
+        else float(torch.quantile(observed[key].float(), config.calibration_quantile))
+        for key, value in wanted.items()
+    }
+
+
+def select_pairs(
+    candidates: Path, clip_filter: Any, config: RecipeConfig
+) -> tuple[dict[str, list[list[Any]]], dict[str, Any]]:
+    """Chooses the training sets from scored candidates (a dataset folder whose samples carry
+    ``clip_sim_*`` metadata).
+
+    Returns ``{"filtered", "unfiltered", "fewer"}`` → ``[folder, seed]`` lists, and counts:
+
+    * ``filtered``: the paper's filter, best ``keep_per_pair`` per caption by directional
+      similarity;
+    * ``unfiltered``: the first ``keep_per_pair`` candidates of each caption (random seeds), no
+      CLIP involved (the paper's "without CLIP filtering" ablation);
+    * ``fewer``: ``filtered`` restricted to the first ``fewer_pairs_fraction`` of the captions.
+    """
+    from instructedit.clip import ClipDirectionalFilter, ClipScores
+    from instructedit.data import folder_index, load_folder_sample
+
+    index = folder_index(candidates)
+    metadata = [load_folder_sample(candidates, name, seed).metadata for name, seed in index]
+
+    def column(key: str) -> torch.Tensor:
+        return torch.tensor([float(row[key]) for row in metadata])
+
+    result = clip_filter.judge(
+        ClipScores(
+            image_similarity=column("clip_sim_image"),
+            direction_similarity=column("clip_sim_dir"),
+            text_similarity_before=column("clip_sim_0"),
+            text_similarity_after=column("clip_sim_1"),
+        )
+    )
+    groups = [name for name, _ in index]
+    filtered = sorted(ClipDirectionalFilter.top_k(result, groups, k=config.keep_per_pair))
+    taken: dict[str, int] = defaultdict(int)
+    unfiltered = []
+    for i, name in enumerate(groups):
+        if taken[name] < config.keep_per_pair:
+            taken[name] += 1
+            unfiltered.append(i)
+    names = sorted(set(groups))
+    few = set(names[: max(1, math.ceil(config.fewer_pairs_fraction * len(names)))])
+    fewer = [i for i in filtered if groups[i] in few]
+    if not filtered:
+        raise RuntimeError(
+            f"the CLIP filter kept none of {len(index)} candidates ({result.counts()}): lower "
+            "the thresholds or train the text-to-image model longer"
+        )
+    selections = {
+        key: [[index[i][0], index[i][1]] for i in chosen]
+        for key, chosen in (("filtered", filtered), ("unfiltered", unfiltered), ("fewer", fewer))
+    }
+    directions = result.scores.direction_similarity
+    record = {
+        "filter": {k: v for k, v in result.counts().items()},
+        **{f"{key}_pairs": len(value) for key, value in selections.items()},
+        "filtered_direction_similarity": float(directions[filtered].mean()),
+        "unfiltered_direction_similarity": float(directions[unfiltered].mean()),
+    }
+    return selections, record
+
+
+def _load_selection(root: Path, key: str) -> list[Any]:
+    from instructedit.data import load_folder_sample
+
+    candidates = root / "pairs" / "candidates"
+    selections = json.loads((root / "pairs" / "selections.json").read_text(encoding="utf-8"))
+    return [load_folder_sample(candidates, name, seed) for name, seed in selections[key]]
+
+
+def _ground_truth_records(
+    count: int, config: RecipeConfig, stream: str = "ground-truth"
+) -> list[Any]:
+    """``count`` pairs drawn by the renderer itself (edits of random scenes, exact targets)."""
+    from instructedit.data import EditRecord
+    from instructedit.worlds.shapes import apply_edit, caption, random_edit, random_scene, render
+
+    rng = random.Random(f"{stream}:{config.seed}")
+    records: list[Any] = []
+    while len(records) < count:
+        edit = random_edit(random_scene(rng), rng)
+        if edit is not None:
+            records.append(
+                EditRecord(
+                    input_image=render(edit.source, config.size),
+                    edit_prompt=edit.instruction,
+                    edited_image=apply_edit(edit, config.size),
+                    input_caption=caption(edit.source),
+                    output_caption=caption(edit.target),
+                )
+            )
+    return records
+
+
+def _train_editor(
+    config: RecipeConfig,
+    root: Path,
+    records: list[Any],
+    folder: Path,
+    steps: int,
+    snapshots: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """Trains an editor from the text-to-image UNet (resumable) and exports it to
+    ``folder / "model"``, plus ``folder / f"model-{step}"`` for each snapshot step."""
     from diffusers import DDPMScheduler
 
     from instructedit.components import load_components
-    from instructedit.training import FolderSource, TrainConfig, Trainer, to_edit_unet
+    from instructedit.training import RecordSource, TrainConfig, Trainer, to_edit_unet
 
-    root = folder.parent
     parts = load_components(root / "text_to_image" / "model")
-    source = FolderSource(root / "pairs" / "data", "all")
     trainer = Trainer(
         TrainConfig(
             output_dir=str(folder / "run"),
             resolution=config.size,
             batch_size=config.editor_batch_size,
-            max_steps=config.editor_steps,
+            max_steps=steps,
             learning_rate=3e-4,
             ema_decay=0.999,
             seed=config.seed,
-            checkpoint_every=max(1, min(500, config.editor_steps)),
+            checkpoint_every=max(1, min(500, steps)),
             log_with="none",
             random_flip=True,
         ),
@@ -242,49 +440,279 @@ def _stage_editor(config: RecipeConfig, folder: Path, progress: bool) -> dict[st
         text_encoder=parts["text_encoder"],
         tokenizer=parts["tokenizer"],
         noise_scheduler=DDPMScheduler.from_config(parts["scheduler"].config, clip_sample=False),
-        train_dataset=source,
+        train_dataset=RecordSource(records),
     )
-    losses = trainer.train()
+    losses: list[float] = []
+    for step in snapshots:
+        target = folder / f"model-{step}"
+        if 0 < step < steps and not (target / "model_index.json").is_file():
+            losses += trainer.train(until=step)
+            trainer.export(target)
+    losses += trainer.train()
     trainer.export(folder / "model")
-    return {"editor_loss": _tail(losses), "examples": len(source)}
+    return {"loss": _tail(losses), "examples": len(records), "steps": steps}
 
 
-def evaluate_editor(model: Path, config: RecipeConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Edits held-out rendered scenes and judges them with the oracle, per edit family."""
+def _stage_editor(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
+    root = folder.parent
+    return _train_editor(
+        config,
+        root,
+        _load_selection(root, "filtered"),
+        folder,
+        config.editor_steps,
+        snapshots=(config.ablation_steps,),
+    )
+
+
+def _score_outputs(
+    config: RecipeConfig, scorer: Any, edits: list[Any], outputs: list[Image.Image]
+) -> dict[str, Any]:
+    from instructedit.worlds.evaluation import clip_similarities, oracle_summary
+
+    return {
+        "oracle": oracle_summary(edits, outputs, size=config.size, tolerance=config.tolerance),
+        "clip": clip_similarities(scorer, edits, outputs, size=config.size),
+    }
+
+
+def _edit_held_out(config: RecipeConfig, model: Path, edits: list[Any]) -> list[Image.Image]:
     from instructedit.pipeline import EditPipeline
-    from instructedit.worlds.shapes import EDIT_FAMILIES, judge, random_edit, random_scene, render
+    from instructedit.worlds.evaluation import pipeline_edits
 
-    pipe = EditPipeline.from_pretrained(model)
-    rng = random.Random(f"held-out:{config.seed}")
-    results: dict[str, list[Any]] = defaultdict(list)
-    for index in range(config.eval_scenes):
-        family = EDIT_FAMILIES[index % len(EDIT_FAMILIES)]
-        edit = None
-        while edit is None:
-            edit = random_edit(random_scene(rng), rng, family)
-        output = pipe(
-            render(edit.source, config.size),
-            edit.instruction,
-            num_inference_steps=config.eval_steps,
-            generator=torch.Generator().manual_seed(index),
-            progress=False,
-        ).images[0]
-        assert isinstance(output, Image.Image)  # output_type="pil"
-        results[family].append(judge(edit, output, size=config.size))
-    summary: dict[str, Any] = {}
-    for name, judgements in results.items():
-        summary[name] = {
-            "realised": sum(j.realised for j in judgements) / len(judgements),
-            "unchanged_error": sum(j.unchanged_error for j in judgements) / len(judgements),
-            "count": len(judgements),
-        }
-    return summary
+    return pipeline_edits(
+        EditPipeline.from_pretrained(model),
+        edits,
+        size=config.size,
+        num_inference_steps=config.eval_steps,
+        seed=config.seed,
+        progress=False,
+    )
+
+
+def evaluate_editor(model: Path, config: RecipeConfig) -> dict[str, Any]:
+    """Edits ``config.eval_scenes`` held-out rendered scenes with the editor in ``model`` at its
+    default guidance; returns the oracle's verdicts per family (see
+    :func:`~instructedit.worlds.evaluation.oracle_summary`) and the CLIP similarities."""
+    from instructedit.worlds.evaluation import held_out_edits
+
+    edits = held_out_edits(config.eval_scenes, seed=config.seed)
+    outputs = _edit_held_out(config, Path(model), edits)
+    return _score_outputs(config, _scorer(Path(config.output_dir)), edits, outputs)
 
 
 def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
-    return {
-        "oracle": evaluate_editor(folder.parent / "editor" / "model", config, progress=progress)
+    """The editor and both baselines on held-out rendered scenes, the sweep, the figure."""
+    from instructedit.data import EditRecord
+    from instructedit.evaluation import guidance_sweep, plot_sweep, write_csv
+    from instructedit.pipeline import EditPipeline
+    from instructedit.worlds.evaluation import (
+        edit_grid,
+        held_out_edits,
+        identity_edits,
+        sdedit_edits,
+    )
+    from instructedit.worlds.shapes import apply_edit, caption, render
+
+    root = folder.parent
+    scorer = _scorer(root)
+    edits = held_out_edits(config.eval_scenes, seed=config.seed)
+    outputs = {"editor": _edit_held_out(config, root / "editor" / "model", edits)}
+    outputs["identity"] = identity_edits(edits, size=config.size)
+    for strength in config.sdedit_strengths:
+        outputs[f"sdedit-{strength:g}"] = sdedit_edits(
+            root / "text_to_image" / "model",
+            edits,
+            strength=strength,
+            size=config.size,
+            num_inference_steps=config.eval_steps,
+            guidance_scale=config.text_scale,
+            seed=config.seed,
+            progress=progress,
+        )
+    methods = {
+        name: _score_outputs(config, scorer, edits, images) for name, images in outputs.items()
     }
+
+    examples = [
+        EditRecord(
+            input_image=render(edit.source, config.size),
+            edit_prompt=edit.instruction,
+            edited_image=apply_edit(edit, config.size),
+            input_caption=caption(edit.source),
+            output_caption=caption(edit.target),
+        )
+        for edit in edits[: config.sweep_scenes]
+    ]
+    points = guidance_sweep(
+        EditPipeline.from_pretrained(root / "editor" / "model"),
+        scorer,
+        examples,
+        text_scale=config.text_scale,
+        image_scales=config.sweep_image_scales,
+        num_inference_steps=config.eval_steps,
+        seed=config.seed,
+        progress=progress,
+    )
+    write_csv(points, folder / "sweep.csv")
+    plot_sweep(points, folder / "sweep.png", label="ShapesWorld editor")
+
+    best_sdedit = max(
+        (name for name in methods if name.startswith("sdedit")),
+        key=lambda name: methods[name]["oracle"]["all"]["success"],
+    )
+    rows = [i for family in range(4) for i in (family, family + 4) if i < len(edits)]
+    edit_grid(
+        [edits[i] for i in rows],
+        {
+            "editor": [outputs["editor"][i] for i in rows],
+            best_sdedit: [outputs[best_sdedit][i] for i in rows],
+        },
+        size=config.size,
+    ).save(folder / "grid.png")
+    return {
+        "methods": methods,
+        "sweep": [asdict(point) for point in points],
+        "best_sdedit": best_sdedit,
+    }
+
+
+def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
+    """Editors trained ``ablation_steps`` on other training sets, against the full recipe's
+    editor at the same step."""
+    root = folder.parent
+    full = (
+        root
+        / "editor"
+        / (
+            f"model-{config.ablation_steps}"
+            if config.ablation_steps < config.editor_steps
+            else "model"
+        )
+    )
+    filtered_pairs = len(_load_selection(root, "filtered"))
+    training_sets: dict[str, Callable[[], list[Any]]] = {
+        "no_clip_filter": lambda: _load_selection(root, "unfiltered"),
+        "fewer_pairs": lambda: _load_selection(root, "fewer"),
+        "ground_truth": lambda: _ground_truth_records(filtered_pairs, config),
+    }
+    results: dict[str, Any] = {}
+    marker = folder / "full" / "DONE.json"
+    if not marker.is_file():
+        start = time.perf_counter()
+        record = {"examples": filtered_pairs, **evaluate_editor(full, config)}
+        record["seconds"] = round(time.perf_counter() - start, 1)
+        write_json_atomic(marker, record)
+    results["full"] = json.loads(marker.read_text(encoding="utf-8"))
+    for name, records in training_sets.items():
+        marker = folder / name / "DONE.json"
+        if not marker.is_file():
+            start = time.perf_counter()
+            record = _train_editor(config, root, records(), folder / name, config.ablation_steps)
+            record.update(evaluate_editor(folder / name / "model", config))
+            record["seconds"] = round(time.perf_counter() - start, 1)
+            write_json_atomic(marker, record)
+            logger.info("ablation %s done: %s", name, record)
+        results[name] = json.loads(marker.read_text(encoding="utf-8"))
+    return {"steps": config.ablation_steps, "runs": results}
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f} %"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """An RST list-table."""
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [header, *rows]:
+        lines.append(f"   * - {row[0]}")
+        lines.extend(f"     - {cell}" for cell in row[1:])
+    return "\n".join(lines) + "\n"
+
+
+def _method_row(name: str, scores: dict[str, Any]) -> list[str]:
+    from instructedit.worlds.shapes import EDIT_FAMILIES
+
+    oracle, clip = scores["oracle"], scores["clip"]
+    return [
+        name,
+        *(_percent(oracle[f]["realised"]) if f in oracle else "–" for f in EDIT_FAMILIES),
+        _percent(oracle["all"]["success"]),
+        f"{oracle['all']['unchanged_error']:.3f}",
+        f"{clip['direction_similarity']:.3f}",
+        f"{clip['image_similarity']:.3f}",
+    ]
+
+
+_METHOD_HEADER = [
+    "model",
+    "recolour",
+    "background",
+    "add",
+    "remove",
+    "success (all)",
+    "unchanged MAE",
+    "CLIP direction",
+    "CLIP image",
+]
+
+
+def _stage_report(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
+    """Writes ``report.rst``: every table of the results page, from the stages' records."""
+    root = folder.parent
+    records = {
+        stage: json.loads((root / stage / "DONE.json").read_text(encoding="utf-8"))
+        for stage in STAGES[:-1]
+    }
+    evaluation, ablations, pairs = records["evaluate"], records["ablations"], records["pairs"]
+    parts = [
+        "Stage times (seconds)\n\n",
+        _table(
+            ["stage", "seconds"],
+            [[stage, f"{record['seconds']:.0f}"] for stage, record in records.items()],
+        ),
+        "\nPairs\n\n",
+        _table(
+            ["candidates", "filter verdicts", "filtered", "unfiltered", "fewer"],
+            [
+                [
+                    str(pairs["candidates"]),
+                    ", ".join(f"{k}: {v}" for k, v in sorted(pairs["filter"].items())),
+                    str(pairs["filtered_pairs"]),
+                    str(pairs["unfiltered_pairs"]),
+                    str(pairs["fewer_pairs"]),
+                ]
+            ],
+        ),
+        f"\nHeld-out edits ({config.eval_scenes} rendered scenes, realised per family)\n\n",
+        _table(
+            _METHOD_HEADER,
+            [_method_row(name, scores) for name, scores in evaluation["methods"].items()],
+        ),
+        f"\nAblations ({ablations['steps']} training steps each)\n\n",
+        _table(
+            [*_METHOD_HEADER, "pairs"],
+            [
+                [*_method_row(name, run), str(run["examples"])]
+                for name, run in ablations["runs"].items()
+            ],
+        ),
+        f"\nGuidance sweep (s_T = {config.text_scale:g})\n\n",
+        _table(
+            ["s_I", "CLIP direction", "CLIP image"],
+            [
+                [
+                    f"{point['image_scale']:g}",
+                    f"{point['direction_similarity']:.3f}",
+                    f"{point['image_similarity']:.3f}",
+                ]
+                for point in evaluation["sweep"]
+            ],
+        ),
+    ]
+    report = folder / "report.rst"
+    report.write_text("".join(parts), encoding="utf-8")
+    return {"report": str(report)}
 
 
 _RUNNERS: dict[str, Callable[[RecipeConfig, Path, bool], dict[str, Any]]] = {
@@ -293,6 +721,8 @@ _RUNNERS: dict[str, Callable[[RecipeConfig, Path, bool], dict[str, Any]]] = {
     "pairs": _stage_pairs,
     "editor": _stage_editor,
     "evaluate": _stage_evaluate,
+    "ablations": _stage_ablations,
+    "report": _stage_report,
 }
 
 
@@ -301,8 +731,18 @@ def _tail(losses: list[float]) -> float:
     return sum(window) / len(window) if window else float("nan")
 
 
-def reproduce(config: RecipeConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Runs (or continues) the recipe; returns each stage's record (timings and numbers)."""
+def reproduce(
+    config: RecipeConfig, *, until: str | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Runs (or continues) the recipe; returns each stage's record (timings and numbers).
+
+    Args:
+        config: sizes of the run.
+        until: last stage to run (one of :data:`STAGES`); all of them by default.
+        progress: show progress bars.
+    """
+    if until is not None and until not in STAGES:
+        raise ValueError(f"until must be one of {STAGES}, got {until!r}")
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
@@ -321,6 +761,8 @@ def reproduce(config: RecipeConfig, *, progress: bool = True) -> dict[str, Any]:
         write_json_atomic(marker, record)
         records[stage] = record
         logger.info("stage %s done in %.0f s: %s", stage, record["seconds"], record)
+        if stage == until:
+            break
     return records
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "random_scene",
     "region_masks",
     "render",
+    "scene_edit",
 ]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -59,7 +60,7 @@ SHAPES = ("circle", "square", "triangle")
 EditFamily = Literal["recolour", "background", "add", "remove"]
 EDIT_FAMILIES: tuple[EditFamily, ...] = ("recolour", "background", "add", "remove")
 
-_PHRASINGS: dict[str, tuple[str, ...]] = {
+_PHRASINGS: dict[EditFamily, tuple[str, ...]] = {
     "recolour": (
         "make the {shape} {new}",
         "turn the {old} {shape} {new}",
@@ -233,6 +234,15 @@ def parse_caption(text: str) -> tuple[list[tuple[str, str]], str] | None:
     return shapes, match.group("background")
 
 
+def _phrasings(family: EditFamily, scene: Scene, index: int) -> tuple[str, ...]:
+    """The phrasings that name shape ``index`` unambiguously: with its colour when another shape
+    of the scene has the same kind."""
+    kind = scene.shapes[index].kind
+    if sum(s.kind == kind for s in scene.shapes) > 1:
+        return tuple(t for t in _PHRASINGS[family] if "{old}" in t)
+    return _PHRASINGS[family]
+
+
 def random_edit(
     scene: Scene, rng: random.Random, family: EditFamily | None = None
 ) -> SceneEdit | None:
@@ -249,7 +259,7 @@ def random_edit(
             new = rng.choice(free)
             shapes = list(scene.shapes)
             shapes[index] = replace(old, colour=new)
-            text = rng.choice(_PHRASINGS["recolour"]).format(
+            text = rng.choice(_phrasings("recolour", scene, index)).format(
                 shape=old.kind, old=old.colour, new=new
             )
             return SceneEdit("recolour", text, scene, replace(scene, shapes=tuple(shapes)), index)
@@ -269,9 +279,75 @@ def random_edit(
         if chosen == "remove" and len(scene.shapes) == 2:
             index = rng.randrange(2)
             old = scene.shapes[index]
-            text = rng.choice(_PHRASINGS["remove"]).format(shape=old.kind, old=old.colour)
+            text = rng.choice(_phrasings("remove", scene, index)).format(
+                shape=old.kind, old=old.colour
+            )
             kept = tuple(s for i, s in enumerate(scene.shapes) if i != index)
             return SceneEdit("remove", text, scene, replace(scene, shapes=kept), index)
+    return None
+
+
+def _phrasing_pattern(template: str) -> re.Pattern[str]:
+    colours = "|".join(COLOURS)
+    pattern = re.escape(template)
+    for field, choices in (("shape", "|".join(SHAPES)), ("old", colours), ("new", colours)):
+        pattern = pattern.replace(re.escape("{" + field + "}"), f"(?P<{field}>{choices})")
+    return re.compile(pattern)
+
+
+_PATTERNS = [
+    (family, _phrasing_pattern(template))
+    for family, templates in _PHRASINGS.items()
+    for template in templates
+]
+
+
+def scene_edit(scene: Scene, instruction: str, *, seed: int = 0) -> SceneEdit | None:
+    """The ground truth of ``instruction`` applied to ``scene``, for instructions of the grammar's
+    phrasings ("make the circle blue", "remove the red square", …); ``None`` otherwise, or when
+    the instruction names no shape of the scene or cannot apply (a third shape, a colour already
+    in use). An added shape's position is drawn from ``seed`` (the oracle does not judge it)."""
+    text = " ".join(instruction.lower().split())
+    for family, pattern in _PATTERNS:
+        match = pattern.fullmatch(text)
+        if match is None:
+            continue
+        fields = match.groupdict()
+        used = {scene.background, *(s.colour for s in scene.shapes)}
+        new: str = fields.get("new") or ""
+        if family == "background":
+            if new in used:
+                return None
+            return SceneEdit(family, instruction, scene, replace(scene, background=new), None)
+        if family == "add":
+            if new in used or len(scene.shapes) >= 2:
+                return None
+            rng = random.Random(seed)
+            shape = None
+            for _ in range(20):  # 4000 draws in all: a large central shape leaves little room
+                shape = shape or _free_shape(rng, fields["shape"], new, scene.shapes)
+            if shape is None:
+                return None
+            target = replace(scene, shapes=(*scene.shapes, shape))
+            return SceneEdit(family, instruction, scene, target, len(scene.shapes))
+        matches = [
+            i
+            for i, s in enumerate(scene.shapes)
+            if s.kind == fields["shape"] and fields.get("old") in (None, s.colour)
+        ]
+        if len(matches) != 1:
+            return None
+        index = matches[0]
+        if family == "recolour":
+            if new in used:
+                return None
+            shapes = list(scene.shapes)
+            shapes[index] = replace(shapes[index], colour=new)
+            return SceneEdit(
+                family, instruction, scene, replace(scene, shapes=tuple(shapes)), index
+            )
+        kept = tuple(s for i, s in enumerate(scene.shapes) if i != index)
+        return SceneEdit(family, instruction, scene, replace(scene, shapes=kept), index)
     return None
 
 

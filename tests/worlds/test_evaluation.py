@@ -1,0 +1,191 @@
+import math
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from instructedit.clip import ClipDirectionalFilter, ClipScorer
+from instructedit.data import FolderSample, write_caption_folder
+from instructedit.testing import save_tiny_pipeline, tiny_open_clip
+from instructedit.worlds.evaluation import (
+    clip_similarities,
+    edit_grid,
+    held_out_edits,
+    identity_edits,
+    oracle_summary,
+    sdedit_edits,
+)
+from instructedit.worlds.recipe import RecipeConfig, calibrate_thresholds, select_pairs
+from instructedit.worlds.shapes import EDIT_FAMILIES, apply_edit, render
+
+
+@pytest.fixture(scope="module")
+def edits():
+    return held_out_edits(16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return ClipScorer(tiny_open_clip(seed=0), open_clip.get_tokenizer("ViT-B-32"))
+
+
+def test_held_out_edits_cycle_the_families_and_are_reproducible(edits):
+    assert [e.family for e in edits] == [EDIT_FAMILIES[i % 4] for i in range(16)]
+    assert held_out_edits(16, seed=3) == edits
+    assert held_out_edits(16, seed=4) != edits
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        held_out_edits(0)
+    with pytest.raises(ValueError, match="families must be"):
+        held_out_edits(4, families=("recolour", "rotate"))
+
+
+def test_oracle_summary_gives_ground_truth_full_marks_and_identity_none(edits):
+    truth = oracle_summary(edits, [apply_edit(e) for e in edits])
+    assert list(truth) == [*EDIT_FAMILIES, "all"]
+    assert truth["all"] == {"realised": 1.0, "unchanged_error": 0.0, "success": 1.0, "count": 16}
+    identity = oracle_summary(edits, identity_edits(edits))
+    assert identity["all"]["success"] == 0.0
+    assert identity["all"]["unchanged_error"] < 1e-3  # the input is the truth outside the edit
+    assert all(identity[f]["realised"] == 0.0 for f in EDIT_FAMILIES)
+    assert all(identity[f]["count"] == 4 for f in EDIT_FAMILIES)
+
+
+def test_success_needs_the_rest_of_the_scene_kept(edits):
+    # The ground truth with everything darkened: edits still realised? Their colours move, but
+    # the unchanged region is far off, so none is a success at the default tolerance.
+    damaged = [
+        Image.fromarray((np.asarray(apply_edit(e), np.float32) * 0.5).astype(np.uint8))
+        for e in edits
+    ]
+    summary = oracle_summary(edits, damaged)
+    assert summary["all"]["unchanged_error"] > 0.08
+    assert summary["all"]["success"] == 0.0
+    lenient = oracle_summary(edits, damaged, tolerance=1.0)
+    assert lenient["all"]["success"] == lenient["all"]["realised"]
+    with pytest.raises(ValueError, match="got 16 edits but 3 outputs"):
+        oracle_summary(edits, damaged[:3])
+
+
+def test_clip_image_similarity_of_the_identity_is_one(edits, scorer):
+    scores = clip_similarities(scorer, edits, identity_edits(edits))
+    assert scores["image_similarity"] == pytest.approx(1.0, abs=1e-5)
+    moved = clip_similarities(scorer, edits, [apply_edit(e) for e in edits])
+    assert moved["image_similarity"] < 1.0
+
+
+@pytest.mark.slow
+def test_sdedit_baseline_runs_the_text_to_image_model(tmp_path, edits):
+    folder = save_tiny_pipeline(tmp_path / "t2i", kind="text_to_image")
+    first = sdedit_edits(folder, edits[:3], strength=0.5, num_inference_steps=4, batch_size=2)
+    again = sdedit_edits(folder, edits[:3], strength=0.5, num_inference_steps=4, batch_size=3)
+    assert [im.size for im in first] == [(32, 32)] * 3
+    # Example i uses noise from seed + i whatever the batching.
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again, strict=True)
+    )
+    with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
+        sdedit_edits(folder, edits[:1], strength=0.0)
+
+
+def test_edit_grid_puts_input_truth_and_outputs_side_by_side(edits):
+    rows = edits[:2]
+    outputs = {"identity": identity_edits(rows)}
+    grid = edit_grid(rows, outputs, scale=2)
+    cell, pad, text = 64, 4, 12
+    assert grid.size == (3 * (cell + pad) + pad, text + 2 * (cell + text + pad) + pad)
+    top = text + text  # first row: instruction line, then the images
+    tile = np.asarray(grid)[top : top + cell, pad : pad + cell]
+    expected = np.asarray(render(rows[0].source).resize((cell, cell), Image.Resampling.NEAREST))
+    assert np.array_equal(tile, expected)
+
+
+def _candidates(root, scores):
+    """Caption folders whose samples carry the given (image, direction, text0, text1) scores."""
+    blank = Image.new("RGB", (8, 8))
+    for index, rows in enumerate(scores):
+        samples = [
+            FolderSample(
+                seed=100 * index + i,
+                input_image=blank,
+                edited_image=blank,
+                metadata={
+                    "clip_sim_image": image,
+                    "clip_sim_dir": direction,
+                    "clip_sim_0": text0,
+                    "clip_sim_1": text1,
+                },
+            )
+            for i, (image, direction, text0, text1) in enumerate(rows)
+        ]
+        prompt = {"input": "a red circle", "edit": "make it blue", "output": "a blue circle"}
+        write_caption_folder(root, index, prompt, samples)
+    return root
+
+
+def test_select_pairs_applies_the_filter_to_stored_scores(tmp_path):
+    root = _candidates(
+        tmp_path,
+        [
+            # caption 0: sample 1 fails image similarity, 2 fails direction, 3 fails text
+            [
+                (0.9, 0.3, 0.3, 0.3),
+                (0.5, 0.9, 0.3, 0.3),
+                (0.9, 0.1, 0.3, 0.3),
+                (0.9, 0.9, 0.1, 0.3),
+            ],
+            # caption 1: all pass; best two by direction are samples 2 and 0
+            [(0.8, 0.5, 0.3, 0.3), (0.8, 0.3, 0.3, 0.3), (0.8, 0.7, 0.3, 0.3)],
+        ],
+    )
+    config = RecipeConfig(keep_per_pair=2, fewer_pairs_fraction=0.5)
+    selections, record = select_pairs(root, ClipDirectionalFilter(None, 0.75, 0.2, 0.2), config)
+    assert selections["filtered"] == [["0000000", 0], ["0000001", 100], ["0000001", 102]]
+    assert selections["unfiltered"] == [
+        ["0000000", 0],
+        ["0000000", 1],
+        ["0000001", 100],
+        ["0000001", 101],
+    ]
+    assert selections["fewer"] == [["0000000", 0]]
+    assert record["filter"] == {
+        "kept": 4,
+        "image_similarity": 1,
+        "direction_similarity": 1,
+        "text_similarity": 1,
+    }
+    assert record["filtered_direction_similarity"] == pytest.approx((0.3 + 0.5 + 0.7) / 3)
+
+
+def test_select_pairs_says_when_nothing_passes(tmp_path):
+    root = _candidates(tmp_path, [[(0.1, 0.1, 0.1, 0.1)]])
+    with pytest.raises(RuntimeError, match="kept none of 1 candidates"):
+        select_pairs(root, ClipDirectionalFilter(None), RecipeConfig())
+
+
+def test_calibrated_thresholds_keep_the_ground_truth_pairs(scorer):
+    explicit = RecipeConfig(
+        min_image_similarity=0.7, min_direction_similarity=0.1, min_text_similarity=0.05
+    )
+    assert calibrate_thresholds(None, explicit) == {
+        "min_image_similarity": 0.7,
+        "min_direction_similarity": 0.1,
+        "min_text_similarity": 0.05,
+    }
+    # At quantile 0 every threshold is the lowest score of the calibration pairs: all pass.
+    lowest = calibrate_thresholds(scorer, RecipeConfig(calibration_quantile=0.0), count=32)
+    tenth = calibrate_thresholds(scorer, RecipeConfig(calibration_quantile=0.1), count=32)
+    assert all(lowest[k] <= tenth[k] for k in lowest)
+    assert all(math.isfinite(v) for v in tenth.values())
+    from instructedit.worlds.recipe import _ground_truth_records
+
+    records = _ground_truth_records(32, RecipeConfig(), stream="calibration")
+    result = ClipDirectionalFilter(scorer, **lowest)(
+        [r.input_image for r in records],
+        [r.edited_image for r in records],
+        [r.input_caption for r in records],
+        [r.output_caption for r in records],
+    )
+    assert bool(result.keep.all())
+    assert torch.is_tensor(result.keep)
