@@ -51,3 +51,14 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
 def test_until_must_name_a_stage(tmp_path):
     with pytest.raises(ValueError, match="until must be one of"):
         reproduce(RecipeConfig.smoke(str(tmp_path)), until="training")
+
+
+def test_the_cli_offers_exactly_the_recipes_stages():
+    import inspect
+    from typing import get_args
+
+    from instructedit.worlds.recipe import shapes_command
+
+    annotation = inspect.signature(shapes_command, eval_str=True).parameters["until"].annotation
+    (literal, _none) = get_args(annotation)
+    assert get_args(literal) == STAGES

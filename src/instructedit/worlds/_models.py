@@ -145,6 +145,8 @@ class _LoopState:
             module.load_state_dict(state["modules"][name])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         version, internal, gauss = state["python_rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         logger.info("resuming %s at step %d", self.path, state["step"])
@@ -158,6 +160,7 @@ class _LoopState:
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python_rng": self.rng.getstate(),
             "step": step,
             "losses": losses,
@@ -180,12 +183,15 @@ def train_autoencoder(
     progress: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 100,
+    device: str | torch.device = "cpu",
 ) -> list[float]:
     """Trains the autoencoder to reconstruct rendered scenes (L1 + a small KL term).
 
     With ``checkpoint``, the loop state is saved there every ``checkpoint_every`` steps and a
-    call that finds it continues from it (same batches, same result).
+    call that finds it continues from it (same batches, same result). ``device`` is where the
+    model trains (it is moved there).
     """
+    vae.to(device)
     rng = random.Random(f"autoencoder:{seed}")
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
     state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng)
@@ -199,7 +205,7 @@ def train_autoencoder(
             disable=not progress,
             desc="autoencoder",
         ):
-            pixels, _, _ = _batch(rng, batch_size, size)
+            pixels = _batch(rng, batch_size, size)[0].to(device)
             posterior = vae.encode(pixels).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
             loss = F.l1_loss(reconstruction, pixels) + kl_weight * posterior.kl().mean()
@@ -215,7 +221,7 @@ def train_autoencoder(
 
 def _latent_scale(vae: Any, size: int, seed: int) -> float:
     """1 / std of the latents of rendered scenes (Stable Diffusion's 0.18215, measured)."""
-    pixels, _, _ = _batch(random.Random(f"scale:{seed}"), 256, size)
+    pixels = _batch(random.Random(f"scale:{seed}"), 256, size)[0].to(vae.device)
     with torch.no_grad():
         latents = vae.encode(pixels).latent_dist.mode()
     return float(1.0 / latents.std())
@@ -237,13 +243,17 @@ def train_text_to_image(
     progress: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 200,
+    device: str | torch.device = "cpu",
 ) -> list[float]:
     """Trains UNet and text encoder together on (render, caption); sets the VAE's scaling factor.
 
     Captions are dropped (replaced by ``""``) with probability ``caption_dropout`` so the model
-    supports classifier-free guidance. ``checkpoint`` and ``checkpoint_every`` make the loop
-    resumable, as in :func:`train_autoencoder`.
+    supports classifier-free guidance. ``checkpoint``, ``checkpoint_every`` and ``device`` are as
+    in :func:`train_autoencoder`; noise and timesteps are drawn on the CPU, so a run draws the
+    same values on any device.
     """
+    for module in (unet, text_encoder, vae):
+        module.to(device)
     vae.register_to_config(scaling_factor=_latent_scale(vae, size, seed))
     rng = random.Random(f"text-to-image:{seed}")
     parameters = [*unet.parameters(), *text_encoder.parameters()]
@@ -262,6 +272,7 @@ def train_text_to_image(
             desc="text-to-image",
         ):
             pixels, captions, _ = _batch(rng, batch_size, size)
+            pixels = pixels.to(device)
             captions = ["" if rng.random() < caption_dropout else c for c in captions]
             with torch.no_grad():
                 latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
@@ -271,9 +282,10 @@ def train_text_to_image(
                 max_length=CLIP_CONTEXT_LENGTH,
                 truncation=True,
                 return_tensors="pt",
-            ).input_ids
-            noise = torch.randn_like(latents)
+            ).input_ids.to(device)
+            noise = torch.randn(latents.shape).to(device)
             timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
+            timesteps = timesteps.to(device)
             noisy = scheduler.add_noise(latents, noise, timesteps)
             prediction = unet(noisy, timesteps, text_encoder(ids)[0]).sample
             loss = F.mse_loss(prediction, noise)
@@ -300,17 +312,18 @@ def train_clip(
     progress: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 200,
+    device: str | torch.device = "cpu",
 ) -> list[float]:
     """Trains CLIP contrastively on rendered scenes and their captions (symmetric InfoNCE).
 
-    ``checkpoint`` and ``checkpoint_every`` make the loop resumable, as in
-    :func:`train_autoencoder`.
+    ``checkpoint``, ``checkpoint_every`` and ``device`` are as in :func:`train_autoencoder`.
     """
+    model.to(device)
     rng = random.Random(f"clip:{seed}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.1)
     state = _LoopState(checkpoint, checkpoint_every, {"clip": model}, optimizer, rng)
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=device).view(1, 3, 1, 1)
     model.train()
     with seeded(seed):
         start, losses = state.restore()
@@ -318,12 +331,14 @@ def train_clip(
             range(start, steps), initial=start, total=steps, disable=not progress, desc="clip"
         ):
             pixels, captions, _ = _batch(rng, batch_size, size)
-            images = ((pixels + 1) / 2 - mean) / std
+            images = ((pixels.to(device) + 1) / 2 - mean) / std
             image_features = F.normalize(model.encode_image(images), dim=-1)
-            text_features = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)
+            text_features = F.normalize(model.encode_text(tokenizer(captions).to(device)), dim=-1)
             logits = model.logit_scale.exp() * image_features @ text_features.T
             # Identical captions in one batch are positives of each other.
-            same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+            same = torch.tensor(
+                [[a == b for b in captions] for a in captions], dtype=torch.float32, device=device
+            )
             targets = same / same.sum(dim=1, keepdim=True)
             loss = (
                 -(targets * logits.log_softmax(dim=1)).sum(1).mean()

@@ -56,6 +56,9 @@ class RecipeConfig:
 
     output_dir: str = "outputs/shapes"
     """Where every stage writes."""
+    device: str | None = None
+    """Where models run (``"cuda"``, ``"cpu"``, …); ``None``: CUDA when available. The editor's
+    training runs where accelerate puts it."""
     seed: int = 0
     """Seed of every stage."""
     size: int = 32
@@ -136,6 +139,10 @@ class RecipeConfig:
         )
 
 
+def _device(config: RecipeConfig) -> str:
+    return config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
     from diffusers import (
         AutoencoderKL,
@@ -166,6 +173,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
             seed=config.seed,
             progress=progress,
             checkpoint=folder / "checkpoints" / "autoencoder.pt",
+            device=_device(config),
         )
         vae.save_pretrained(autoencoder, safe_serialization=True)
         write_json_atomic(autoencoder / "losses.json", ae_losses)  # marks the sub-stage done
@@ -186,6 +194,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
         seed=config.seed,
         progress=progress,
         checkpoint=folder / "checkpoints" / "text_to_image.pt",
+        device=_device(config),
     )
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -216,15 +225,17 @@ def _stage_clip(config: RecipeConfig, folder: Path, progress: bool) -> dict[str,
         seed=config.seed,
         progress=progress,
         checkpoint=folder / "checkpoints" / "clip.pt",
+        device=_device(config),
     )
     save_open_clip(model, SHAPES_CLIP_CONFIG, folder / "model")
     return {"clip_loss": _tail(losses)}
 
 
-def _scorer(root: Path) -> Any:
+def _scorer(config: RecipeConfig) -> Any:
     from instructedit.clip import ClipScorer
 
-    return ClipScorer.from_open_clip(f"local-dir:{root / 'clip' / 'model'}")
+    model = Path(config.output_dir) / "clip" / "model"
+    return ClipScorer.from_open_clip(f"local-dir:{model}", device=_device(config))
 
 
 def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
@@ -242,8 +253,8 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
     root = folder.parent
     rng = random.Random(f"captions:{config.seed}")
     captions = [caption(random_scene(rng)) for _ in range(config.captions)]
-    p2p = PromptToPrompt.from_pretrained(root / "text_to_image" / "model")
-    scorer = _scorer(root)
+    p2p = PromptToPrompt.from_pretrained(root / "text_to_image" / "model").to(_device(config))
+    scorer = _scorer(config)
     summary = generate_dataset(
         captions,
         folder / "candidates",
@@ -481,7 +492,7 @@ def _edit_held_out(config: RecipeConfig, model: Path, edits: list[Any]) -> list[
     from instructedit.worlds.evaluation import pipeline_edits
 
     return pipeline_edits(
-        EditPipeline.from_pretrained(model),
+        EditPipeline.from_pretrained(model).to(_device(config)),
         edits,
         size=config.size,
         num_inference_steps=config.eval_steps,
@@ -498,7 +509,7 @@ def evaluate_editor(model: Path, config: RecipeConfig) -> dict[str, Any]:
 
     edits = held_out_edits(config.eval_scenes, seed=config.seed)
     outputs = _edit_held_out(config, Path(model), edits)
-    return _score_outputs(config, _scorer(Path(config.output_dir)), edits, outputs)
+    return _score_outputs(config, _scorer(config), edits, outputs)
 
 
 def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
@@ -515,13 +526,19 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
     from instructedit.worlds.shapes import apply_edit, caption, render
 
     root = folder.parent
-    scorer = _scorer(root)
+    scorer = _scorer(config)
     edits = held_out_edits(config.eval_scenes, seed=config.seed)
     outputs = {"editor": _edit_held_out(config, root / "editor" / "model", edits)}
     outputs["identity"] = identity_edits(edits, size=config.size)
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    text_to_image = StableDiffusionImg2ImgPipeline.from_pretrained(
+        root / "text_to_image" / "model", safety_checker=None, requires_safety_checker=False
+    ).to(_device(config))
+    text_to_image.set_progress_bar_config(disable=True)
     for strength in config.sdedit_strengths:
         outputs[f"sdedit-{strength:g}"] = sdedit_edits(
-            root / "text_to_image" / "model",
+            text_to_image,
             edits,
             strength=strength,
             size=config.size,
@@ -545,7 +562,7 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
         for edit in edits[: config.sweep_scenes]
     ]
     points = guidance_sweep(
-        EditPipeline.from_pretrained(root / "editor" / "model"),
+        EditPipeline.from_pretrained(root / "editor" / "model").to(_device(config)),
         scorer,
         examples,
         text_scale=config.text_scale,
@@ -772,6 +789,8 @@ def shapes_command(
     output: Path = Path("outputs/shapes"),
     smoke: bool = False,
     seed: int = 0,
+    until: Literal["text_to_image", "clip", "pairs", "editor", "evaluate", "ablations", "report"]
+    | None = None,
 ) -> str:
     """Runs the ShapesWorld reproduction of the paper (rerun to continue a stopped run).
 
@@ -780,10 +799,11 @@ def shapes_command(
         output: folder of the run.
         smoke: run every stage at toy size (about two minutes; the numbers are meaningless).
         seed: seed of every stage.
+        until: last stage to run (default: all of them).
     """
     base = RecipeConfig.smoke(str(output)) if smoke else RecipeConfig(output_dir=str(output))
     config = RecipeConfig(**{**asdict(base), "seed": seed})
-    records = reproduce(config)
+    records = reproduce(config, until=until)
     summary = Path(config.output_dir) / "summary.json"
     write_json_atomic(summary, records)
     return str(summary)
