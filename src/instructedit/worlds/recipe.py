@@ -89,9 +89,9 @@ class RecipeConfig:
     calibration_quantile: float = 0.1
     """A ``None`` threshold is set to this quantile of the scores of the renderer's ground-truth
     pairs: the filter keeps candidates that this CLIP scores like true edits."""
-    editor_steps: int = 6000
+    editor_steps: int = 5000
     """Editor training steps."""
-    ablation_steps: int = 2000
+    ablation_steps: int = 1500
     """Training steps of each ablation's editor (the full editor is also exported at this step)."""
     fewer_pairs_fraction: float = 0.1
     """Share of the captions whose filtered pairs train the "fewer pairs" ablation (the paper's
