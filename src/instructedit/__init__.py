@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from instructedit._version import __version__
 
 if TYPE_CHECKING:
+    from instructedit.default import load_default, load_default_clip
     from instructedit.guidance import ClassifierFreeGuidance, DualGuidance
     from instructedit.pipeline import EditOutput, EditPipeline
     from instructedit.sampling import denoise
@@ -24,6 +25,8 @@ __all__ = [
     "EditPipeline",
     "__version__",
     "denoise",
+    "load_default",
+    "load_default_clip",
 ]
 
 _LAZY = {
@@ -32,6 +35,8 @@ _LAZY = {
     "EditOutput": "instructedit.pipeline",
     "EditPipeline": "instructedit.pipeline",
     "denoise": "instructedit.sampling",
+    "load_default": "instructedit.default",
+    "load_default_clip": "instructedit.default",
 }
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from instructedit.cli import build_parser, main
 from instructedit.cli._generate import docstring_arguments
-from instructedit.demo import example_image, run_demo
+from instructedit.demo import demo_scene, run_demo
 
 
 def test_demo_writes_side_by_side_image_and_prints_its_path(tmp_path, capsys):
@@ -15,10 +15,11 @@ def test_demo_writes_side_by_side_image_and_prints_its_path(tmp_path, capsys):
     assert main(["demo", "--output", str(target), "--steps", "2"]) == 0
     assert capsys.readouterr().out.strip() == str(target)
     written = Image.open(target)
-    source = example_image()
-    assert written.size == (2 * source.width, source.height)
-    left = np.asarray(written)[:, : source.width]
-    assert np.array_equal(left, np.asarray(source))
+    source = demo_scene()
+    assert written.size == (2 * 8 * source.width, 8 * source.height)
+    left = np.asarray(written)[:, : 8 * source.width]
+    enlarged = source.resize((8 * source.width, 8 * source.height), Image.Resampling.NEAREST)
+    assert np.array_equal(left, np.asarray(enlarged))
     assert not list(target.parent.glob(".*partial"))
 
 
@@ -35,6 +36,7 @@ def test_demo_is_reproducible_and_seed_dependent(tmp_path):
     [
         (["--instruction", "  "], "instruction must be a non-empty string"),
         (["--steps", "0"], "steps must be at least 1"),
+        (["--scale", "0"], "scale must be at least 1"),
     ],
 )
 def test_bad_demo_arguments_exit_2_with_a_message(tmp_path, capsys, args, message):

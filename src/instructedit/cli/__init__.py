@@ -22,7 +22,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
         "instructedit.demo:run_demo",
-        "Edits the bundled example image and writes the input and the edit side by side.",
+        "Edits a bundled ShapesWorld scene with the embedded default editor (offline, CPU).",
     ),
     "edit": (
         "instructedit.pipeline:edit_files",

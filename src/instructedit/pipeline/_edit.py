@@ -21,6 +21,7 @@ from instructedit.components import (
     run_vae,
     vae_scale_factor,
 )
+from instructedit.default import DEFAULT_MODEL_NAME, default_model_dir
 from instructedit.guidance import DualGuidance, check_scale
 from instructedit.images import (
     DEFAULT_MAX_PIXELS,
@@ -145,14 +146,15 @@ class EditPipeline:
         revision: str | None = None,
         cache_dir: str | Path | None = None,
     ) -> EditPipeline:
-        """Loads a pipeline in the diffusers layout (a local folder or a hub id).
+        """Loads a pipeline in the diffusers layout (a local folder or a hub id), or the embedded
+        default editor by the name ``"shapes"`` (see :func:`instructedit.default.load_default`).
 
         The layout is that of ``timbrooks/instruct-pix2pix``: ``model_index.json`` and the
         folders ``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``. Weights are read
         from safetensors; pickle weights (``*.bin``) load only with ``allow_pickle=True``.
 
         Args:
-            path_or_hub_id: a local folder or a hub repository id.
+            path_or_hub_id: a local folder, a hub repository id, or ``"shapes"``.
             torch_dtype: dtype of the models (e.g. ``torch.float16``).
             scheduler: a scheduler instance, a name from
                 :data:`~instructedit.sampling.SCHEDULERS` (built from the saved scheduler's
@@ -163,6 +165,10 @@ class EditPipeline:
             revision: hub revision.
             cache_dir: hub cache folder.
         """
+        if str(path_or_hub_id) == DEFAULT_MODEL_NAME and not Path(path_or_hub_id).exists():
+            path_or_hub_id = default_model_dir()
+            # Its weights are stored in float16; CPUs need float32 unless asked otherwise.
+            torch_dtype = torch_dtype or torch.float32
         parts = load_components(
             path_or_hub_id,
             torch_dtype=torch_dtype,

@@ -1,0 +1,178 @@
+"""The embedded default model: the ShapesWorld editor and its CLIP, shipped inside the package.
+
+Both were trained by ``instructedit shapes reproduce`` (see the ShapesWorld results page) and are
+stored in float16 safetensors under ``instructedit/assets/shapes``: the editor in the diffusers
+layout without its tokenizer folder, and the CLIP as an open_clip folder. The tokenizer is CLIP's
+own, rebuilt from open_clip's BPE file, so it is not shipped twice; :func:`default_model_dir`
+assembles a complete diffusers folder in the cache on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from instructedit._cache import cache_dir, materialize_dir
+
+if TYPE_CHECKING:
+    from instructedit.clip import ClipScorer
+    from instructedit.pipeline import EditPipeline
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "bundled_dir",
+    "default_clip_dir",
+    "default_model_dir",
+    "export_default_model",
+    "load_default",
+    "load_default_clip",
+]
+
+DEFAULT_MODEL_NAME = "shapes"
+"""The name :meth:`EditPipeline.from_pretrained <instructedit.pipeline.EditPipeline.from_pretrained>`
+resolves to the embedded default (unless a local folder of that name exists)."""
+
+_EDITOR_PARTS = ("unet", "vae", "text_encoder", "scheduler")
+
+
+def bundled_dir() -> Path:
+    """The package folder holding the default model (``editor/`` and ``clip/``)."""
+    return Path(str(resources.files("instructedit").joinpath("assets", "shapes")))
+
+
+def _check_bundled(folder: Path) -> None:
+    if not (folder / "editor" / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"the embedded default model is missing from {folder} (an install without package "
+            "data?): reinstall instructedit, or load a model folder with EditPipeline.from_pretrained"
+        )
+
+
+def default_model_dir() -> Path:
+    """A complete diffusers folder of the default editor, assembled once in the cache.
+
+    The weights stay in the package (linked, or copied where links are not allowed); only the
+    CLIP tokenizer files are written. The folder also loads with diffusers'
+    ``StableDiffusionInstructPix2PixPipeline.from_pretrained``.
+    """
+    from instructedit.testing import clip_tokenizer_dir
+
+    source = bundled_dir()
+    _check_bundled(source)
+    editor = source / "editor"
+    key = hashlib.sha256(
+        json.dumps(
+            [str(editor.resolve()), *(str(p.stat().st_size) for p in sorted(editor.rglob("*.*")))]
+        ).encode()
+    ).hexdigest()[:16]
+
+    def build(directory: Path) -> None:
+        for part in _EDITOR_PARTS:
+            try:
+                os.symlink(editor / part, directory / part, target_is_directory=True)
+            except OSError:  # no symlinks here (e.g. Windows without the privilege)
+                shutil.copytree(editor / part, directory / part)
+        shutil.copytree(clip_tokenizer_dir(), directory / "tokenizer")
+        shutil.copyfile(editor / "model_index.json", directory / "model_index.json")
+
+    return materialize_dir(cache_dir() / f"default-{key}", build, marker="model_index.json")
+
+
+def default_clip_dir() -> Path:
+    """The open_clip folder of the default model's CLIP (load with ``local-dir:<folder>``)."""
+    source = bundled_dir()
+    _check_bundled(source)
+    return source / "clip"
+
+
+def load_default(
+    *,
+    device: str | torch.device | None = None,
+    torch_dtype: torch.dtype = torch.float32,
+    scheduler: str | Any | None = None,
+) -> EditPipeline:
+    """The embedded default editor, ready to edit 32×32 ShapesWorld scenes offline.
+
+    It recolours shapes, changes the background, adds and removes shapes ("make the circle blue",
+    "put it on a green background"); its measured success rates are on the ShapesWorld results
+    page. Weights ship in float16 and load as ``torch_dtype`` (float32 by default, which CPUs
+    need).
+
+    Args:
+        device: where to put the models (default: CPU).
+        torch_dtype: dtype of the models.
+        scheduler: a scheduler name or instance (default: the saved Euler ancestral).
+
+    Example:
+        >>> import instructedit
+        >>> from instructedit.worlds.shapes import Scene, Shape, render
+        >>> scene = Scene("white", (Shape("circle", "red", 0.5, 0.5, 0.25),))
+        >>> pipe = instructedit.load_default()
+        >>> edited = pipe(render(scene), "make the circle blue", num_inference_steps=20).images[0]
+    """
+    from instructedit.pipeline import EditPipeline
+
+    pipe = EditPipeline.from_pretrained(
+        default_model_dir(), torch_dtype=torch_dtype, scheduler=scheduler
+    )
+    return pipe.to(device) if device is not None else pipe
+
+
+def load_default_clip(*, device: str | torch.device | None = None) -> ClipScorer:
+    """The default model's CLIP as a :class:`~instructedit.clip.ClipScorer` (float32)."""
+    from instructedit.clip import ClipScorer
+
+    return ClipScorer.from_open_clip(f"local-dir:{default_clip_dir()}", device=device)
+
+
+def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Writes a ShapesWorld run's editor and CLIP as the embedded default (float16 safetensors).
+
+    Args:
+        run: the folder of ``instructedit shapes reproduce`` (with ``editor/model`` and
+            ``clip/model``).
+        target: the folder to write (``instructedit/assets/shapes`` when releasing).
+
+    Returns:
+        ``target``.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPTextModel
+
+    run, target = Path(run), Path(target)
+    editor, clip = run / "editor" / "model", run / "clip" / "model"
+    for folder in (editor, clip):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"run: {run} has no {folder.relative_to(run)} folder")
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "editor").mkdir(parents=True)
+    classes: dict[str, Any] = {
+        "unet": UNet2DConditionModel,
+        "vae": AutoencoderKL,
+        "text_encoder": CLIPTextModel,
+    }
+    for part, cls in classes.items():
+        model = cls.from_pretrained(editor / part).to(torch.float16)
+        model.save_pretrained(staging / "editor" / part, safe_serialization=True)
+    shutil.copytree(editor / "scheduler", staging / "editor" / "scheduler")
+    shutil.copyfile(editor / "model_index.json", staging / "editor" / "model_index.json")
+    (staging / "clip").mkdir()
+    shutil.copyfile(clip / "open_clip_config.json", staging / "clip" / "open_clip_config.json")
+    weights = load_file(clip / "open_clip_model.safetensors")
+    save_file(
+        {name: tensor.to(torch.float16) for name, tensor in weights.items()},
+        staging / "clip" / "open_clip_model.safetensors",
+    )
+    if target.exists():
+        shutil.rmtree(target)
+    staging.replace(target)
+    return target

@@ -1,0 +1,163 @@
+"""The embedded default model: shipped inside the package, loadable offline, and it edits."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+import instructedit
+from instructedit import default
+from instructedit.pipeline import EditPipeline
+from instructedit.worlds.evaluation import (
+    held_out_edits,
+    identity_edits,
+    oracle_summary,
+    pipeline_edits,
+)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return instructedit.load_default()
+
+
+def test_shipped_weights_are_float16_safetensors_within_25_mb():
+    files = [p for p in default.bundled_dir().rglob("*") if p.is_file()]
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    assert {p.parent.name for p in weights} == {"unet", "vae", "text_encoder", "clip"}
+    assert sum(p.stat().st_size for p in files) <= 25_000_000
+    for path in weights:
+        with safe_open(str(path), "pt") as file:
+            dtypes = {file.get_slice(k).get_dtype() for k in file.keys()}  # noqa: SIM118
+        assert dtypes == {"F16"}, path
+    assert not list(default.bundled_dir().rglob("*.bin"))
+
+
+@pytest.mark.slow
+def test_default_editor_edits_fixed_held_out_scenes_by_the_oracle(pipe):
+    # 24 held-out rendered scenes (6 per family) that no training stage drew, default guidance.
+    # The shipped editor (first full run) realises background changes but ignores the input's
+    # layout; the issue's targets (recolour 60 %, unchanged error 0.08) are not met yet, see the
+    # ShapesWorld results page. This guards what it does: 5/6 backgrounds, 10/24 edits in all
+    # when measured; the identity realises none.
+    edits = held_out_edits(24, seed=12345)
+    outputs = pipeline_edits(pipe, edits, num_inference_steps=20, progress=False)
+    summary = oracle_summary(edits, outputs)
+    assert summary["background"]["realised"] >= 4 / 6
+    assert summary["all"]["realised"] >= 0.3
+    assert oracle_summary(edits, identity_edits(edits))["all"]["realised"] == 0.0
+
+
+@pytest.mark.slow
+def test_diffusers_loads_the_default_folder_and_edits_identically(pipe):
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    peer = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        default.default_model_dir(), torch_dtype=torch.float32, safety_checker=None
+    )
+    peer.set_progress_bar_config(disable=True)
+    scene = held_out_edits(1, seed=7)[0]
+    from instructedit.worlds.shapes import render
+
+    image = render(scene.source)
+    ours = pipe(
+        image,
+        scene.instruction,
+        num_inference_steps=10,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        progress=False,
+    ).images
+    theirs = peer(
+        scene.instruction,
+        image=image,
+        num_inference_steps=10,
+        guidance_scale=7.5,
+        image_guidance_scale=1.5,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert np.abs(np.asarray(ours) - theirs).max() < 1e-4
+
+
+def test_the_name_shapes_loads_the_default(pipe):
+    named = EditPipeline.from_pretrained("shapes")
+    assert named.unet.dtype == torch.float32
+    assert named.unet.config.in_channels == 8
+    for a, b in zip(named.unet.parameters(), pipe.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_default_clip_scores_shapes_captions():
+    from instructedit.worlds.shapes import Scene, Shape, render
+
+    scorer = instructedit.load_default_clip()
+    red = render(Scene("white", (Shape("circle", "red", 0.5, 0.5, 0.2),)))
+    blue = render(Scene("white", (Shape("circle", "blue", 0.5, 0.5, 0.2),)))
+    images = scorer.encode_images([red, blue])
+    texts = scorer.encode_texts(
+        ["a red circle on a white background", "a blue circle on a white background"]
+    )
+    similarity = images @ texts.T
+    # Each scene matches its own caption better than the other's.
+    assert similarity[0, 0] > similarity[0, 1]
+    assert similarity[1, 1] > similarity[1, 0]
+
+
+def test_missing_assets_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(default, "bundled_dir", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match="embedded default model is missing"):
+        instructedit.load_default()
+    with pytest.raises(FileNotFoundError, match="reinstall instructedit"):
+        default.default_clip_dir()
+
+
+def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
+    from instructedit.testing import save_tiny_open_clip, save_tiny_pipeline
+
+    run = tmp_path / "run"
+    save_tiny_pipeline(run / "editor" / "model", kind="edit")
+    save_tiny_open_clip(run / "clip" / "model")
+    with pytest.raises(FileNotFoundError, match="has no editor/model folder"):
+        default.export_default_model(run / "editor", tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+    target = default.export_default_model(run, tmp_path / "assets" / "shapes")
+    assert not (target / "editor" / "tokenizer").exists()  # rebuilt from open_clip's BPE
+    monkeypatch.setattr(default, "bundled_dir", lambda: target)
+    exported = instructedit.load_default()
+    original = EditPipeline.from_pretrained(run / "editor" / "model")
+    image = Image.new("RGB", (32, 32), "red")
+
+    def edit(p):
+        return p(
+            image,
+            "make it blue",
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+            progress=False,
+        ).images
+
+    # Only float16 rounding of the weights separates the two.
+    assert np.abs(edit(exported) - edit(original)).max() < 0.02
+    assert (
+        exported.tokenizer("a red circle").input_ids == original.tokenizer("a red circle").input_ids
+    )
+
+
+def test_demo_edits_the_bundled_scene_and_logs_the_verdict(tmp_path, caplog):
+    from instructedit.demo import demo_scene, run_demo
+
+    with caplog.at_level(logging.INFO, logger="instructedit.demo"):
+        path = run_demo(tmp_path / "demo.png", steps=4, scale=2)
+    assert "oracle: edit" in caplog.text
+    side_by_side = Image.open(path)
+    assert side_by_side.size == (128, 64)
+    left = np.asarray(side_by_side)[:, :64]
+    expected = np.asarray(demo_scene().resize((64, 64), Image.Resampling.NEAREST))
+    assert np.array_equal(left, expected)
+    assert Image.open(tmp_path / "demo-edit.png").size == (32, 32)
+    assert not list(tmp_path.glob(".*partial"))
