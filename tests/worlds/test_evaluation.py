@@ -174,8 +174,17 @@ def test_calibrated_thresholds_keep_the_ground_truth_pairs(scorer):
         "min_text_similarity": 0.05,
     }
     # At quantile 0 every threshold is the lowest score of the calibration pairs: all pass.
-    lowest = calibrate_thresholds(scorer, RecipeConfig(calibration_quantile=0.0), count=32)
-    tenth = calibrate_thresholds(scorer, RecipeConfig(calibration_quantile=0.1), count=32)
+    calibrated = {"min_direction_similarity": None, "min_text_similarity": None}
+    lowest = calibrate_thresholds(
+        scorer, RecipeConfig(**calibrated, calibration_quantile=0.0), count=32
+    )
+    tenth = calibrate_thresholds(
+        scorer, RecipeConfig(**calibrated, calibration_quantile=0.1), count=32
+    )
+    # A threshold given a value is kept as it is; only the None ones are calibrated.
+    mixed = calibrate_thresholds(scorer, RecipeConfig(min_text_similarity=None), count=32)
+    assert mixed["min_direction_similarity"] == RecipeConfig().min_direction_similarity
+    assert mixed["min_text_similarity"] == pytest.approx(tenth["min_text_similarity"])
     assert all(lowest[k] <= tenth[k] for k in lowest)
     assert all(math.isfinite(v) for v in tenth.values())
     from instructedit.worlds.recipe import _ground_truth_records

@@ -75,6 +75,12 @@ def test_caption_editor_covers_every_family_with_varied_phrasings():
     assert {"make", "turn", "add", "remove", "change"} <= first_words
     assert editor.edit(captions[:5]) == results[:5]
     assert editor.edit(["a photo of a cat"]) == [Rejection("a photo of a cat", "unparseable")]
+    # Every family gets its share: an "add" needs room for a second shape, which a caption does
+    # not place, so the editor must not refuse adds for lack of space.
+    adds = sum(len(parse_caption(e.output)[0]) > len(parse_caption(e.input)[0]) for e in edits)
+    removes = sum(len(parse_caption(e.output)[0]) < len(parse_caption(e.input)[0]) for e in edits)
+    assert adds >= 0.1 * len(edits)
+    assert removes >= 0.1 * len(edits)
 
 
 @pytest.mark.parametrize("family", EDIT_FAMILIES)

@@ -214,7 +214,7 @@ def edit_grid(
     scale: int = 3,
 ) -> Image.Image:
     """A figure: one row per edit (its instruction above), columns input, ground truth, then
-    each of ``columns`` (name → outputs), images enlarged ``scale``× without smoothing."""
+    each of ``columns`` (name → outputs), images enlarged by ``scale`` without smoothing."""
     names = ["input", "ground truth", *columns]
     cell = size * scale
     pad, text = 4, 12

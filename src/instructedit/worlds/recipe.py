@@ -81,9 +81,11 @@ class RecipeConfig:
     min_image_similarity: float | None = None
     """CLIP filter threshold on cos(I₀, I₁); ``None``: calibrated (see ``calibration_quantile``).
     The paper's 0.75 belongs to ViT-L/14's similarity scale, not to a small CLIP's."""
-    min_direction_similarity: float | None = None
-    """CLIP filter threshold on the directional similarity (paper: 0.2); ``None``: calibrated."""
-    min_text_similarity: float | None = None
+    min_direction_similarity: float | None = 0.7
+    """CLIP filter threshold on the directional similarity (paper: 0.2); ``None``: calibrated.
+    Ground-truth pairs score ≥ 0.78 here (99 %), generated candidates 0.65 at the median:
+    calibrating this one (0.86) would keep only 6 % of the candidates."""
+    min_text_similarity: float | None = 0.7
     """CLIP filter threshold on the image–caption similarities (paper: 0.2); ``None``:
     calibrated."""
     calibration_quantile: float = 0.1

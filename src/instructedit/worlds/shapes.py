@@ -377,7 +377,13 @@ class ShapesCaptionEditor:
                 results.append(Rejection(text, "unparseable"))
                 continue
             shapes, background = parsed
-            scene = Scene(background, tuple(Shape(k, c, 0.5, 0.5, 0.2) for c, k in shapes))
+            # A caption places nothing: put its shapes in opposite corners, small, so that an
+            # added shape always finds room.
+            corners = ((0.2, 0.2), (0.8, 0.8))
+            scene = Scene(
+                background,
+                tuple(Shape(k, c, *corners[i], 0.13) for i, (c, k) in enumerate(shapes)),
+            )
             rng = random.Random(f"{self.seed}:{text}")
             family = rng.choice(self.families)
             edit = random_edit(scene, rng, family)
