@@ -80,7 +80,9 @@ def test_diffusers_loads_the_default_folder_and_edits_identically(pipe):
         generator=torch.Generator().manual_seed(0),
         output_type="np",
     ).images
-    assert np.abs(np.asarray(ours) - theirs).max() < 1e-4
+    # The tiny random models agree within 1e-6 (tests/pipeline); trained weights amplify the
+    # summation-order differences of two threads to ~2e-4, a wrong step would be ~1e-1.
+    assert np.abs(np.asarray(ours) - theirs).max() < 1e-3
 
 
 def test_the_name_shapes_loads_the_default(pipe):

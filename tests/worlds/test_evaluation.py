@@ -81,10 +81,12 @@ def test_sdedit_baseline_runs_the_text_to_image_model(tmp_path, edits):
     first = sdedit_edits(folder, edits[:3], strength=0.5, num_inference_steps=4, batch_size=2)
     again = sdedit_edits(folder, edits[:3], strength=0.5, num_inference_steps=4, batch_size=3)
     assert [im.size for im in first] == [(32, 32)] * 3
-    # Example i uses noise from seed + i whatever the batching.
-    assert all(
-        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again, strict=True)
-    )
+    # Example i uses noise from seed + i whatever the batching (the batch size changes only the
+    # order of float sums: a level or two of 255, where other noise would change everything).
+    for a, b in zip(first, again, strict=True):
+        assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 3
+    other = sdedit_edits(folder, edits[:1], strength=0.5, num_inference_steps=4, seed=1)
+    assert np.abs(np.asarray(other[0], np.int16) - np.asarray(first[0], np.int16)).max() > 3
     with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
         sdedit_edits(folder, edits[:1], strength=0.0)
 
