@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from instructedit.data import write_json_atomic
+from instructedit.evaluation import PAPER_IMAGE_SCALES
 
 __all__ = [
     "STAGES",
@@ -110,7 +111,7 @@ class RecipeConfig:
     """Largest unchanged-region error of an edit the oracle counts as a success."""
     sweep_scenes: int = 48
     """Held-out scenes of the guidance sweep."""
-    sweep_image_scales: tuple[float, ...] = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2)
+    sweep_image_scales: tuple[float, ...] = PAPER_IMAGE_SCALES
     """s_I values of the sweep (the paper's)."""
     sdedit_strengths: tuple[float, ...] = (0.4, 0.6, 0.8)
     """Noise strengths of the SDEdit baseline (each reported; the best is the baseline)."""
@@ -399,24 +400,29 @@ def _ground_truth_records(
     count: int, config: RecipeConfig, stream: str = "ground-truth"
 ) -> list[Any]:
     """``count`` pairs drawn by the renderer itself (edits of random scenes, exact targets)."""
-    from instructedit.data import EditRecord
-    from instructedit.worlds.shapes import apply_edit, caption, random_edit, random_scene, render
+    from instructedit.worlds.shapes import random_edit, random_scene
 
     rng = random.Random(f"{stream}:{config.seed}")
     records: list[Any] = []
     while len(records) < count:
         edit = random_edit(random_scene(rng), rng)
         if edit is not None:
-            records.append(
-                EditRecord(
-                    input_image=render(edit.source, config.size),
-                    edit_prompt=edit.instruction,
-                    edited_image=apply_edit(edit, config.size),
-                    input_caption=caption(edit.source),
-                    output_caption=caption(edit.target),
-                )
-            )
+            records.append(_edit_record(edit, config.size))
     return records
+
+
+def _edit_record(edit: Any, size: int) -> Any:
+    """A scene edit as a training/evaluation record: render, instruction, ground truth, captions."""
+    from instructedit.data import EditRecord
+    from instructedit.worlds.shapes import apply_edit, caption, render
+
+    return EditRecord(
+        input_image=render(edit.source, size),
+        edit_prompt=edit.instruction,
+        edited_image=apply_edit(edit, size),
+        input_caption=caption(edit.source),
+        output_caption=caption(edit.target),
+    )
 
 
 def _train_editor(
@@ -489,12 +495,17 @@ def _score_outputs(
     }
 
 
-def _edit_held_out(config: RecipeConfig, model: Path, edits: list[Any]) -> list[Image.Image]:
+def _load_editor(config: RecipeConfig, model: Path) -> Any:
     from instructedit.pipeline import EditPipeline
+
+    return EditPipeline.from_pretrained(model).to(_device(config))
+
+
+def _edit_held_out(config: RecipeConfig, pipe: Any, edits: list[Any]) -> list[Image.Image]:
     from instructedit.worlds.evaluation import pipeline_edits
 
     return pipeline_edits(
-        EditPipeline.from_pretrained(model).to(_device(config)),
+        pipe,
         edits,
         size=config.size,
         num_inference_steps=config.eval_steps,
@@ -510,27 +521,25 @@ def evaluate_editor(model: Path, config: RecipeConfig) -> dict[str, Any]:
     from instructedit.worlds.evaluation import held_out_edits
 
     edits = held_out_edits(config.eval_scenes, seed=config.seed)
-    outputs = _edit_held_out(config, Path(model), edits)
+    outputs = _edit_held_out(config, _load_editor(config, Path(model)), edits)
     return _score_outputs(config, _scorer(config), edits, outputs)
 
 
 def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
     """The editor and both baselines on held-out rendered scenes, the sweep, the figure."""
-    from instructedit.data import EditRecord
     from instructedit.evaluation import guidance_sweep, plot_sweep, write_csv
-    from instructedit.pipeline import EditPipeline
     from instructedit.worlds.evaluation import (
         edit_grid,
         held_out_edits,
         identity_edits,
         sdedit_edits,
     )
-    from instructedit.worlds.shapes import apply_edit, caption, render
 
     root = folder.parent
     scorer = _scorer(config)
     edits = held_out_edits(config.eval_scenes, seed=config.seed)
-    outputs = {"editor": _edit_held_out(config, root / "editor" / "model", edits)}
+    editor = _load_editor(config, root / "editor" / "model")
+    outputs = {"editor": _edit_held_out(config, editor, edits)}
     outputs["identity"] = identity_edits(edits, size=config.size)
     from diffusers import StableDiffusionImg2ImgPipeline
 
@@ -553,18 +562,9 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
         name: _score_outputs(config, scorer, edits, images) for name, images in outputs.items()
     }
 
-    examples = [
-        EditRecord(
-            input_image=render(edit.source, config.size),
-            edit_prompt=edit.instruction,
-            edited_image=apply_edit(edit, config.size),
-            input_caption=caption(edit.source),
-            output_caption=caption(edit.target),
-        )
-        for edit in edits[: config.sweep_scenes]
-    ]
+    examples = [_edit_record(edit, config.size) for edit in edits[: config.sweep_scenes]]
     points = guidance_sweep(
-        EditPipeline.from_pretrained(root / "editor" / "model").to(_device(config)),
+        editor,
         scorer,
         examples,
         text_scale=config.text_scale,
