@@ -22,6 +22,37 @@ def test_edit_unet_predicts_exactly_what_the_text_to_image_unet_does():
     assert torch.equal(edit.conv_in.weight[:, 4:], torch.zeros_like(edit.conv_in.weight[:, 4:]))
 
 
+def test_copy_init_feeds_the_image_latent_through_the_noisy_latent_weights():
+    # With init="copy", conv_in sees latents + scale * image latent through the same weights, so
+    # the edit UNet on (x, c) equals the original on x + scale * c (conv_in is linear).
+    original = tiny_unet(in_channels=4, seed=3)
+    edit = to_edit_unet(original, init="copy", image_scale=0.25)
+    weight = original.conv_in.weight
+    torch.testing.assert_close(edit.conv_in.weight[:, :4], weight, rtol=0, atol=0)
+    torch.testing.assert_close(edit.conv_in.weight[:, 4:], weight * 0.25, rtol=0, atol=0)
+    g = torch.Generator().manual_seed(1)
+    latents, image_latents = (
+        torch.randn(2, 4, 8, 8, generator=g),
+        torch.randn(2, 4, 8, 8, generator=g),
+    )
+    text = torch.randn(2, 77, 32, generator=g)
+    with torch.no_grad():
+        expected = original(latents + 0.25 * image_latents, 10, text).sample
+        got = edit(torch.cat([latents, image_latents], dim=1), 10, text).sample
+        blind = to_edit_unet(original)(torch.cat([latents, image_latents], dim=1), 10, text).sample
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert (got - blind).abs().max() > 1e-2  # the zero init ignores the image; copy does not
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"init": "ones"}, "init must be"), ({"init": "copy", "image_scale": float("nan")}, "finite")],
+)
+def test_bad_init_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        to_edit_unet(tiny_unet(in_channels=4), **kwargs)
+
+
 def test_existing_edit_unet_is_copied_for_fine_tuning():
     unet = tiny_unet(in_channels=8, seed=1)
     copy = to_edit_unet(unet)
