@@ -34,9 +34,33 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     for name in ("grid.png", "sweep.png", "sweep.csv"):
         assert (output / "evaluate" / name).is_file()
     runs = summary["ablations"]["runs"]
-    assert set(runs) == {"full", "no_clip_filter", "fewer_pairs", "ground_truth"}
+    assert set(runs) == {
+        "full",
+        "no_clip_filter",
+        "fewer_pairs",
+        "ground_truth",
+        "ground_truth_large",
+        "zero_init",
+    }
     assert runs["fewer_pairs"]["examples"] < runs["no_clip_filter"]["examples"]
     assert runs["ground_truth"]["examples"] == runs["full"]["examples"]
+    assert runs["zero_init"]["examples"] == runs["full"]["examples"]
+    assert runs["ground_truth_large"]["examples"] == smoke.ground_truth_large_pairs
+    # The editor's image channels start as the noisy-latent weights × the VAE scale ("copy");
+    # the zero_init ablation's start at zero. Three Adam steps at 3e-4 move a weight ≤ 1e-3.
+    from safetensors.torch import load_file
+
+    def conv_in(folder):
+        path = folder / "unet" / "diffusion_pytorch_model.safetensors"
+        return load_file(path)["conv_in.weight"]
+
+    scale = json.loads((output / "text_to_image" / "model" / "vae" / "config.json").read_text())[
+        "scaling_factor"
+    ]
+    copied = conv_in(output / "editor" / "model-3")
+    assert (copied[:, 4:] - copied[:, :4] * scale).abs().max() < 5e-3
+    assert copied[:, 4:].abs().max() > 5e-2
+    assert conv_in(output / "ablations" / "zero_init" / "model")[:, 4:].abs().max() < 5e-3
     report = (output / "report" / "report.rst").read_text()
     assert "Ablations (3 training steps each)" in report
     assert "sdedit-0.6" in report
@@ -46,6 +70,14 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     assert main(["shapes", "reproduce", "--output", str(output), "--smoke"]) == 0
     again = json.loads((output / "summary.json").read_text())
     assert again == summary
+
+
+def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
+    from instructedit.worlds.recipe import shapes_command
+
+    with pytest.raises(ValueError, match="at most one"):
+        shapes_command("reproduce", output=tmp_path, smoke=True, gpu=True)
+    assert not any(tmp_path.iterdir())  # refused before any work
 
 
 def test_until_must_name_a_stage(tmp_path):

@@ -26,7 +26,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ __all__ = [
     "STAGES",
     "RecipeConfig",
     "calibrate_thresholds",
+    "editor_trainer",
     "evaluate_editor",
     "reproduce",
     "select_pairs",
@@ -99,8 +100,19 @@ class RecipeConfig:
     fewer_pairs_fraction: float = 0.1
     """Share of the captions whose filtered pairs train the "fewer pairs" ablation (the paper's
     10 %)."""
+    ground_truth_large_pairs: int = 20000
+    """Renderer ground-truth pairs of the "ground_truth_large" ablation (how far more data goes,
+    which no text-to-image model here could generate in time)."""
     editor_batch_size: int = 32
     """Editor batch size."""
+    editor_learning_rate: float = 3e-4
+    """Editor learning rate (AdamW, constant)."""
+    editor_init: Literal["zeros", "copy"] = "copy"
+    """How the editor's input-image channels start (:func:`~instructedit.training.to_edit_unet`):
+    ``"zeros"`` is the paper's; ``"copy"`` (the noisy-latent weights × the VAE scaling factor)
+    makes this small editor use its input image (zero-initialised, it learnt to ignore it)."""
+    loader_workers: int = 0
+    """DataLoader worker processes of the editor's training (a few help on a GPU)."""
     eval_scenes: int = 200
     """Held-out rendered scenes per evaluation."""
     eval_steps: int = 20
@@ -115,6 +127,19 @@ class RecipeConfig:
     """s_I values of the sweep (the paper's)."""
     sdedit_strengths: tuple[float, ...] = (0.4, 0.6, 0.8)
     """Noise strengths of the SDEdit baseline (each reported; the best is the baseline)."""
+
+    @classmethod
+    def gpu(cls, output_dir: str = "outputs/shapes") -> RecipeConfig:
+        """The sizes that trained the shipped editor on one H100: editors at batch 128, the full
+        one 4000 steps and the ablations 2250 (an editor step there takes ~0.1 s, bound by the
+        data pipeline on the CPU side, so six editors side by side share the card well)."""
+        return cls(
+            output_dir=output_dir,
+            editor_batch_size=128,
+            editor_steps=4000,
+            ablation_steps=2250,
+            loader_workers=1,
+        )
 
     @classmethod
     def smoke(cls, output_dir: str = "outputs/shapes-smoke") -> RecipeConfig:
@@ -136,6 +161,7 @@ class RecipeConfig:
             eval_scenes=8,
             eval_steps=3,
             ablation_steps=3,
+            ground_truth_large_pairs=16,
             sweep_scenes=4,
             sweep_image_scales=(1.0, 2.0),
             sdedit_strengths=(0.6,),
@@ -425,6 +451,46 @@ def _edit_record(edit: Any, size: int) -> Any:
     )
 
 
+def editor_trainer(
+    config: RecipeConfig, root: Path, records: list[Any], folder: Path, steps: int
+) -> Any:
+    """The :class:`~instructedit.training.Trainer` of an editor: the text-to-image UNet of the
+    run in ``root`` widened by :func:`~instructedit.training.to_edit_unet`, trained ``steps`` on
+    ``records`` with checkpoints in ``folder / "run"`` (a rerun resumes)."""
+    from diffusers import DDPMScheduler
+
+    from instructedit.components import load_components
+    from instructedit.training import RecordSource, TrainConfig, Trainer, to_edit_unet
+
+    parts = load_components(root / "text_to_image" / "model")
+    unet = to_edit_unet(
+        parts["unet"],
+        init=config.editor_init,
+        image_scale=float(parts["vae"].config.scaling_factor),
+    )
+    return Trainer(
+        TrainConfig(
+            output_dir=str(folder / "run"),
+            resolution=config.size,
+            batch_size=config.editor_batch_size,
+            max_steps=steps,
+            learning_rate=config.editor_learning_rate,
+            ema_decay=0.999,
+            seed=config.seed,
+            checkpoint_every=max(1, min(500, steps)),
+            log_with="none",
+            random_flip=True,
+            num_workers=config.loader_workers,
+        ),
+        unet=unet,
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        noise_scheduler=DDPMScheduler.from_config(parts["scheduler"].config, clip_sample=False),
+        train_dataset=RecordSource(records),
+    )
+
+
 def _train_editor(
     config: RecipeConfig,
     root: Path,
@@ -433,34 +499,9 @@ def _train_editor(
     steps: int,
     snapshots: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """Trains an editor from the text-to-image UNet (resumable) and exports it to
-    ``folder / "model"``, plus ``folder / f"model-{step}"`` for each snapshot step."""
-    from diffusers import DDPMScheduler
-
-    from instructedit.components import load_components
-    from instructedit.training import RecordSource, TrainConfig, Trainer, to_edit_unet
-
-    parts = load_components(root / "text_to_image" / "model")
-    trainer = Trainer(
-        TrainConfig(
-            output_dir=str(folder / "run"),
-            resolution=config.size,
-            batch_size=config.editor_batch_size,
-            max_steps=steps,
-            learning_rate=3e-4,
-            ema_decay=0.999,
-            seed=config.seed,
-            checkpoint_every=max(1, min(500, steps)),
-            log_with="none",
-            random_flip=True,
-        ),
-        unet=to_edit_unet(parts["unet"]),
-        vae=parts["vae"],
-        text_encoder=parts["text_encoder"],
-        tokenizer=parts["tokenizer"],
-        noise_scheduler=DDPMScheduler.from_config(parts["scheduler"].config, clip_sample=False),
-        train_dataset=RecordSource(records),
-    )
+    """Trains an editor (resumable) and exports it to ``folder / "model"``, plus
+    ``folder / f"model-{step}"`` for each snapshot step."""
+    trainer = editor_trainer(config, root, records, folder, steps)
     losses: list[float] = []
     for step in snapshots:
         target = folder / f"model-{step}"
@@ -610,10 +651,22 @@ def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict
         )
     )
     filtered_pairs = len(_load_selection(root, "filtered"))
-    training_sets: dict[str, Callable[[], list[Any]]] = {
-        "no_clip_filter": lambda: _load_selection(root, "unfiltered"),
-        "fewer_pairs": lambda: _load_selection(root, "fewer"),
-        "ground_truth": lambda: _ground_truth_records(filtered_pairs, config),
+    # name → (training set, config): the paper's two ablations, two this world allows, and the
+    # paper's zero-initialised image channels against this recipe's copied ones.
+    training_sets: dict[str, tuple[Callable[[], list[Any]], RecipeConfig]] = {
+        "no_clip_filter": (lambda: _load_selection(root, "unfiltered"), config),
+        "fewer_pairs": (lambda: _load_selection(root, "fewer"), config),
+        "ground_truth": (lambda: _ground_truth_records(filtered_pairs, config), config),
+        "ground_truth_large": (
+            lambda: _ground_truth_records(
+                config.ground_truth_large_pairs, config, stream="ground-truth-large"
+            ),
+            config,
+        ),
+        "zero_init": (
+            lambda: _load_selection(root, "filtered"),
+            replace(config, editor_init="zeros"),
+        ),
     }
     results: dict[str, Any] = {}
     marker = folder / "full" / "DONE.json"
@@ -623,11 +676,11 @@ def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict
         record["seconds"] = round(time.perf_counter() - start, 1)
         write_json_atomic(marker, record)
     results["full"] = json.loads(marker.read_text(encoding="utf-8"))
-    for name, records in training_sets.items():
+    for name, (records, variant) in training_sets.items():
         marker = folder / name / "DONE.json"
         if not marker.is_file():
             start = time.perf_counter()
-            record = _train_editor(config, root, records(), folder / name, config.ablation_steps)
+            record = _train_editor(variant, root, records(), folder / name, config.ablation_steps)
             record.update(evaluate_editor(folder / name / "model", config))
             record["seconds"] = round(time.perf_counter() - start, 1)
             write_json_atomic(marker, record)
@@ -790,6 +843,7 @@ def shapes_command(
     *,
     output: Path = Path("outputs/shapes"),
     smoke: bool = False,
+    gpu: bool = False,
     seed: int = 0,
     until: Literal["text_to_image", "clip", "pairs", "editor", "evaluate", "ablations", "report"]
     | None = None,
@@ -800,10 +854,18 @@ def shapes_command(
         action: what to do; "reproduce" runs (or continues) every stage.
         output: folder of the run.
         smoke: run every stage at toy size (about two minutes; the numbers are meaningless).
+        gpu: the sizes of the shipped editor's run (:meth:`RecipeConfig.gpu`; for a CUDA device).
         seed: seed of every stage.
         until: last stage to run (default: all of them).
     """
-    base = RecipeConfig.smoke(str(output)) if smoke else RecipeConfig(output_dir=str(output))
+    if smoke and gpu:
+        raise ValueError("smoke and gpu are two presets: pass at most one")
+    if smoke:
+        base = RecipeConfig.smoke(str(output))
+    elif gpu:
+        base = RecipeConfig.gpu(str(output))
+    else:
+        base = RecipeConfig(output_dir=str(output))
     config = RecipeConfig(**{**asdict(base), "seed": seed})
     records = reproduce(config, until=until)
     summary = Path(config.output_dir) / "summary.json"
