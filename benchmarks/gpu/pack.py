@@ -1,0 +1,60 @@
+"""Packs what ``editors.py`` needs from a ShapesWorld run into one small folder for a GPU lease.
+
+    python benchmarks/gpu/pack.py outputs/shapes .gpu
+
+It holds the text-to-image model (text encoder and VAE in float16, the frozen parts; the UNet in
+float32, the editors' starting point; the tokenizer gzipped) and the three generated training
+sets as uint8 arrays (``data.npz``): about 34 MB for the run of the results page, so that it
+travels with the repository within a 64 MiB transfer.
+"""
+
+import gzip
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+
+from instructedit.worlds.recipe import _load_selection
+
+
+def main() -> None:
+    run, target = Path(sys.argv[1]), Path(sys.argv[2])
+    model = target / "shapes" / "text_to_image" / "model"
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(run / "text_to_image" / "model", model)
+    for part in ("text_encoder", "vae"):
+        for path in (model / part).glob("*.safetensors"):
+            state = load_file(path)
+            save_file({k: v.half() for k, v in state.items()}, path, metadata={"format": "pt"})
+    tokenizer = model / "tokenizer" / "tokenizer.json"
+    tokenizer.with_suffix(".json.gz").write_bytes(gzip.compress(tokenizer.read_bytes(), 9))
+    tokenizer.unlink()
+
+    selections = json.loads((run / "pairs" / "selections.json").read_text(encoding="utf-8"))
+    seen: dict[tuple[str, int], int] = {}
+    inputs, edited, prompts, keys = [], [], [], {}
+    for key in ("filtered", "unfiltered", "fewer"):
+        indices = []
+        for (name, seed), record in zip(selections[key], _load_selection(run, key), strict=True):
+            if (name, seed) not in seen:
+                seen[(name, seed)] = len(prompts)
+                inputs.append(np.asarray(record.input_image.convert("RGB")))
+                edited.append(np.asarray(record.edited_image.convert("RGB")))
+                prompts.append(record.edit_prompt)
+            indices.append(seen[(name, seed)])
+        keys[key] = np.array(indices)
+    np.savez_compressed(
+        target / "data.npz",
+        inputs=np.stack(inputs),
+        edited=np.stack(edited),
+        prompts=np.array(prompts),
+        **keys,
+    )
+    print({key: len(value) for key, value in keys.items()}, "unique pairs:", len(prompts))
+
+
+if __name__ == "__main__":
+    main()
