@@ -80,6 +80,22 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
     assert not any(tmp_path.iterdir())  # refused before any work
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("editor_init", "ones", "editor_init must be 'zeros' or 'copy'"),
+        ("editor_steps", 0, "editor_steps must be an int >= 1"),
+        ("ground_truth_large_pairs", 2.5, "ground_truth_large_pairs must be an int"),
+        ("editor_learning_rate", -1e-4, "editor_learning_rate must be a finite number > 0"),
+        ("loader_workers", -1, "loader_workers must be an int >= 0"),
+        ("fewer_pairs_fraction", 0.0, "fewer_pairs_fraction must be in"),
+    ],
+)
+def test_bad_sizes_are_refused_when_the_config_is_made(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        RecipeConfig(**{field: value})
+
+
 def test_until_must_name_a_stage(tmp_path):
     with pytest.raises(ValueError, match="until must be one of"):
         reproduce(RecipeConfig.smoke(str(tmp_path)), until="training")

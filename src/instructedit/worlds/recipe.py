@@ -128,6 +128,41 @@ class RecipeConfig:
     sdedit_strengths: tuple[float, ...] = (0.4, 0.6, 0.8)
     """Noise strengths of the SDEdit baseline (each reported; the best is the baseline)."""
 
+    def __post_init__(self) -> None:
+        counts = (
+            "size",
+            "autoencoder_steps",
+            "text_to_image_steps",
+            "clip_steps",
+            "captions",
+            "samples_per_pair",
+            "keep_per_pair",
+            "generation_steps",
+            "editor_steps",
+            "ablation_steps",
+            "ground_truth_large_pairs",
+            "editor_batch_size",
+            "eval_scenes",
+            "eval_steps",
+            "sweep_scenes",
+        )
+        for name in counts:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if self.editor_init not in ("zeros", "copy"):
+            raise ValueError(f"editor_init must be 'zeros' or 'copy', got {self.editor_init!r}")
+        if not (math.isfinite(self.editor_learning_rate) and self.editor_learning_rate > 0):
+            raise ValueError(
+                f"editor_learning_rate must be a finite number > 0, got {self.editor_learning_rate!r}"
+            )
+        if not isinstance(self.loader_workers, int) or self.loader_workers < 0:
+            raise ValueError(f"loader_workers must be an int >= 0, got {self.loader_workers!r}")
+        if not 0 < self.fewer_pairs_fraction <= 1:
+            raise ValueError(
+                f"fewer_pairs_fraction must be in (0, 1], got {self.fewer_pairs_fraction!r}"
+            )
+
     @classmethod
     def gpu(cls, output_dir: str = "outputs/shapes") -> RecipeConfig:
         """The sizes that trained the shipped editor on one H100: editors at batch 128, the full
