@@ -16,11 +16,10 @@ import argparse
 from pathlib import Path
 
 from instructedit.clip import ClipScorer
-from instructedit.data import EditRecord
 from instructedit.evaluation import PAPER_IMAGE_SCALES, guidance_sweep
 from instructedit.pipeline import EditPipeline
 from instructedit.worlds.evaluation import held_out_edits
-from instructedit.worlds.shapes import apply_edit, caption, render
+from instructedit.worlds.shapes import edit_record
 
 
 def main() -> None:
@@ -35,16 +34,8 @@ def main() -> None:
 
     editor = EditPipeline.from_pretrained(args.model or args.run / "editor" / "model")
     scorer = ClipScorer.from_open_clip(f"local-dir:{args.run / 'clip' / 'model'}")
-    examples = [
-        EditRecord(
-            input_image=render(edit.source),
-            edit_prompt=edit.instruction,
-            edited_image=apply_edit(edit),
-            input_caption=caption(edit.source),
-            output_caption=caption(edit.target),
-        )
-        for edit in held_out_edits(200, seed=0)[: args.scenes]  # the recipe's held-out scenes
-    ]
+    # The recipe's held-out scenes: the first of its 200.
+    examples = [edit_record(edit) for edit in held_out_edits(200, seed=0)[: args.scenes]]
     points = guidance_sweep(
         editor,
         scorer,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from instructedit.images import load_image
+from instructedit.images import load_image, save_png_atomic
 from instructedit.worlds.shapes import Scene, Shape, render
 
 __all__ = ["DEMO_SCENE", "demo_scene", "example_image", "run_demo"]
@@ -96,16 +96,10 @@ def run_demo(
     canvas.paste(edited.resize((side, side), Image.Resampling.NEAREST), (side, 0))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    _save_atomic(canvas, output)
-    _save_atomic(edited, output.with_name(f"{output.stem}-edit.png"))
+    save_png_atomic(canvas, output)
+    save_png_atomic(edited, output.with_name(f"{output.stem}-edit.png"))
     logger.info("wrote %s", output)
     return output
-
-
-def _save_atomic(image: Image.Image, path: Path) -> None:
-    staging = path.with_name(f".{path.name}.partial")
-    image.save(staging, format="PNG")
-    staging.replace(path)
 
 
 def _log_verdict(instruction: str, edited: Image.Image) -> None:

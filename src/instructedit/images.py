@@ -24,6 +24,7 @@ __all__ = [
     "official_size",
     "pil_to_tensor",
     "prepare_image",
+    "save_png_atomic",
     "tensor_to_output",
 ]
 
@@ -209,3 +210,13 @@ def tensor_to_output(decoded: Tensor, output_type: str) -> list[Image.Image] | n
     if output_type == "np":
         return array
     return [Image.fromarray(frame) for frame in (array * 255).round().astype("uint8")]
+
+
+def save_png_atomic(image: Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Writes ``image`` as a PNG through a hidden ``.partial`` file renamed into place, so a
+    reader never sees half an image; returns ``path``."""
+    target = Path(path)
+    staging = target.with_name(f".{target.name}.partial")
+    image.save(staging, format="PNG")
+    staging.replace(target)
+    return target

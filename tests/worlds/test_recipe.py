@@ -85,6 +85,7 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
     [
         ("editor_init", "ones", "editor_init must be 'zeros' or 'copy'"),
         ("editor_steps", 0, "editor_steps must be an int >= 1"),
+        ("size", 30, "size must be a multiple of 8"),
         ("ground_truth_large_pairs", 2.5, "ground_truth_large_pairs must be an int"),
         ("editor_learning_rate", -1e-4, "editor_learning_rate must be a finite number > 0"),
         ("loader_workers", -1, "loader_workers must be an int >= 0"),

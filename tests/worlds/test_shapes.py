@@ -153,3 +153,18 @@ def test_scene_edit_refuses_instructions_that_do_not_apply(instruction):
         "white", (Shape("circle", "red", 0.3, 0.3, 0.18), Shape("square", "blue", 0.72, 0.72, 0.18))
     )
     assert scene_edit(scene, instruction) is None
+
+
+def test_edit_record_pairs_the_render_with_its_ground_truth():
+    from instructedit.worlds.shapes import edit_record
+
+    edit = random_edit(random_scene(random.Random(4)), random.Random(5), "recolour")
+    record = edit_record(edit, 32)
+    assert np.array_equal(np.asarray(record.input_image), np.asarray(render(edit.source, 32)))
+    assert np.array_equal(np.asarray(record.edited_image), np.asarray(apply_edit(edit, 32)))
+    assert not np.array_equal(np.asarray(record.input_image), np.asarray(record.edited_image))
+    assert record.edit_prompt == edit.instruction
+    assert (record.input_caption, record.output_caption) == (
+        caption(edit.source),
+        caption(edit.target),
+    )

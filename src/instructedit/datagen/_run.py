@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from instructedit._checks import check_counts
 from instructedit.captions import CaptionEdit, CaptionEditor, Rejection
 from instructedit.clip import ClipDirectionalFilter
 from instructedit.data import (
@@ -78,9 +79,9 @@ class GenerationConfig:
     """(i, n): this run handles captions with index ≡ i (mod n)."""
 
     def __post_init__(self) -> None:
-        for name in ("samples_per_pair", "keep_per_pair", "batch_size", "num_inference_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_counts(
+            self, ("samples_per_pair", "keep_per_pair", "batch_size", "num_inference_steps")
+        )
         index, count = self.shard
         if not 0 <= index < count:
             raise ValueError(f"shard must satisfy 0 <= i < n, got {self.shard}")

@@ -12,7 +12,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from instructedit.guidance import DualGuidance
-from instructedit.images import DEFAULT_MAX_PIXELS, ResizeMode, load_image
+from instructedit.images import DEFAULT_MAX_PIXELS, ResizeMode, load_image, save_png_atomic
 from instructedit.pipeline._edit import EditPipeline
 from instructedit.sampling import SCHEDULERS
 
@@ -115,12 +115,9 @@ def edit_files(
             resize=resize,
             max_pixels=max_pixels,
         )
-        target = output / f"{stem}.png"
-        staging = target.with_name(f".{target.name}.partial")
         edited = result.images[0]
         assert isinstance(edited, Image.Image)  # output_type="pil"
-        edited.save(staging, format="PNG")
-        staging.replace(target)
+        target = save_png_atomic(edited, output / f"{stem}.png")
         written.append(target)
         logger.info("wrote %s", target)
     return written

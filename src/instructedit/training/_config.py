@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from instructedit._checks import check_counts
+
 __all__ = ["TrainConfig"]
 
 
@@ -89,10 +91,7 @@ class TrainConfig:
             "validation_steps",
             "log_every",
         )
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_counts(self, positive)
         if self.resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8, got {self.resolution}")
         if self.resize_resolution is not None and self.resize_resolution < self.resolution:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
+from instructedit._checks import check_counts
 from instructedit.data import write_json_atomic
 from instructedit.evaluation import PAPER_IMAGE_SCALES
 
@@ -146,10 +147,10 @@ class RecipeConfig:
             "eval_steps",
             "sweep_scenes",
         )
-        for name in counts:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_counts(self, counts)
+        if self.size % 8:
+            # The editor's Trainer crops at multiples of 8: refuse now, not hours later.
+            raise ValueError(f"size must be a multiple of 8, got {self.size}")
         if self.editor_init not in ("zeros", "copy"):
             raise ValueError(f"editor_init must be 'zeros' or 'copy', got {self.editor_init!r}")
         if not (math.isfinite(self.editor_learning_rate) and self.editor_learning_rate > 0):
@@ -461,29 +462,15 @@ def _ground_truth_records(
     count: int, config: RecipeConfig, stream: str = "ground-truth"
 ) -> list[Any]:
     """``count`` pairs drawn by the renderer itself (edits of random scenes, exact targets)."""
-    from instructedit.worlds.shapes import random_edit, random_scene
+    from instructedit.worlds.shapes import edit_record, random_edit, random_scene
 
     rng = random.Random(f"{stream}:{config.seed}")
     records: list[Any] = []
     while len(records) < count:
         edit = random_edit(random_scene(rng), rng)
         if edit is not None:
-            records.append(_edit_record(edit, config.size))
+            records.append(edit_record(edit, config.size))
     return records
-
-
-def _edit_record(edit: Any, size: int) -> Any:
-    """A scene edit as a training/evaluation record: render, instruction, ground truth, captions."""
-    from instructedit.data import EditRecord
-    from instructedit.worlds.shapes import apply_edit, caption, render
-
-    return EditRecord(
-        input_image=render(edit.source, size),
-        edit_prompt=edit.instruction,
-        edited_image=apply_edit(edit, size),
-        input_caption=caption(edit.source),
-        output_caption=caption(edit.target),
-    )
 
 
 def editor_trainer(
@@ -610,6 +597,7 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
         identity_edits,
         sdedit_edits,
     )
+    from instructedit.worlds.shapes import edit_record
 
     root = folder.parent
     scorer = _scorer(config)
@@ -638,7 +626,7 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
         name: _score_outputs(config, scorer, edits, images) for name, images in outputs.items()
     }
 
-    examples = [_edit_record(edit, config.size) for edit in edits[: config.sweep_scenes]]
+    examples = [edit_record(edit, config.size) for edit in edits[: config.sweep_scenes]]
     points = guidance_sweep(
         editor,
         scorer,
@@ -901,7 +889,7 @@ def shapes_command(
         base = RecipeConfig.gpu(str(output))
     else:
         base = RecipeConfig(output_dir=str(output))
-    config = RecipeConfig(**{**asdict(base), "seed": seed})
+    config = replace(base, seed=seed)
     records = reproduce(config, until=until)
     summary = Path(config.output_dir) / "summary.json"
     write_json_atomic(summary, records)

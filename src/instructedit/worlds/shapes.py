@@ -14,12 +14,15 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from instructedit.captions import CaptionEdit, Rejection
+
+if TYPE_CHECKING:
+    from instructedit.data import EditRecord
 
 __all__ = [
     "COLOURS",
@@ -33,6 +36,7 @@ __all__ = [
     "ShapesCaptionEditor",
     "apply_edit",
     "caption",
+    "edit_record",
     "judge",
     "parse_caption",
     "random_edit",
@@ -354,6 +358,20 @@ def scene_edit(scene: Scene, instruction: str, *, seed: int = 0) -> SceneEdit | 
 def apply_edit(edit: SceneEdit, size: int = 32) -> Image.Image:
     """Renders the ground truth of an edit."""
     return render(edit.target, size)
+
+
+def edit_record(edit: SceneEdit, size: int = 32) -> EditRecord:
+    """``edit`` as a training or evaluation example: the rendered input, the instruction, the
+    ground-truth result and both captions."""
+    from instructedit.data import EditRecord
+
+    return EditRecord(
+        input_image=render(edit.source, size),
+        edit_prompt=edit.instruction,
+        edited_image=apply_edit(edit, size),
+        input_caption=caption(edit.source),
+        output_caption=caption(edit.target),
+    )
 
 
 class ShapesCaptionEditor:
