@@ -2,15 +2,20 @@
 
     python benchmarks/train_throughput.py               # tiny model on the CPU
     python benchmarks/train_throughput.py --sd15        # SD-1.5-sized UNet at 256² (CUDA)
+    python benchmarks/train_throughput.py --shapes      # ShapesWorld's editor at 32², batch 64
 
 Prints images/s over the timed steps (after warm-up) and the peak memory (CUDA:
 max_memory_allocated; CPU: peak resident set of the process), for fp32 and, on CUDA, bf16 with
-and without gradient checkpointing.
+and without gradient checkpointing; each also with ``cache_latents=True`` (images/s of the steps,
+as the Trainer logs them, and the call's wall time, which includes building the cache), and the
+cached/uncached ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import sys
 import tempfile
 import time
@@ -38,6 +43,7 @@ def _peak_rss() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sd15", action="store_true")
+    parser.add_argument("--shapes", action="store_true", help="ShapesWorld's editor and pairs")
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
@@ -50,27 +56,50 @@ def main() -> None:
         parts["unet"] = parts["unet"].cpu()
         unet_t2i = type(parts["unet"]).from_config({**parts["unet"].config, "in_channels": 4})
         resolution, batch = 256, 8
+    elif args.shapes:
+        from instructedit.testing import clip_tokenizer
+        from instructedit.worlds._models import (
+            shapes_autoencoder,
+            shapes_text_encoder,
+            shapes_unet,
+        )
+
+        unet_t2i = shapes_unet(0)
+        parts = {
+            "vae": shapes_autoencoder(0),
+            "text_encoder": shapes_text_encoder(0),
+            "tokenizer": clip_tokenizer(),
+        }
+        resolution, batch = 32, 64
     else:
         parts = dict(tiny_components(in_channels=4, seed=0))
         unet_t2i = parts["unet"]
         resolution, batch = 32, 16
     rng = np.random.default_rng(0)
-    records = [
-        EditRecord(
-            Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)),
-            "make it red",
-            Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)),
-        )
-        for _ in range(64)
-    ]
+    if args.shapes:  # the renderer's ground-truth pairs, as the recipe's ablations train on
+        from instructedit.worlds.evaluation import held_out_edits
+        from instructedit.worlds.shapes import edit_record
+
+        records = [edit_record(edit) for edit in held_out_edits(512, seed=1)]
+    else:
+        records = [
+            EditRecord(
+                Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)),
+                "make it red",
+                Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)),
+            )
+            for _ in range(64)
+        ]
     settings = [("fp32", "no", False)]
     if cuda:
         settings += [("bf16", "bf16", False), ("bf16 + checkpointing", "bf16", True)]
+    rates: dict[str, float] = {}
     print(
-        f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, {'SD-1.5 size' if args.sd15 else 'tiny'}, "
+        f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, "
+        f"{'SD-1.5 size' if args.sd15 else 'ShapesWorld' if args.shapes else 'tiny'}, "
         f"{resolution}², batch {batch}, {args.steps} timed steps"
     )
-    for label, precision, checkpointing in settings:
+    for (label, precision, checkpointing), cache in itertools.product(settings, (False, True)):
         with tempfile.TemporaryDirectory() as folder:
             trainer = Trainer(
                 TrainConfig(
@@ -79,6 +108,7 @@ def main() -> None:
                     batch_size=batch,
                     max_steps=args.steps + 3,
                     checkpoint_every=10**6,
+                    cache_latents=cache,
                     mixed_precision=precision,
                     gradient_checkpointing=checkpointing,
                     log_with="none",
@@ -100,7 +130,16 @@ def main() -> None:
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
             peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss()
-            print(f"{label:22} {args.steps * batch / elapsed:8.1f} images/s   peak {peak:9.1f} MiB")
+            # The Trainer's own figure for the steps (logged at the last step; after the cache).
+            lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
+            rate = json.loads(lines[-1])["images_per_s"]
+            name = f"{label}{' cached' if cache else ''}"
+            ratio = f"  ({rate / rates[label]:.2f}x uncached)" if cache else ""
+            rates.setdefault(label, rate)
+            print(
+                f"{name:30} {rate:8.1f} images/s  wall {elapsed:6.2f} s  "
+                f"peak {peak:9.1f} MiB{ratio}"
+            )
 
 
 if __name__ == "__main__":

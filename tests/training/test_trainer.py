@@ -100,12 +100,55 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, records):
     np.testing.assert_allclose(head + tail, full, rtol=0, atol=1e-6)
 
 
-def test_corrupt_row_stops_training_with_its_name(tmp_path, records, make_folder_dataset):
+@pytest.mark.slow
+def test_cached_latents_train_exactly_as_the_uncached_run(tmp_path, records):
+    from dataclasses import replace
+
+    from PIL import Image
+
+    def marked(image):  # a stripe on the left: the flipped example differs from the other
+        pixels = np.asarray(image).copy()
+        pixels[:, :3] = (250, 250, 0)
+        return Image.fromarray(pixels)
+
+    records = [
+        replace(r, input_image=marked(r.input_image), edited_image=marked(r.edited_image))
+        for r in records
+    ]
+    settings = {"max_steps": 6, "checkpoint_every": 3, "batch_size": 4}  # random_flip is on
+    plain = _trainer(tmp_path / "a", records, **settings)
+    expected = plain.train()
+    head = _trainer(tmp_path / "b", records, cache_latents=True, **settings).train(until=3)
+    # A resumed run (a new process) builds the cache again and continues exactly.
+    resumed = _trainer(tmp_path / "b", records, cache_latents=True, **settings)
+    tail = resumed.train()
+    np.testing.assert_allclose(head + tail, expected, rtol=0, atol=1e-5)
+    # Adam magnifies float noise where its second moment is ~0, so a rare weight differs by up
+    # to ~4e-4 (six steps at 1e-3 move weights by up to 6e-3); on average they agree to 1e-6.
+    for name, weight in plain.unet.state_dict().items():
+        difference = (resumed.unet.state_dict()[name] - weight).abs()
+        assert difference.mean() < 1e-6, name
+        assert difference.max() < 2e-3, name
+
+
+@pytest.mark.parametrize("cache_latents", [False, True])
+def test_corrupt_row_stops_training_with_its_name(
+    tmp_path, records, make_folder_dataset, cache_latents
+):
     make_folder_dataset(tmp_path / "data", records[:4])
     (tmp_path / "data" / "0000002" / "2_1.jpg").write_bytes(b"not a jpeg")
-    trainer = _trainer(tmp_path, FolderSource(tmp_path / "data", "all"), max_steps=2, batch_size=4)
+    trainer = _trainer(
+        tmp_path,
+        FolderSource(tmp_path / "data", "all"),
+        max_steps=2,
+        batch_size=4,
+        cache_latents=cache_latents,
+    )
     with pytest.raises(ValueError, match=r"0000002 seed 2: 2_1.jpg is not a readable image"):
         trainer.train()
+    if cache_latents:  # found while caching, before the first step
+        assert trainer.losses == []
+        assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_parquet_source_feeds_training(tmp_path, records):
@@ -128,6 +171,9 @@ def test_train_config_validation():
         TrainConfig.from_dict({"lr": 1e-4})
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainConfig(mixed_precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cache_latents needs resize_resolution"):
+        TrainConfig(resolution=16, resize_resolution=24, cache_latents=True)
+    assert TrainConfig(resolution=16, resize_resolution=16, cache_latents=True).cache_latents
 
 
 def test_text_to_image_unet_is_rejected(tmp_path, records):

@@ -131,6 +131,17 @@ class DatasetsSource:
         return EditRecord(input_image=images[0], edit_prompt=instruction, edited_image=images[1])
 
 
+def augmentation_draw(
+    resolution: int, resize: int, flip: bool, generator: torch.Generator
+) -> tuple[int, int, bool]:
+    """The random part of :func:`augment_pair`: ``(top, left, mirrored)`` of the shared crop and
+    flip, drawn from ``generator`` (three draws, whatever the settings)."""
+    top = int(torch.randint(0, resize - resolution + 1, (1,), generator=generator))
+    left = int(torch.randint(0, resize - resolution + 1, (1,), generator=generator))
+    mirrored = flip and bool(torch.rand(1, generator=generator) < 0.5)
+    return top, left, mirrored
+
+
 def augment_pair(
     record: EditRecord, resolution: int, resize: int, flip: bool, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,9 +154,7 @@ def augment_pair(
         pixels.append(
             torch.from_numpy(np.asarray(resized, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
         )
-    top = int(torch.randint(0, resize - resolution + 1, (1,), generator=generator))
-    left = int(torch.randint(0, resize - resolution + 1, (1,), generator=generator))
-    mirrored = flip and bool(torch.rand(1, generator=generator) < 0.5)
+    top, left, mirrored = augmentation_draw(resolution, resize, flip, generator)
     out = []
     for tensor in pixels:
         crop = tensor[:, top : top + resolution, left : left + resolution]

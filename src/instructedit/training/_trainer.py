@@ -9,7 +9,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from instructedit.training._data import (
     StepBatches,
     TrainingExamples,
     _mix,
+    augment_pair,
+    augmentation_draw,
 )
 from instructedit.training._dropout import conditioning_dropout
 
@@ -154,6 +157,67 @@ class Trainer:
         with torch.no_grad():
             return self.text_encoder(ids.to(device))[0].to(dtype)
 
+    def _encode_prompts(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+        ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids
+        with torch.no_grad():
+            return self.text_encoder(ids.to(device))[0]
+
+    def _build_cache(
+        self, device: torch.device, *, progress: bool = True, chunk: int = 64
+    ) -> _LatentCache:
+        """Encodes every example (each flip the run can draw) and every distinct instruction."""
+        config = self.config
+        flips = (False, True) if config.random_flip else (False,)
+        means: list[torch.Tensor] = []
+        stds: list[torch.Tensor] = []
+        images: list[torch.Tensor] = []
+        prompts: dict[str, int] = {}
+        prompt_index: list[int] = []
+        unused = torch.Generator()  # a fixed crop and no flip: augment_pair draws nothing used
+        total = len(self.source)
+        with tqdm(total=total, desc="caching latents", unit="example", disable=not progress) as bar:
+            for start in range(0, total, chunk):
+                inputs, edited = [], []
+                for index in range(start, min(start + chunk, total)):
+                    record = self.source.record(index)
+                    prompt_index.append(prompts.setdefault(record.edit_prompt, len(prompts)))
+                    source, target = augment_pair(
+                        record, config.resolution, config.resolution, False, unused
+                    )
+                    for mirrored in flips:
+                        inputs.append(source.flip(-1) if mirrored else source)
+                        edited.append(target.flip(-1) if mirrored else target)
+                with torch.no_grad():
+                    dtype = self.vae.dtype
+                    posterior = self.vae.encode(torch.stack(edited).to(device, dtype)).latent_dist
+                    mode = self.vae.encode(torch.stack(inputs).to(device, dtype)).latent_dist.mode()
+                shape = (-1, len(flips), *mode.shape[1:])
+                means.append(posterior.mean.reshape(shape))
+                stds.append(posterior.std.reshape(shape))
+                images.append(mode.reshape(shape))
+                bar.update(len(edited) // len(flips))
+        texts = list(prompts)
+        text = torch.cat(
+            [
+                self._encode_prompts(texts[i : i + chunk], device)
+                for i in range(0, len(texts), chunk)
+            ]
+        )
+        logger.info("cached %d examples and %d distinct instructions", total, len(texts))
+        return _LatentCache(
+            edited_mean=torch.cat(means),
+            edited_std=torch.cat(stds),
+            image_latents=torch.cat(images),
+            prompt_index=torch.tensor(prompt_index, device=device),
+            text=text,
+        )
+
     def _loss(
         self,
         unet: Any,
@@ -165,26 +229,20 @@ class Trainer:
     ) -> torch.Tensor:
         device = accelerator.device
         generator = torch.Generator().manual_seed(_mix(self.config.seed, micro, rank, 3))
-        weight_dtype = self.vae.dtype
-        edited = batch["edited_pixels"].to(device, weight_dtype)
-        source = batch["input_pixels"].to(device, weight_dtype)
         with torch.no_grad():
-            posterior = self.vae.encode(edited).latent_dist
-            noise_for_sample = torch.randn(posterior.mean.shape, generator=generator).to(
-                device, posterior.mean.dtype
-            )
-            latents = (
-                posterior.mean + posterior.std * noise_for_sample
-            ) * self.vae.config.scaling_factor
-            image_latents = self.vae.encode(source).latent_dist.mode()
-            ids = self.tokenizer(
-                list(batch["edit_prompt"]),
-                padding="max_length",
-                truncation=True,
-                max_length=self.tokenizer.model_max_length,
-                return_tensors="pt",
-            ).input_ids
-            text = self.text_encoder(ids.to(device))[0]
+            if "edited_mean" in batch:  # from the latent cache
+                mean, std = batch["edited_mean"], batch["edited_std"]
+                image_latents, text = batch["image_latents"], batch["text"]
+            else:
+                weight_dtype = self.vae.dtype
+                edited = batch["edited_pixels"].to(device, weight_dtype)
+                source = batch["input_pixels"].to(device, weight_dtype)
+                posterior = self.vae.encode(edited).latent_dist
+                mean, std = posterior.mean, posterior.std
+                image_latents = self.vae.encode(source).latent_dist.mode()
+                text = self._encode_prompts(list(batch["edit_prompt"]), device)
+            noise_for_sample = torch.randn(mean.shape, generator=generator).to(device, mean.dtype)
+            latents = (mean + std * noise_for_sample) * self.vae.config.scaling_factor
         latents, image_latents, text = latents.float(), image_latents.float(), text.float()
         noise = torch.randn(latents.shape, generator=generator).to(device)
         steps = self.noise_scheduler.config.num_train_timesteps
@@ -308,9 +366,21 @@ class Trainer:
             rank=accelerator.process_index,
             ranks=accelerator.num_processes,
         )
-        loader = torch.utils.data.DataLoader(
-            examples, batch_sampler=sampler, num_workers=config.num_workers, collate_fn=_collate
-        )
+        batches: Iterator[dict[str, Any]]
+        if config.cache_latents:
+            cache = self._build_cache(
+                accelerator.device, progress=accelerator.is_local_main_process
+            )
+            batches = (cache.batch(keys, config, accelerator.device) for keys in sampler)
+        else:
+            batches = iter(
+                torch.utils.data.DataLoader(
+                    examples,
+                    batch_sampler=sampler,
+                    num_workers=config.num_workers,
+                    collate_fn=_collate,
+                )
+            )
         empty = self._empty_embedding(accelerator.device, weight_dtype)
         losses: list[float] = []
         interval: list[float] = []
@@ -321,7 +391,6 @@ class Trainer:
             disable=not accelerator.is_local_main_process,
             desc="training",
         )
-        batches = iter(loader)
         for step in range(start, stop):
             step_loss = 0.0
             for part in range(accumulation):
@@ -450,6 +519,41 @@ class Trainer:
         target = Path(directory) if directory is not None else self.config.path / "pipeline"
         pipe = self._pipeline(self._ema_unet(self.unet))
         return pipe.save_pretrained(target)
+
+
+@dataclass(frozen=True)
+class _LatentCache:
+    """Per example ``[N, flips, C, h, w]`` posteriors; per distinct instruction its embedding."""
+
+    edited_mean: torch.Tensor
+    edited_std: torch.Tensor
+    image_latents: torch.Tensor
+    prompt_index: torch.Tensor
+    text: torch.Tensor
+
+    def batch(
+        self, keys: list[tuple[int, int]], config: TrainConfig, device: torch.device
+    ) -> dict[str, Any]:
+        """The cached batch of ``keys``: the flip of each is drawn as :func:`augment_pair` draws
+        it, so the run sees exactly the examples of an uncached one."""
+        rows, flips = [], []
+        for index, seed in keys:
+            _, _, mirrored = augmentation_draw(
+                config.resolution,
+                config.resolution,
+                config.random_flip,
+                torch.Generator().manual_seed(seed),
+            )
+            rows.append(index)
+            flips.append(int(mirrored))
+        row = torch.tensor(rows, device=device)
+        flip = torch.tensor(flips, device=device)
+        return {
+            "edited_mean": self.edited_mean[row, flip],
+            "edited_std": self.edited_std[row, flip],
+            "image_latents": self.image_latents[row, flip],
+            "text": self.text[self.prompt_index[row]],
+        }
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
