@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from instructedit.cli import main
 from instructedit.worlds.recipe import STAGES, RecipeConfig, reproduce
@@ -13,6 +14,17 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     first = reproduce(RecipeConfig.smoke(str(output)), until="clip", progress=False)
     assert list(first) == ["text_to_image", "clip"]
     assert (output / "text_to_image" / "autoencoder" / "losses.json").is_file()
+    # The decoder was fine-tuned alone: the model's VAE has the autoencoder's encoder.
+    from safetensors.torch import load_file
+
+    def vae_weights(folder):
+        return load_file(folder / "diffusion_pytorch_model.safetensors")
+
+    joint = vae_weights(output / "text_to_image" / "autoencoder")
+    shipped = vae_weights(output / "text_to_image" / "model" / "vae")
+    assert json.loads((output / "text_to_image" / "decoder" / "losses.json").read_text())
+    assert all(torch.equal(shipped[k], v) for k, v in joint.items() if k.startswith("encoder."))
+    assert not all(torch.equal(shipped[k], v) for k, v in joint.items() if k.startswith("decoder."))
     assert main(["shapes", "reproduce", "--output", str(output), "--smoke"]) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert list(summary) == list(STAGES)
@@ -24,7 +36,7 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
 
     smoke = RecipeConfig.smoke()
     methods = summary["evaluate"]["methods"]
-    assert set(methods) == {"editor", "identity", "sdedit-0.6"}
+    assert set(methods) == {"editor", "identity", "ground truth, autoencoded", "sdedit-0.6"}
     for scores in methods.values():
         assert set(scores["oracle"]) == {"recolour", "background", "add", "remove", "all"}
         assert scores["oracle"]["all"]["count"] == smoke.eval_scenes
@@ -46,10 +58,9 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     assert runs["ground_truth"]["examples"] == runs["full"]["examples"]
     assert runs["zero_init"]["examples"] == runs["full"]["examples"]
     assert runs["ground_truth_large"]["examples"] == smoke.ground_truth_large_pairs
+
     # The editor's image channels start as the noisy-latent weights × the VAE scale ("copy");
     # the zero_init ablation's start at zero. Three Adam steps at 3e-4 move a weight ≤ 1e-3.
-    from safetensors.torch import load_file
-
     def conv_in(folder):
         path = folder / "unet" / "diffusion_pytorch_model.safetensors"
         return load_file(path)["conv_in.weight"]
@@ -89,6 +100,8 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("ground_truth_large_pairs", 2.5, "ground_truth_large_pairs must be an int"),
         ("editor_learning_rate", -1e-4, "editor_learning_rate must be a finite number > 0"),
         ("loader_workers", -1, "loader_workers must be an int >= 0"),
+        ("decoder_steps", -5, "decoder_steps must be an int >= 0"),
+        ("decoder_steps", True, "decoder_steps must be an int >= 0"),
         ("fewer_pairs_fraction", 0.0, "fewer_pairs_fraction must be in"),
     ],
 )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
@@ -36,6 +37,7 @@ __all__ = [
     "identity_edits",
     "oracle_summary",
     "pipeline_edits",
+    "round_trip_edits",
     "sdedit_edits",
 ]
 
@@ -99,6 +101,44 @@ def pipeline_edits(
 def identity_edits(edits: Sequence[SceneEdit], *, size: int = 32) -> list[Image.Image]:
     """The identity baseline: the input returned unchanged."""
     return [render(edit.source, size) for edit in edits]
+
+
+def round_trip_edits(
+    vae: Any,
+    edits: Sequence[SceneEdit],
+    *,
+    size: int = 32,
+    batch_size: int = 50,
+) -> list[Image.Image]:
+    """The autoencoder's floor: each edit's *ground truth*, encoded and decoded (posterior mode).
+
+    No editor that works in this autoencoder's latent space can do better than its own decoder
+    does on the true result, so the oracle's verdicts on these images bound every latent
+    editor's: an edit the round trip does not realise, or an unchanged-region error it already
+    has, is the autoencoder's, not the editor's.
+
+    Args:
+        vae: a diffusers ``AutoencoderKL`` (or a folder to load one from).
+        edits: the edits whose ground truths are round-tripped.
+        size: scene side.
+        batch_size: scenes per encoder call.
+    """
+    if isinstance(vae, (str, Path)):
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(vae)
+    outputs: list[Image.Image] = []
+    for start in range(0, len(edits), batch_size):
+        truths = np.stack(
+            [np.asarray(apply_edit(e, size), np.float32) for e in edits[start : start + batch_size]]
+        )
+        pixels = torch.from_numpy(truths).permute(0, 3, 1, 2).to(vae.device, vae.dtype)
+        with torch.no_grad():
+            latents = vae.encode(pixels / 127.5 - 1.0).latent_dist.mode()
+            decoded = vae.decode(latents).sample.float().clamp(-1.0, 1.0)
+        values = ((decoded + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+        outputs.extend(Image.fromarray(v) for v in values.numpy())
+    return outputs
 
 
 def sdedit_edits(
