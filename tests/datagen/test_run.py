@@ -103,6 +103,8 @@ def test_shard_parsing_and_config_validation():
             parse_shard(bad)
     with pytest.raises(ValueError, match="samples_per_pair"):
         GenerationConfig(samples_per_pair=0)
+    with pytest.raises(ValueError, match="control must be one of"):
+        GenerationConfig(control="local_blend")  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

@@ -176,6 +176,55 @@ def test_sample_pairs_parameters_are_seeded_and_batch_independent():
     assert isinstance(one[0].source, Image.Image)
 
 
+def test_sample_pairs_cross_attention_control_is_googles_edit_per_sample():
+    p2p = _p2p()
+    kwargs = {"num_inference_steps": 3, "seed": 5, "progress": False, "batch_size": 2}
+    swap = p2p.sample_pairs("a red ball", "a blue ball", 2, control="cross_attention", **kwargs)
+    # The same candidates, built by hand from the public controllers: word swap, each pair's
+    # cross-attention replaced for its own p, self-attention for the first 0.4 of the steps.
+    tokenizer = p2p.tokenizer
+    alphas = torch.cat(
+        [
+            CrossAttentionEdit.for_prompts(
+                None, ["a blue ball"], tokenizer, 3, cross_replace_steps=c.injection
+            ).cross_alphas
+            for c in swap
+        ]
+    )
+    controller = CrossAttentionEdit(
+        WordSwap.from_prompts(["a red ball"] * 2, ["a blue ball"] * 2, tokenizer),
+        alphas,
+        self_window=0.4,
+        self_max_resolution=None,
+    )
+    manual = p2p.generate(
+        ["a red ball"] * 2,
+        ["a blue ball"] * 2,
+        controller=controller,
+        seed=[c.seed for c in swap],
+        num_inference_steps=3,
+        guidance_scale=[c.guidance_scale for c in swap],
+        progress=False,
+    )
+    for candidate, target in zip(swap, manual.target, strict=True):
+        np.testing.assert_array_equal(np.asarray(candidate.target), np.asarray(target))
+    official = p2p.sample_pairs("a red ball", "a blue ball", 2, **kwargs)
+    assert [c.seed for c in official] == [c.seed for c in swap]  # same draws, other control
+    assert any(
+        not np.array_equal(np.asarray(a.target), np.asarray(b.target))
+        for a, b in zip(official, swap, strict=True)
+    )
+    # Different word counts: refinement instead of a swap.
+    refined = p2p.sample_pairs(
+        "a red ball", "a red ball and a blue cube", 2, control="cross_attention", **kwargs
+    )
+    assert len(refined) == 2
+    with pytest.raises(ValueError, match="control must be one of"):
+        p2p.sample_pairs("a", "b", 1, control="local", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="self_replace_steps must be in"):
+        p2p.sample_pairs("a", "b", 1, self_replace_steps=1.5, **kwargs)
+
+
 def test_from_pretrained_text_to_image_folder(tmp_path):
     folder = save_tiny_pipeline(tmp_path / "t2i", kind="text_to_image")
     loaded = PromptToPrompt.from_pretrained(folder)

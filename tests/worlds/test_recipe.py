@@ -35,6 +35,12 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     assert (output / "editor" / "model-3" / "model_index.json").is_file()  # the ablations' step
 
     smoke = RecipeConfig.smoke()
+    # Every candidate and each training set were read back against their captions.
+    read_back = summary["pairs"]["read_back"]
+    assert set(read_back) == {"candidates", "filtered", "unfiltered", "fewer"}
+    assert read_back["candidates"]["all"]["count"] == summary["pairs"]["candidates"]
+    assert 0.0 <= read_back["filtered"]["all"]["correct"] <= 1.0
+    assert "Pairs read back" in (output / "report" / "report.rst").read_text()
     methods = summary["evaluate"]["methods"]
     assert set(methods) == {"editor", "identity", "ground truth, autoencoded", "sdedit-0.6"}
     for scores in methods.values():
@@ -101,6 +107,8 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("editor_learning_rate", -1e-4, "editor_learning_rate must be a finite number > 0"),
         ("loader_workers", -1, "loader_workers must be an int >= 0"),
         ("decoder_steps", -5, "decoder_steps must be an int >= 0"),
+        ("pair_control", "local", "pair_control must be 'self_attention' or 'cross_attention'"),
+        ("pair_control_range", (0.9, 0.1), "pair_control_range must be"),
         ("decoder_steps", True, "decoder_steps must be an int >= 0"),
         ("fewer_pairs_fraction", 0.0, "fewer_pairs_fraction must be in"),
     ],

@@ -32,6 +32,7 @@ from instructedit.data import (
     write_json_atomic,
     write_seeds_index,
 )
+from instructedit.p2p._pipeline import PAIR_CONTROLS, PairControl
 from instructedit.testing import seeded
 
 __all__ = ["GenerationConfig", "GenerationSummary", "generate_dataset", "parse_shard"]
@@ -68,7 +69,10 @@ class GenerationConfig:
     seed: int = 0
     """Run seed; each caption's randomness derives from it and the caption's index."""
     injection_range: tuple[float, float] = (0.1, 0.9)
-    """p ~ U(range): fraction of steps with self-attention injection."""
+    """p ~ U(range): the control strength, the fraction of steps under ``control``."""
+    control: PairControl = "self_attention"
+    """What p controls (:meth:`~instructedit.p2p.PromptToPrompt.sample_pairs`): the official
+    generator's self-attention injection, or google/prompt-to-prompt's cross-attention edit."""
     guidance_range: tuple[float, float] = (7.5, 15.0)
     """Text guidance scale ~ U(range)."""
     height: int | None = None
@@ -82,6 +86,8 @@ class GenerationConfig:
         check_counts(
             self, ("samples_per_pair", "keep_per_pair", "batch_size", "num_inference_steps")
         )
+        if self.control not in PAIR_CONTROLS:
+            raise ValueError(f"control must be one of {PAIR_CONTROLS}, got {self.control!r}")
         index, count = self.shard
         if not 0 <= index < count:
             raise ValueError(f"shard must satisfy 0 <= i < n, got {self.shard}")
@@ -265,6 +271,7 @@ def _render_and_filter(
         num_inference_steps=config.num_inference_steps,
         injection_range=config.injection_range,
         guidance_range=config.guidance_range,
+        control=config.control,
         height=config.height,
         width=config.width,
         progress=False,

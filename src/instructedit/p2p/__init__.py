@@ -26,11 +26,18 @@ from instructedit.p2p._controllers import (
     injection_active,
 )
 from instructedit.p2p._inversion import Inversion, ddim_inversion, invert, null_text_inversion
-from instructedit.p2p._pipeline import PairCandidate, PairOutput, PromptToPrompt
+from instructedit.p2p._pipeline import (
+    PAIR_CONTROLS,
+    PairCandidate,
+    PairControl,
+    PairOutput,
+    PromptToPrompt,
+)
 from instructedit.p2p._schedules import CrossAttentionSchedule, StepWindow
 from instructedit.p2p._visualize import attention_grid
 
 __all__ = [
+    "PAIR_CONTROLS",
     "AttentionStore",
     "CrossAttentionEdit",
     "CrossAttentionSchedule",
@@ -38,6 +45,7 @@ __all__ = [
     "Inversion",
     "LocalBlend",
     "PairCandidate",
+    "PairControl",
     "PairOutput",
     "PromptToPrompt",
     "Refine",
