@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 
-def check_counts(config: Any, names: Iterable[str]) -> None:
+def check_counts(config: Any, names: Iterable[str], *, minimum: int = 1) -> None:
     """Raises ``ValueError`` naming the first of ``names`` whose value on ``config`` is not an
-    int >= 1 (bools are refused too)."""
+    int >= ``minimum`` (bools are refused too)."""
     for name in names:
         value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

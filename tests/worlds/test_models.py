@@ -76,6 +76,7 @@ def test_decoder_finetuning_keeps_the_latent_space_and_improves_reconstruction()
             return latents, (vae.decode(latents).sample - pixels).abs().mean().item()
 
     latents_before, error_before = round_trip()
+    vae.encoder.requires_grad_(False)  # frozen by the caller: stays frozen
     losses = finetune_decoder(
         vae, steps=20, batch_size=8, size=16, learning_rate=1e-3, progress=False
     )
@@ -87,7 +88,8 @@ def test_decoder_finetuning_keeps_the_latent_space_and_improves_reconstruction()
     assert torch.equal(latents_before, latents_after)
     # ... while the decoded scenes get closer to the rendered ones.
     assert error_after < 0.85 * error_before
-    assert all(p.requires_grad for p in vae.parameters())
+    assert not any(p.requires_grad for p in vae.encoder.parameters())
+    assert all(p.requires_grad for p in vae.decoder.parameters())
 
 
 def test_decoder_finetuning_resumes_exactly_after_a_kill(tmp_path):

@@ -32,7 +32,7 @@ from instructedit.data import (
     write_json_atomic,
     write_seeds_index,
 )
-from instructedit.p2p._pipeline import PAIR_CONTROLS, PairControl
+from instructedit.p2p import PAIR_CONTROLS, PairControl
 from instructedit.testing import seeded
 
 __all__ = ["GenerationConfig", "GenerationSummary", "generate_dataset", "parse_shard"]

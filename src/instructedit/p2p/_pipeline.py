@@ -31,6 +31,7 @@ from instructedit.p2p._controllers import (
     WordSwap,
 )
 from instructedit.p2p._inversion import Inversion, invert
+from instructedit.p2p._schedules import CrossAttentionSchedule
 from instructedit.sampling import BranchConditioning, denoise, scheduler_step_kwargs
 
 __all__ = ["PAIR_CONTROLS", "PairCandidate", "PairControl", "PairOutput", "PromptToPrompt"]
@@ -375,11 +376,12 @@ class PromptToPrompt:
             if len(source_prompt.split()) == len(target_prompt.split())
             else Refine.from_prompts(sources, targets, self.tokenizer)
         )
-        alphas = torch.cat(
+        length = self.tokenizer.model_max_length
+        alphas = torch.stack(
             [
-                CrossAttentionEdit.for_prompts(
-                    None, [target_prompt], self.tokenizer, num_steps, cross_replace_steps=fraction
-                ).cross_alphas
+                CrossAttentionSchedule(fraction).alphas(
+                    target_prompt, self.tokenizer, num_steps, length
+                )
                 for fraction in fractions
             ]
         )

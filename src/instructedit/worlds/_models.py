@@ -13,6 +13,7 @@ import copy
 import logging
 import os
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,35 @@ class _LoopState:
         logger.info("resuming %s at step %d", self.path, state["step"])
         return int(state["step"]), list(state["losses"])
 
+    def run(
+        self,
+        steps: int,
+        loss_of_step: Callable[[], torch.Tensor],
+        *,
+        desc: str,
+        progress: bool,
+        clip: Sequence[torch.Tensor] | None = None,
+        after_step: Callable[[], None] | None = None,
+    ) -> list[float]:
+        """The loop: restores, then until ``steps`` computes ``loss_of_step()``, back-propagates,
+        clips the gradient norm of ``clip`` at 1, steps and clears the optimiser, runs
+        ``after_step`` and checkpoints; returns all losses (restored ones included)."""
+        start, losses = self.restore()
+        for step in tqdm(
+            range(start, steps), initial=start, total=steps, disable=not progress, desc=desc
+        ):
+            loss = loss_of_step()
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(clip, 1.0)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step()
+            losses.append(loss.item())
+            self.step_done(step + 1, losses)
+        return losses
+
     def step_done(self, step: int, losses: list[float]) -> None:
         """Checkpoints after every ``every`` finished steps (``step`` counts finished steps)."""
         if self.path is None or step % self.every:
@@ -196,25 +226,17 @@ def train_autoencoder(
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
     state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng)
     vae.train()
+
+    def loss_of_step() -> torch.Tensor:
+        pixels = _batch(rng, batch_size, size)[0].to(device)
+        posterior = vae.encode(pixels).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        return F.l1_loss(reconstruction, pixels) + kl_weight * posterior.kl().mean()
+
     with seeded(seed):
-        start, losses = state.restore()
-        for step in tqdm(
-            range(start, steps),
-            initial=start,
-            total=steps,
-            disable=not progress,
-            desc="autoencoder",
-        ):
-            pixels = _batch(rng, batch_size, size)[0].to(device)
-            posterior = vae.encode(pixels).latent_dist
-            reconstruction = vae.decode(posterior.sample()).sample
-            loss = F.l1_loss(reconstruction, pixels) + kl_weight * posterior.kl().mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            state.step_done(step + 1, losses)
+        losses = state.run(
+            steps, loss_of_step, desc="autoencoder", progress=progress, clip=list(vae.parameters())
+        )
     vae.eval()
     return losses
 
@@ -248,35 +270,26 @@ def finetune_decoder(
     rng = random.Random(f"decoder:{seed}")
     decoder = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     trainable = {id(p) for p in decoder}
+    flags = [parameter.requires_grad for parameter in vae.parameters()]
     for parameter in vae.parameters():
         parameter.requires_grad_(id(parameter) in trainable)
     optimizer = torch.optim.AdamW(decoder, lr=learning_rate, weight_decay=0.0)
     state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng)
     vae.eval()  # the encoder stays as it is; nothing in the decoder depends on the mode
+
+    def loss_of_step() -> torch.Tensor:
+        pixels = _batch(rng, batch_size, size)[0].to(device)
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.sample()
+        reconstruction = vae.decode(latents).sample
+        return F.l1_loss(reconstruction, pixels) + F.mse_loss(reconstruction, pixels)
+
     try:
         with seeded(seed):
-            start, losses = state.restore()
-            for step in tqdm(
-                range(start, steps),
-                initial=start,
-                total=steps,
-                disable=not progress,
-                desc="decoder",
-            ):
-                pixels = _batch(rng, batch_size, size)[0].to(device)
-                with torch.no_grad():
-                    latents = vae.encode(pixels).latent_dist.sample()
-                reconstruction = vae.decode(latents).sample
-                loss = F.l1_loss(reconstruction, pixels) + F.mse_loss(reconstruction, pixels)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(decoder, 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                state.step_done(step + 1, losses)
+            losses = state.run(steps, loss_of_step, desc="decoder", progress=progress, clip=decoder)
     finally:
-        for parameter in vae.parameters():
-            parameter.requires_grad_(True)
+        for parameter, flag in zip(vae.parameters(), flags, strict=True):
+            parameter.requires_grad_(flag)
     return losses
 
 
@@ -323,39 +336,31 @@ def train_text_to_image(
     state = _LoopState(checkpoint, checkpoint_every, modules, optimizer, rng)
     unet.train()
     text_encoder.train()
+
+    def loss_of_step() -> torch.Tensor:
+        pixels, captions, _ = _batch(rng, batch_size, size)
+        pixels = pixels.to(device)
+        captions = ["" if rng.random() < caption_dropout else c for c in captions]
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+        ids = tokenizer(
+            captions,
+            padding="max_length",
+            max_length=CLIP_CONTEXT_LENGTH,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
+        noise = torch.randn(latents.shape).to(device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
+        timesteps = timesteps.to(device)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        prediction = unet(noisy, timesteps, text_encoder(ids)[0]).sample
+        return F.mse_loss(prediction, noise)
+
     with seeded(seed):
-        start, losses = state.restore()
-        for step in tqdm(
-            range(start, steps),
-            initial=start,
-            total=steps,
-            disable=not progress,
-            desc="text-to-image",
-        ):
-            pixels, captions, _ = _batch(rng, batch_size, size)
-            pixels = pixels.to(device)
-            captions = ["" if rng.random() < caption_dropout else c for c in captions]
-            with torch.no_grad():
-                latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
-            ids = tokenizer(
-                captions,
-                padding="max_length",
-                max_length=CLIP_CONTEXT_LENGTH,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(device)
-            noise = torch.randn(latents.shape).to(device)
-            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
-            timesteps = timesteps.to(device)
-            noisy = scheduler.add_noise(latents, noise, timesteps)
-            prediction = unet(noisy, timesteps, text_encoder(ids)[0]).sample
-            loss = F.mse_loss(prediction, noise)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            state.step_done(step + 1, losses)
+        losses = state.run(
+            steps, loss_of_step, desc="text-to-image", progress=progress, clip=parameters
+        )
     unet.eval()
     text_encoder.eval()
     return losses
@@ -386,31 +391,30 @@ def train_clip(
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=device).view(1, 3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=device).view(1, 3, 1, 1)
     model.train()
+
+    def loss_of_step() -> torch.Tensor:
+        pixels, captions, _ = _batch(rng, batch_size, size)
+        images = ((pixels.to(device) + 1) / 2 - mean) / std
+        image_features = F.normalize(model.encode_image(images), dim=-1)
+        text_features = F.normalize(model.encode_text(tokenizer(captions).to(device)), dim=-1)
+        logits = model.logit_scale.exp() * image_features @ text_features.T
+        # Identical captions in one batch are positives of each other.
+        same = torch.tensor(
+            [[a == b for b in captions] for a in captions], dtype=torch.float32, device=device
+        )
+        targets = same / same.sum(dim=1, keepdim=True)
+        return (
+            -(targets * logits.log_softmax(dim=1)).sum(1).mean()
+            - (targets * logits.log_softmax(dim=0)).sum(0).mean()
+        ) / 2
+
+    def clamp_temperature() -> None:
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.6052)
+
     with seeded(seed):
-        start, losses = state.restore()
-        for step in tqdm(
-            range(start, steps), initial=start, total=steps, disable=not progress, desc="clip"
-        ):
-            pixels, captions, _ = _batch(rng, batch_size, size)
-            images = ((pixels.to(device) + 1) / 2 - mean) / std
-            image_features = F.normalize(model.encode_image(images), dim=-1)
-            text_features = F.normalize(model.encode_text(tokenizer(captions).to(device)), dim=-1)
-            logits = model.logit_scale.exp() * image_features @ text_features.T
-            # Identical captions in one batch are positives of each other.
-            same = torch.tensor(
-                [[a == b for b in captions] for a in captions], dtype=torch.float32, device=device
-            )
-            targets = same / same.sum(dim=1, keepdim=True)
-            loss = (
-                -(targets * logits.log_softmax(dim=1)).sum(1).mean()
-                - (targets * logits.log_softmax(dim=0)).sum(0).mean()
-            ) / 2
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, 4.6052)
-            losses.append(loss.item())
-            state.step_done(step + 1, losses)
+        losses = state.run(
+            steps, loss_of_step, desc="clip", progress=progress, after_step=clamp_temperature
+        )
     model.eval()
     return losses

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
@@ -127,17 +126,18 @@ def round_trip_edits(
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(vae)
+    from instructedit.components import decode_latents
+    from instructedit.images import pil_to_tensor, tensor_to_output
+
     outputs: list[Image.Image] = []
     for start in range(0, len(edits), batch_size):
-        truths = np.stack(
-            [np.asarray(apply_edit(e, size), np.float32) for e in edits[start : start + batch_size]]
-        )
-        pixels = torch.from_numpy(truths).permute(0, 3, 1, 2).to(vae.device, vae.dtype)
+        truths = [apply_edit(e, size) for e in edits[start : start + batch_size]]
+        pixels = pil_to_tensor(truths).to(vae.device, vae.dtype)
         with torch.no_grad():
-            latents = vae.encode(pixels / 127.5 - 1.0).latent_dist.mode()
-            decoded = vae.decode(latents).sample.float().clamp(-1.0, 1.0)
-        values = ((decoded + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
-        outputs.extend(Image.fromarray(v) for v in values.numpy())
+            latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+        decoded = tensor_to_output(decode_latents(vae, latents), "pil")
+        assert isinstance(decoded, list)
+        outputs.extend(decoded)
     return outputs
 
 

@@ -185,14 +185,7 @@ class RecipeConfig:
             raise ValueError(
                 f"editor_learning_rate must be a finite number > 0, got {self.editor_learning_rate!r}"
             )
-        if (
-            not isinstance(self.decoder_steps, int)
-            or isinstance(self.decoder_steps, bool)
-            or self.decoder_steps < 0
-        ):
-            raise ValueError(f"decoder_steps must be an int >= 0, got {self.decoder_steps!r}")
-        if not isinstance(self.loader_workers, int) or self.loader_workers < 0:
-            raise ValueError(f"loader_workers must be an int >= 0, got {self.loader_workers!r}")
+        check_counts(self, ("decoder_steps", "loader_workers"), minimum=0)
         if not 0 < self.fewer_pairs_fraction <= 1:
             raise ValueError(
                 f"fewer_pairs_fraction must be in (0, 1], got {self.fewer_pairs_fraction!r}"
