@@ -40,12 +40,28 @@ def test_generate_command_with_precomputed_edits(tmp_path, capsys):
             "-1",
             "--min-text-similarity",
             "-1",
+            "--control",
+            "cross_attention",
+            "--injection-range",
+            "0.8",
+            "0.8",
+            "--guidance-range",
+            "6",
+            "6",
+            "--local-blend",
+            "0.3",
         ]
     )
     assert code == 0
     assert "kept 2 from 2 caption edits" in capsys.readouterr().out
     records = list(read_folder_dataset(tmp_path / "out"))
     assert [r.input_caption for r in records] == ["a red ball", "a green ball"]
+    rows = [
+        json.loads(line)
+        for path in sorted((tmp_path / "out").glob("*/metadata.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert [(row["p2p_threshold"], row["cfg_scale"]) for row in rows] == [(0.8, 6.0)] * 2
 
 
 def test_captions_without_edits_need_a_language_model(tmp_path, capsys):
@@ -73,3 +89,26 @@ def test_bad_shard_is_rejected_before_loading(tmp_path, capsys):
             ]
         )
     assert "shard must satisfy" in capsys.readouterr().err
+
+
+def test_ranges_take_two_values(tmp_path, capsys):
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text(json.dumps({"input": "a red ball", "edit": "blue", "output": "a blue ball"}))
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "generate",
+                str(edits),
+                str(tmp_path / "o"),
+                "--text-to-image",
+                "unused",
+                "--injection-range",
+                "0.1",
+                "0.5",
+                "0.9",
+            ]
+        )
+    assert "injection_range takes two values, LOW HIGH; got [0.1, 0.5, 0.9]" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "o").exists()

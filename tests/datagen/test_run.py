@@ -105,6 +105,12 @@ def test_shard_parsing_and_config_validation():
         GenerationConfig(samples_per_pair=0)
     with pytest.raises(ValueError, match="control must be one of"):
         GenerationConfig(control="local_blend")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="local_blend needs control='cross_attention'"):
+        GenerationConfig(local_blend=0.3)
+    with pytest.raises(ValueError, match=r"local_blend must be a threshold in \[0, 1\)"):
+        GenerationConfig(control="cross_attention", local_blend=-0.1)
+    with pytest.raises(ValueError, match="guidance_range must be"):
+        GenerationConfig(guidance_range=(9.0, 8.0))
 
 
 @pytest.mark.slow
@@ -131,3 +137,49 @@ def test_processes_under_torchrun_split_the_captions(clean, tmp_path):
         assert (root / folder.name / "prompt.json").read_text() == (
             folder / "prompt.json"
         ).read_text()
+
+
+def test_the_config_reaches_the_pair_sampler(tmp_path):
+    import open_clip
+
+    from instructedit.captions import TemplateCaptionEditor, TemplateRule
+    from instructedit.clip import ClipDirectionalFilter, ClipScorer
+    from instructedit.datagen import generate_dataset
+    from instructedit.p2p import PromptToPrompt
+    from instructedit.testing import tiny_components, tiny_open_clip
+
+    calls = []
+
+    class Spy(PromptToPrompt):
+        def sample_pairs(self, *args, **kwargs):
+            calls.append(kwargs)
+            return super().sample_pairs(*args, **kwargs)
+
+    p2p = Spy(**tiny_components(in_channels=4, seed=0))
+    scorer = ClipScorer(tiny_open_clip(seed=0), open_clip.get_tokenizer("ViT-B-32"))
+    config = GenerationConfig(
+        samples_per_pair=2,
+        keep_per_pair=1,
+        batch_size=2,
+        num_inference_steps=2,
+        control="cross_attention",
+        injection_range=(0.8, 0.8),
+        local_blend=0.3,
+        guidance_range=(8.0, 8.0),
+    )
+    generate_dataset(
+        ["a red ball on the grass"],
+        tmp_path / "data",
+        caption_editor=TemplateCaptionEditor(
+            [TemplateRule(r"\b(red)\b", ["blue"], ["make it {new}"])], seed=0
+        ),
+        p2p=p2p,
+        clip_filter=ClipDirectionalFilter(scorer, -1.0, -1.0, -1.0),
+        config=config,
+        progress=False,
+    )
+    [call] = calls
+    assert call["control"] == "cross_attention"
+    assert call["local_blend"] == 0.3
+    assert call["guidance_range"] == (8.0, 8.0)
+    assert call["injection_range"] == (0.8, 0.8)

@@ -9,6 +9,7 @@ from instructedit.p2p import (
     Reweight,
     WordSwap,
     align_tokens,
+    edited_words,
     refinement_mapper,
     swap_mapper,
     word_token_indices,
@@ -105,3 +106,57 @@ def test_local_blend_mask_and_blend():
     assert torch.equal(out[0], latents[0])
     assert torch.equal(out[1][:, :2, 2:], latents[0][:, :2, 2:])  # outside: the source
     torch.testing.assert_close(out[1][:, 3, 3], latents[1][:, 3, 3])  # inside: the target
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "expected"),
+    [
+        # A colour swap: the colour and the noun it describes, in both prompts.
+        (
+            "a red circle on a white background",
+            "a green circle on a white background",
+            ([1, 2], [1, 2]),
+        ),
+        # The background's colour: the colour and "background".
+        (
+            "a red circle on a white background",
+            "a red circle on a orange background",
+            ([5, 6], [5, 6]),
+        ),
+        # An added shape: only target words; a removed one: only source words.
+        (
+            "a red circle on a white background",
+            "a red circle and a blue square on a white background",
+            ([], [3, 4, 5, 6]),
+        ),
+        (
+            "a red circle and a blue square on a white background",
+            "a blue square on a white background",
+            ([0, 1, 2, 3], []),  # "a red circle and": the shape's words and a joint
+        ),
+        # A swap at the end has no noun after it; identical prompts change nothing.
+        ("a red ball", "a red cube", ([2], [2])),
+        ("a red ball", "a red ball", ([], [])),
+    ],
+)
+def test_edited_words(source, target, expected):
+    assert edited_words(source, target) == expected
+
+
+def test_local_blend_from_edits_uses_the_edited_words_tokens(tokenizer):
+    sources = ["a red ball on a white floor", "a red ball and a blue cube"]
+    targets = ["a green ball on a white floor", "a red ball"]
+    blend = LocalBlend.from_edits(sources, targets, tokenizer, threshold=0.5)
+    positions = word_token_indices  # (prompt, word) -> token positions, start token = 0
+    assert blend.source_tokens == [
+        positions(sources[0], "red", tokenizer) + positions(sources[0], "ball", tokenizer),
+        [t for w in (3, 4, 5, 6) for t in positions(sources[1], w, tokenizer)],
+    ]
+    assert blend.source_tokens[1] == [4, 5, 6, 7]  # one token per word, after the start token
+    assert blend.target_tokens == [
+        positions(targets[0], "green", tokenizer) + positions(targets[0], "ball", tokenizer),
+        [],
+    ]
+    assert blend.threshold == 0.5
+    with pytest.raises(ValueError, match="as many sources as targets"):
+        LocalBlend.from_edits(sources, targets[:1], tokenizer)

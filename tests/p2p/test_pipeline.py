@@ -176,38 +176,45 @@ def test_sample_pairs_parameters_are_seeded_and_batch_independent():
     assert isinstance(one[0].source, Image.Image)
 
 
-def test_sample_pairs_cross_attention_control_is_googles_edit_per_sample():
-    p2p = _p2p()
-    kwargs = {"num_inference_steps": 3, "seed": 5, "progress": False, "batch_size": 2}
-    swap = p2p.sample_pairs("a red ball", "a blue ball", 2, control="cross_attention", **kwargs)
-    # The same candidates, built by hand from the public controllers: word swap, each pair's
-    # cross-attention replaced for its own p, self-attention for the first 0.4 of the steps.
+def _assert_hand_built(p2p, source, target, candidates, steps, local_blend=None):
+    """The candidates' targets equal google's edit built by hand from the public controllers: a
+    word swap, each pair's cross-attention replaced for its own p, self-attention for the first
+    0.4 of the steps."""
     tokenizer = p2p.tokenizer
     alphas = torch.cat(
         [
             CrossAttentionEdit.for_prompts(
-                None, ["a blue ball"], tokenizer, 3, cross_replace_steps=c.injection
+                None, [target], tokenizer, steps, cross_replace_steps=c.injection
             ).cross_alphas
-            for c in swap
+            for c in candidates
         ]
     )
+    count = len(candidates)
     controller = CrossAttentionEdit(
-        WordSwap.from_prompts(["a red ball"] * 2, ["a blue ball"] * 2, tokenizer),
+        WordSwap.from_prompts([source] * count, [target] * count, tokenizer),
         alphas,
         self_window=0.4,
         self_max_resolution=None,
+        local_blend=local_blend,
     )
     manual = p2p.generate(
-        ["a red ball"] * 2,
-        ["a blue ball"] * 2,
+        [source] * count,
+        [target] * count,
         controller=controller,
-        seed=[c.seed for c in swap],
-        num_inference_steps=3,
-        guidance_scale=[c.guidance_scale for c in swap],
+        seed=[c.seed for c in candidates],
+        num_inference_steps=steps,
+        guidance_scale=[c.guidance_scale for c in candidates],
         progress=False,
     )
-    for candidate, target in zip(swap, manual.target, strict=True):
-        np.testing.assert_array_equal(np.asarray(candidate.target), np.asarray(target))
+    for candidate, image in zip(candidates, manual.target, strict=True):
+        np.testing.assert_array_equal(np.asarray(candidate.target), np.asarray(image))
+
+
+def test_sample_pairs_cross_attention_control_is_googles_edit_per_sample():
+    p2p = _p2p()
+    kwargs = {"num_inference_steps": 3, "seed": 5, "progress": False, "batch_size": 2}
+    swap = p2p.sample_pairs("a red ball", "a blue ball", 2, control="cross_attention", **kwargs)
+    _assert_hand_built(p2p, "a red ball", "a blue ball", swap, 3)
     official = p2p.sample_pairs("a red ball", "a blue ball", 2, **kwargs)
     assert [c.seed for c in official] == [c.seed for c in swap]  # same draws, other control
     assert any(
@@ -223,6 +230,39 @@ def test_sample_pairs_cross_attention_control_is_googles_edit_per_sample():
         p2p.sample_pairs("a", "b", 1, control="local", **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="self_replace_steps must be in"):
         p2p.sample_pairs("a", "b", 1, self_replace_steps=1.5, **kwargs)
+
+
+def test_sample_pairs_local_blend_is_googles_blend_around_the_edited_words():
+    p2p = _p2p()
+    kwargs = {"num_inference_steps": 4, "seed": 2, "progress": False, "batch_size": 2}
+    source, target = "a red ball on a table", "a blue ball on a table"
+    # A random tiny model's maps are nearly flat: a high threshold makes a partial mask.
+    blended = p2p.sample_pairs(
+        source, target, 2, control="cross_attention", local_blend=0.95, **kwargs
+    )
+    plain = p2p.sample_pairs(source, target, 2, control="cross_attention", **kwargs)
+    # By hand: "red ball" / "blue ball" are the edited words (tokens 2-3 after the start token).
+    blend = LocalBlend([[2, 3]] * 2, [[2, 3]] * 2, threshold=0.95)
+    _assert_hand_built(p2p, source, target, blended, 4, local_blend=blend)
+    for a, b in zip(blended, plain, strict=True):
+        np.testing.assert_array_equal(np.asarray(a.source), np.asarray(b.source))
+    # The mask is partial: the blend changed the targets, which still differ from the sources.
+    assert any(
+        not np.array_equal(np.asarray(a.target), np.asarray(b.target))
+        for a, b in zip(blended, plain, strict=True)
+    )
+    assert all(not np.array_equal(np.asarray(c.target), np.asarray(c.source)) for c in blended)
+    # Threshold 0 keeps every attended position (all of them): the same as no blending.
+    everywhere = p2p.sample_pairs(
+        source, target, 2, control="cross_attention", local_blend=0.0, **kwargs
+    )
+    for a, b in zip(everywhere, plain, strict=True):
+        diff = np.abs(np.asarray(a.target, dtype=float) - np.asarray(b.target, dtype=float))
+        assert diff.max() <= 1
+    with pytest.raises(ValueError, match="local_blend needs control='cross_attention'"):
+        p2p.sample_pairs(source, target, 1, local_blend=0.3, **kwargs)
+    with pytest.raises(ValueError, match=r"local_blend must be a threshold in \[0, 1\)"):
+        p2p.sample_pairs(source, target, 1, control="cross_attention", local_blend=1.0, **kwargs)
 
 
 def test_from_pretrained_text_to_image_folder(tmp_path):

@@ -83,7 +83,7 @@ def test_training_lowers_the_loss_and_the_export_loads_everywhere(tmp_path, reco
 
 
 @pytest.mark.slow
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, records):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, records, capfd):
     settings = {
         "max_steps": 6,
         "checkpoint_every": 3,
@@ -91,8 +91,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, records):
         "batch_size": 4,
     }
     full = _trainer(tmp_path / "a", records, **settings).train()
+    assert "training: 100%" in capfd.readouterr().err  # the progress bar
     first = _trainer(tmp_path / "b", records, **settings)
-    head = first.train(until=3)
+    head = first.train(until=3, progress=False)
+    assert "training" not in capfd.readouterr().err
     assert (tmp_path / "b" / "run" / "checkpoints" / "step-0000003").is_dir()
     tail = _trainer(tmp_path / "b", records, **settings).train()  # a new process would do the same
     assert len(head) == 3

@@ -109,6 +109,8 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("decoder_steps", -5, "decoder_steps must be an int >= 0"),
         ("pair_control", "local", "pair_control must be 'self_attention' or 'cross_attention'"),
         ("pair_control_range", (0.9, 0.1), "pair_control_range must be"),
+        ("pair_local_blend", 0.3, "pair_local_blend needs pair_control='cross_attention'"),
+        ("pair_guidance_range", (15.0, 7.5), "pair_guidance_range must be"),
         ("decoder_steps", True, "decoder_steps must be an int >= 0"),
         ("fewer_pairs_fraction", 0.0, "fewer_pairs_fraction must be in"),
     ],

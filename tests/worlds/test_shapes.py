@@ -13,6 +13,7 @@ from instructedit.worlds.shapes import (
     apply_edit,
     caption,
     judge,
+    nearest_colours,
     parse_caption,
     random_edit,
     random_scene,
@@ -168,3 +169,16 @@ def test_edit_record_pairs_the_render_with_its_ground_truth():
         caption(edit.source),
         caption(edit.target),
     )
+
+
+def test_nearest_colours_names_each_pixel_by_the_closest_palette_colour():
+    names = list(COLOURS)
+    rng = np.random.default_rng(0)
+    palette = np.asarray([COLOURS[n] for n in names], np.float32)
+    # Each palette colour, nudged by up to 12 levels per channel, keeps its name.
+    pixels = np.clip(palette[None] + rng.uniform(-12, 12, size=(4, len(names), 3)), 0, 255)
+    assert (nearest_colours(pixels) == np.asarray(names, dtype=object)[None]).all()
+    # A mix nearer red than orange is red.
+    red, orange = np.asarray(COLOURS["red"], float), np.asarray(COLOURS["orange"], float)
+    near_red = (0.7 * red + 0.3 * orange)[None, None]
+    assert nearest_colours(near_red)[0, 0] == "red"

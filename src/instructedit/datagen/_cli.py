@@ -13,6 +13,7 @@ from instructedit.datagen._run import (
     generate_dataset,
     parse_shard,
 )
+from instructedit.p2p import PairControl
 
 __all__ = ["PrecomputedCaptionEditor", "generate_from_files", "read_captions"]
 
@@ -73,6 +74,10 @@ def generate_from_files(
     min_direction_similarity: float = 0.2,
     min_text_similarity: float = 0.2,
     scheduler: str | None = "euler_ancestral",
+    control: PairControl = "self_attention",
+    injection_range: Sequence[float] = (0.1, 0.9),
+    guidance_range: Sequence[float] = (7.5, 15.0),
+    local_blend: float | None = None,
 ) -> str:
     """Generates an InstructPix2Pix dataset from captions (stages 1–3) into OUTPUT.
 
@@ -94,7 +99,17 @@ def generate_from_files(
         min_direction_similarity: CLIP directional threshold.
         min_text_similarity: CLIP image-caption threshold.
         scheduler: sampler of the text-to-image model.
+        control: Prompt-to-Prompt control of the candidates: the official generator's
+            self-attention injection or google's cross-attention edit.
+        injection_range: LOW HIGH: the control's strength p ~ U(LOW, HIGH) per candidate.
+        guidance_range: LOW HIGH: the text guidance scale ~ U(LOW, HIGH) per candidate.
+        local_blend: with the cross-attention control, the mask threshold of a local blend around
+            the edited words (google's 0.3).
     """
+    ranges = {"injection_range": injection_range, "guidance_range": guidance_range}
+    for name, values in ranges.items():
+        if len(values) != 2:
+            raise ValueError(f"{name} takes two values, LOW HIGH; got {list(values)}")
     config = GenerationConfig(
         samples_per_pair=samples,
         keep_per_pair=keep,
@@ -102,6 +117,10 @@ def generate_from_files(
         num_inference_steps=steps,
         seed=seed,
         shard=parse_shard(shard),
+        control=control,
+        injection_range=(float(injection_range[0]), float(injection_range[1])),
+        guidance_range=(float(guidance_range[0]), float(guidance_range[1])),
+        local_blend=local_blend,
     )
     texts, precomputed = read_captions(captions)
     if language_model is None and not precomputed:

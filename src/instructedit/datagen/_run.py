@@ -73,6 +73,9 @@ class GenerationConfig:
     control: PairControl = "self_attention"
     """What p controls (:meth:`~instructedit.p2p.PromptToPrompt.sample_pairs`): the official
     generator's self-attention injection, or google/prompt-to-prompt's cross-attention edit."""
+    local_blend: float | None = None
+    """With ``control="cross_attention"``: the mask threshold of a local blend around the edited
+    words (google's 0.3), which keeps the rest of the target the source's; ``None``: none."""
     guidance_range: tuple[float, float] = (7.5, 15.0)
     """Text guidance scale ~ U(range)."""
     height: int | None = None
@@ -88,6 +91,17 @@ class GenerationConfig:
         )
         if self.control not in PAIR_CONTROLS:
             raise ValueError(f"control must be one of {PAIR_CONTROLS}, got {self.control!r}")
+        if self.local_blend is not None and self.control != "cross_attention":
+            raise ValueError(
+                f"local_blend needs control='cross_attention', got control={self.control!r}"
+            )
+        if self.local_blend is not None and not 0.0 <= self.local_blend < 1.0:
+            raise ValueError(f"local_blend must be a threshold in [0, 1), got {self.local_blend}")
+        low, high = self.guidance_range
+        if not 0.0 <= low <= high:
+            raise ValueError(
+                f"guidance_range must be (low, high) with 0 <= low <= high, got {self.guidance_range}"
+            )
         index, count = self.shard
         if not 0 <= index < count:
             raise ValueError(f"shard must satisfy 0 <= i < n, got {self.shard}")
@@ -272,6 +286,7 @@ def _render_and_filter(
         injection_range=config.injection_range,
         guidance_range=config.guidance_range,
         control=config.control,
+        local_blend=config.local_blend,
         height=config.height,
         width=config.width,
         progress=False,

@@ -10,6 +10,7 @@ and local blending are :class:`WordSwap`, :class:`Refine`, :class:`Reweight` and
 from instructedit._public import publish
 from instructedit.p2p._alignment import (
     align_tokens,
+    edited_words,
     refinement_mapper,
     swap_mapper,
     word_token_indices,
@@ -56,6 +57,7 @@ __all__ = [
     "align_tokens",
     "attention_grid",
     "ddim_inversion",
+    "edited_words",
     "injection_active",
     "invert",
     "null_text_inversion",

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from difflib import SequenceMatcher
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["align_tokens", "refinement_mapper", "swap_mapper", "word_token_indices"]
+__all__ = [
+    "align_tokens",
+    "edited_words",
+    "refinement_mapper",
+    "swap_mapper",
+    "word_token_indices",
+]
 
 
 def _token_pieces(text: str, tokenizer: Any) -> list[list[int]]:
@@ -44,6 +51,34 @@ def word_token_indices(text: str, word: str | int, tokenizer: Any) -> list[int]:
             positions.extend(range(offset, offset + len(piece)))
         offset += len(piece)
     return positions
+
+
+def edited_words(source: str, target: str) -> tuple[list[int], list[int]]:
+    """Returns the indices of the words an edit changes in ``source`` and in ``target``.
+
+    The words are the space-separated words that a word-level diff (:mod:`difflib`) does not
+    match: replaced, deleted (source only) and inserted (target only) words. A replaced run is
+    extended by the unchanged word right after it when both prompts have it, the noun an adjective
+    swap describes ("a *red circle*" → "a *green circle*"), so that a blend mask built on them
+    covers the object and not just the word that names its colour.
+
+    >>> edited_words("a red circle on a white background", "a green circle on a white background")
+    ([1, 2], [1, 2])
+    >>> edited_words("a red circle", "a red circle and a blue square")
+    ([], [3, 4, 5, 6])
+    """
+    a, b = source.split(" "), target.split(" ")
+    in_source: list[int] = []
+    in_target: list[int] = []
+    for tag, i1, i2, j1, j2 in SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        in_source.extend(range(i1, i2))
+        in_target.extend(range(j1, j2))
+        if tag == "replace" and i2 < len(a) and j2 < len(b) and a[i2] == b[j2]:
+            in_source.append(i2)
+            in_target.append(j2)
+    return in_source, in_target
 
 
 def swap_mapper(source: str, target: str, tokenizer: Any, length: int = 77) -> Tensor:

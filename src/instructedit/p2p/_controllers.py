@@ -24,7 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from instructedit.attention import AttentionContext, sdpa
-from instructedit.p2p._alignment import refinement_mapper, swap_mapper, word_token_indices
+from instructedit.p2p._alignment import (
+    edited_words,
+    refinement_mapper,
+    swap_mapper,
+    word_token_indices,
+)
 from instructedit.p2p._schedules import (
     CrossAttentionSchedule,
     StepWindow,
@@ -368,6 +373,34 @@ class LocalBlend:
             [word_token_indices(t, w[1], tokenizer) for t, w in zip(targets, words, strict=True)],
             **kwargs,
         )
+
+    @classmethod
+    def from_edits(
+        cls,
+        sources: Sequence[str],
+        targets: Sequence[str],
+        tokenizer: Any,
+        **kwargs: Any,
+    ) -> LocalBlend:
+        """Blends around the words each edit changes (:func:`~instructedit.p2p.edited_words`):
+        the replaced words and the noun after them, the removed words in the source, the added
+        words in the target."""
+        if len(sources) != len(targets):
+            raise ValueError(
+                f"local blend needs as many sources as targets, got {len(sources)} and "
+                f"{len(targets)}"
+            )
+        source_tokens: list[list[int]] = []
+        target_tokens: list[list[int]] = []
+        for source, target in zip(sources, targets, strict=True):
+            in_source, in_target = edited_words(source, target)
+            source_tokens.append(
+                [t for w in in_source for t in word_token_indices(source, w, tokenizer)]
+            )
+            target_tokens.append(
+                [t for w in in_target for t in word_token_indices(target, w, tokenizer)]
+            )
+        return cls(source_tokens, target_tokens, **kwargs)
 
     def mask(self, store: AttentionStore, latent_size: tuple[int, int]) -> Tensor:
         """Returns the blend mask ``[pairs, 1, h, w]`` from the current step's maps."""

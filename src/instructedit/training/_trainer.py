@@ -262,13 +262,17 @@ class Trainer:
             target = noise
         return F.mse_loss(prediction.float(), target.float())
 
-    def train(self, *, until: int | None = None, resume: bool = True) -> list[float]:
+    def train(
+        self, *, until: int | None = None, resume: bool = True, progress: bool = True
+    ) -> list[float]:
         """Trains to ``config.max_steps`` (or stops after step ``until``); returns the losses of the
         optimiser steps run by this call.
 
         Resumes from the latest checkpoint in ``output_dir`` unless ``resume=False``. Saves a
         checkpoint every ``checkpoint_every`` steps and at the end, validation edits every
         ``validation_every`` steps, and metrics to ``metrics.jsonl`` (and TensorBoard or wandb).
+        Progress bars (caching, training) show on the local main process unless
+        ``progress=False``.
         """
         from accelerate import Accelerator
         from diffusers.optimization import get_scheduler
@@ -369,7 +373,7 @@ class Trainer:
         batches: Iterator[dict[str, Any]]
         if config.cache_latents:
             cache = self._build_cache(
-                accelerator.device, progress=accelerator.is_local_main_process
+                accelerator.device, progress=progress and accelerator.is_local_main_process
             )
             batches = (cache.batch(keys, config, accelerator.device) for keys in sampler)
         else:
@@ -385,10 +389,10 @@ class Trainer:
         losses: list[float] = []
         interval: list[float] = []
         timer = time.perf_counter()
-        progress = tqdm(
+        bar = tqdm(
             total=stop,
             initial=start,
-            disable=not accelerator.is_local_main_process,
+            disable=not (progress and accelerator.is_local_main_process),
             desc="training",
         )
         for step in range(start, stop):
@@ -418,8 +422,8 @@ class Trainer:
             done = step + 1
             losses.append(step_loss)
             interval.append(step_loss)
-            progress.update()
-            progress.set_postfix(loss=f"{step_loss:.4f}")
+            bar.update()
+            bar.set_postfix(loss=f"{step_loss:.4f}")
             if done % config.log_every == 0 or done == stop:
                 elapsed = time.perf_counter() - timer
                 images = (
@@ -437,7 +441,7 @@ class Trainer:
                 self.validate(done, accelerator.unwrap_model(unet), accelerator)
             if done % config.checkpoint_every == 0 or done == stop:
                 self._save_checkpoint(accelerator, done)
-        progress.close()
+        bar.close()
         if tracker is not None:
             accelerator.end_training()
         self.unet = accelerator.unwrap_model(unet)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from instructedit.worlds.shapes import _nearest_map, parse_caption
+from instructedit.worlds.shapes import nearest_colours, parse_caption
 
 __all__ = [
     "PairCheck",
@@ -130,7 +130,7 @@ def read_scene(image: Image.Image, *, size: int = 32, min_area: int = 12) -> Sce
     pixels = np.asarray(
         image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), np.float32
     )
-    names = _nearest_map(pixels)
+    names = nearest_colours(pixels)
     border = np.concatenate([names[0], names[-1], names[1:-1, 0], names[1:-1, -1]])
     background = str(Counter(border.tolist()).most_common(1)[0][0])
     shapes = []

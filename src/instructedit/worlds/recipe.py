@@ -93,6 +93,13 @@ class RecipeConfig:
     pair_control_range: tuple[float, float] = (0.1, 0.9)
     """p ~ U(range): the control's strength per candidate (the paper's U(0.1, 0.9) by default;
     google's cross-attention default is p = 0.8: ``(0.8, 0.8)``)."""
+    pair_local_blend: float | None = None
+    """With the cross-attention control: the threshold of a local blend around the edited words
+    (``GenerationConfig.local_blend``; google's 0.3), which holds every shape the edit does not
+    name in place; ``None``: none."""
+    pair_guidance_range: tuple[float, float] = (7.5, 15.0)
+    """Text guidance s ~ U(range) of the candidates (the paper's U(7.5, 15); this world's small
+    text-to-image model draws its captions best near 7.5: ``(7.5, 7.5)``)."""
     min_image_similarity: float | None = None
     """CLIP filter threshold on cos(I₀, I₁); ``None``: calibrated (see ``calibration_quantile``).
     The paper's 0.75 belongs to ViT-L/14's similarity scale, not to a small CLIP's."""
@@ -178,6 +185,22 @@ class RecipeConfig:
             raise ValueError(
                 f"pair_control_range must be (low, high) with 0 <= low <= high <= 1, "
                 f"got {self.pair_control_range!r}"
+            )
+        if self.pair_local_blend is not None:
+            if self.pair_control != "cross_attention":
+                raise ValueError(
+                    "pair_local_blend needs pair_control='cross_attention', "
+                    f"got {self.pair_control!r}"
+                )
+            if not 0.0 <= self.pair_local_blend < 1.0:
+                raise ValueError(
+                    f"pair_local_blend must be a threshold in [0, 1), got {self.pair_local_blend!r}"
+                )
+        low, high = self.pair_guidance_range
+        if not 0.0 <= low <= high:
+            raise ValueError(
+                "pair_guidance_range must be (low, high) with 0 <= low <= high, "
+                f"got {self.pair_guidance_range!r}"
             )
         if self.editor_init not in ("zeros", "copy"):
             raise ValueError(f"editor_init must be 'zeros' or 'copy', got {self.editor_init!r}")
@@ -382,6 +405,8 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
             num_inference_steps=config.generation_steps,
             control=config.pair_control,
             injection_range=config.pair_control_range,
+            local_blend=config.pair_local_blend,
+            guidance_range=config.pair_guidance_range,
             seed=config.seed,
             height=config.size,
             width=config.size,
@@ -591,6 +616,7 @@ def _train_editor(
     folder: Path,
     steps: int,
     snapshots: tuple[int, ...] = (),
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Trains an editor (resumable) and exports it to ``folder / "model"``, plus
     ``folder / f"model-{step}"`` for each snapshot step."""
@@ -599,9 +625,9 @@ def _train_editor(
     for step in snapshots:
         target = folder / f"model-{step}"
         if 0 < step < steps and not (target / "model_index.json").is_file():
-            losses += trainer.train(until=step)
+            losses += trainer.train(until=step, progress=progress)
             trainer.export(target)
-    losses += trainer.train()
+    losses += trainer.train(progress=progress)
     trainer.export(folder / "model")
     return {"loss": _tail(losses), "examples": len(records), "steps": steps}
 
@@ -615,6 +641,7 @@ def _stage_editor(config: RecipeConfig, folder: Path, progress: bool) -> dict[st
         folder,
         config.editor_steps,
         snapshots=(config.ablation_steps,),
+        progress=progress,
     )
 
 
@@ -777,7 +804,9 @@ def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict
         marker = folder / name / "DONE.json"
         if not marker.is_file():
             start = time.perf_counter()
-            record = _train_editor(variant, root, records(), folder / name, config.ablation_steps)
+            record = _train_editor(
+                variant, root, records(), folder / name, config.ablation_steps, progress=progress
+            )
             record.update(evaluate_editor(folder / name / "model", config))
             record["seconds"] = round(time.perf_counter() - start, 1)
             write_json_atomic(marker, record)

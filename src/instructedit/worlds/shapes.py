@@ -38,6 +38,7 @@ __all__ = [
     "caption",
     "edit_record",
     "judge",
+    "nearest_colours",
     "parse_caption",
     "random_edit",
     "random_scene",
@@ -454,7 +455,9 @@ def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
     def core_colour(mask: np.ndarray) -> str | None:
         core = mask > 0.9
         return (
-            str(_nearest_map(pixels[core].mean(axis=0)[None, None])[0, 0]) if core.any() else None
+            str(nearest_colours(pixels[core].mean(axis=0)[None, None])[0, 0])
+            if core.any()
+            else None
         )
 
     covered = source_masks.sum(axis=0) if len(source_masks) else np.zeros((size, size), np.float32)
@@ -468,7 +471,7 @@ def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
         assert edit.shape_index is not None
         new_colour = edit.target.shapes[edit.shape_index].colour
         outside = ~_dilate(covered > 0.0)
-        found = int(((_nearest_map(pixels) == new_colour) & outside).sum())
+        found = int(((nearest_colours(pixels) == new_colour) & outside).sum())
         expected = float((target_masks[edit.shape_index] > 0.9).sum())
         realised = found >= 0.5 * expected
         colour = new_colour if realised else None
@@ -492,8 +495,9 @@ _PALETTE_NAMES = list(COLOURS)
 _PALETTE = np.asarray([COLOURS[name] for name in _PALETTE_NAMES], np.float32)
 
 
-def _nearest_map(pixels: np.ndarray) -> np.ndarray:
-    """Nearest named colour of every pixel ``[H, W, 3]`` → ``[H, W]`` array of names."""
+def nearest_colours(pixels: np.ndarray) -> np.ndarray:
+    """Names the nearest of :data:`COLOURS` for every pixel of ``pixels`` ``[H, W, 3]`` (0–255
+    RGB): an ``[H, W]`` array of colour names (the oracle and the pair reader see colours so)."""
     distances = ((pixels[:, :, None, :] - _PALETTE[None, None]) ** 2).sum(-1)
     return np.asarray(_PALETTE_NAMES, dtype=object)[distances.argmin(-1)]
 
