@@ -4,9 +4,10 @@
     python examples/shapes/pair_controls.py outputs/shapes --captions 400 --samples 8
 
 Renders candidates for the run's first caption edits with the run's text-to-image model, through
-:meth:`PromptToPrompt.sample_pairs` with each control (the recipe's sampler steps and random text
-guidance), and reads every pair back with :func:`~instructedit.worlds.reading.check_pair`
-(colours, not kinds: the small model's soft squares read as circles). Prints, per control and
+:meth:`PromptToPrompt.sample_pairs` with each control (the recipe's sampler steps; the paper's
+random text guidance, or a fixed 7.5; with and without a local blend), and reads every pair back
+with :func:`~instructedit.worlds.reading.check_pair` (colours, not kinds: the small model's soft
+squares read as circles). Prints, per control and
 edit family, the share of pairs whose input shows its caption, whose edited image shows the
 edited caption, whose untouched shapes stay put, and that are all three (correct).
 """
@@ -21,10 +22,25 @@ from pathlib import Path
 from instructedit.p2p import PromptToPrompt
 from instructedit.worlds.reading import check_pair
 
+PAPER_GUIDANCE = (7.5, 15.0)
+FIXED_GUIDANCE = (7.5, 7.5)
+# name: (control, p range, text guidance range, local blend threshold)
 CONTROLS = {
-    "self_attention p~U(0.1,0.9) (official)": ("self_attention", (0.1, 0.9)),
-    "cross_attention p~U(0.1,0.9)": ("cross_attention", (0.1, 0.9)),
-    "cross_attention p=0.8 (google's default)": ("cross_attention", (0.8, 0.8)),
+    "self_attention p~U(0.1,0.9) (official)": ("self_attention", (0.1, 0.9), PAPER_GUIDANCE, None),
+    "cross_attention p~U(0.1,0.9)": ("cross_attention", (0.1, 0.9), PAPER_GUIDANCE, None),
+    "cross_attention p=0.8 (google's default)": (
+        "cross_attention",
+        (0.8, 0.8),
+        PAPER_GUIDANCE,
+        None,
+    ),
+    "cross_attention p=0.8, guidance 7.5": ("cross_attention", (0.8, 0.8), FIXED_GUIDANCE, None),
+    "cross_attention p=0.8, guidance 7.5, local blend 0.3": (
+        "cross_attention",
+        (0.8, 0.8),
+        FIXED_GUIDANCE,
+        0.3,
+    ),
 }
 
 
@@ -40,7 +56,7 @@ def main() -> None:
     folders = sorted(p for p in (args.run / "pairs" / "candidates").iterdir() if p.is_dir())
     prompts = [json.loads((f / "prompt.json").read_text()) for f in folders[: args.captions]]
     print("control | family | n | input shown | edited shown | layout kept | correct")
-    for name, (control, strengths) in CONTROLS.items():
+    for name, (control, strengths, guidance, blend) in CONTROLS.items():
         counts: dict[str, Counter[str]] = defaultdict(Counter)
         for index, prompt in enumerate(prompts):
             candidates = p2p.sample_pairs(
@@ -51,7 +67,9 @@ def main() -> None:
                 batch_size=args.samples,
                 num_inference_steps=args.steps,
                 injection_range=strengths,
+                guidance_range=guidance,
                 control=control,  # type: ignore[arg-type]
+                local_blend=blend,
                 progress=False,
             )
             for candidate in candidates:

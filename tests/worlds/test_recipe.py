@@ -109,7 +109,7 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("decoder_steps", -5, "decoder_steps must be an int >= 0"),
         ("pair_control", "local", "pair_control must be 'self_attention' or 'cross_attention'"),
         ("pair_control_range", (0.9, 0.1), "pair_control_range must be"),
-        ("pair_local_blend", 0.3, "pair_local_blend needs pair_control='cross_attention'"),
+        ("pair_local_blend", 1.5, r"pair_local_blend must be a threshold in \[0, 1\)"),
         ("pair_guidance_range", (15.0, 7.5), "pair_guidance_range must be"),
         ("decoder_steps", True, "decoder_steps must be an int >= 0"),
         ("fewer_pairs_fraction", 0.0, "fewer_pairs_fraction must be in"),
@@ -118,6 +118,12 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
 def test_bad_sizes_are_refused_when_the_config_is_made(field, value, message):
     with pytest.raises(ValueError, match=message):
         RecipeConfig(**{field: value})
+
+
+def test_local_blend_needs_the_cross_attention_control():
+    assert RecipeConfig(pair_local_blend=0.3).pair_control == "cross_attention"  # the default
+    with pytest.raises(ValueError, match="pair_local_blend needs pair_control='cross_attention'"):
+        RecipeConfig(pair_control="self_attention", pair_local_blend=0.3)
 
 
 def test_until_must_name_a_stage(tmp_path):

@@ -85,21 +85,22 @@ class RecipeConfig:
     so each kept pair is a different scene)."""
     generation_steps: int = 20
     """Sampler steps when rendering pairs."""
-    pair_control: Literal["self_attention", "cross_attention"] = "self_attention"
-    """Prompt-to-Prompt control of the candidates (``GenerationConfig.control``): the official
-    generator's self-attention injection (the paper's, and the shipped run's), or
+    pair_control: Literal["self_attention", "cross_attention"] = "cross_attention"
+    """Prompt-to-Prompt control of the candidates (``GenerationConfig.control``):
     google/prompt-to-prompt's cross-attention edit, which keeps 3–4× more of this world's
-    candidates correct (``examples/shapes/pair_controls.py``; the results page)."""
-    pair_control_range: tuple[float, float] = (0.1, 0.9)
-    """p ~ U(range): the control's strength per candidate (the paper's U(0.1, 0.9) by default;
-    google's cross-attention default is p = 0.8: ``(0.8, 0.8)``)."""
+    candidates correct than the official generator's self-attention injection
+    (``"self_attention"``, the paper's; ``examples/shapes/pair_controls.py``; the results page)."""
+    pair_control_range: tuple[float, float] = (0.8, 0.8)
+    """p ~ U(range): the control's strength per candidate (google's cross-attention default
+    p = 0.8; the paper's is U(0.1, 0.9): ``(0.1, 0.9)``)."""
     pair_local_blend: float | None = None
     """With the cross-attention control: the threshold of a local blend around the edited words
     (``GenerationConfig.local_blend``; google's 0.3), which holds every shape the edit does not
-    name in place; ``None``: none."""
-    pair_guidance_range: tuple[float, float] = (7.5, 15.0)
-    """Text guidance s ~ U(range) of the candidates (the paper's U(7.5, 15); this world's small
-    text-to-image model draws its captions best near 7.5: ``(7.5, 7.5)``)."""
+    name in place; ``None``: none (this world's small model's attention maps are too flat for
+    it to help)."""
+    pair_guidance_range: tuple[float, float] = (7.5, 7.5)
+    """Text guidance s ~ U(range) of the candidates: a fixed 7.5, at which this world's small
+    text-to-image model draws its captions best (the paper's U(7.5, 15): ``(7.5, 15.0)``)."""
     min_image_similarity: float | None = None
     """CLIP filter threshold on cos(I₀, I₁); ``None``: calibrated (see ``calibration_quantile``).
     The paper's 0.75 belongs to ViT-L/14's similarity scale, not to a small CLIP's."""
@@ -216,9 +217,9 @@ class RecipeConfig:
 
     @classmethod
     def gpu(cls, output_dir: str = "outputs/shapes") -> RecipeConfig:
-        """The sizes that trained the shipped editor on one H100: editors at batch 128, the full
-        one 4000 steps and the ablations 2250 (it trained before ``editor_cache_latents``, when a
-        step took ~0.1 s of CPU-side data work and one loader worker helped)."""
+        """The sizes that trained the second run's editors on one H100: editors at batch 128, the
+        full one 4000 steps and the ablations 2250 (they trained before ``editor_cache_latents``,
+        when a step took ~0.1 s of CPU-side data work and one loader worker helped)."""
         return cls(
             output_dir=output_dir,
             editor_batch_size=128,
@@ -997,7 +998,7 @@ def shapes_command(
         action: what to do; "reproduce" runs (or continues) every stage.
         output: folder of the run.
         smoke: run every stage at toy size (about two minutes; the numbers are meaningless).
-        gpu: the sizes of the shipped editor's run (:meth:`RecipeConfig.gpu`; for a CUDA device).
+        gpu: the editor sizes of the second run (:meth:`RecipeConfig.gpu`; for a CUDA device).
         seed: seed of every stage.
         until: last stage to run (default: all of them).
     """
