@@ -1,5 +1,6 @@
 """The embedded default model: shipped inside the package, loadable offline, and it edits."""
 
+import json
 import logging
 
 import numpy as np
@@ -34,6 +35,8 @@ def test_shipped_weights_are_float16_safetensors_within_25_mb():
             dtypes = {file.get_slice(k).get_dtype() for k in file.keys()}  # noqa: SIM118
         assert dtypes == {"F16"}, path
     assert not list(default.bundled_dir().rglob("*.bin"))
+    for config in default.bundled_dir().rglob("config.json"):
+        assert "_name_or_path" not in json.loads(config.read_text()), config
 
 
 @pytest.mark.slow
@@ -130,6 +133,11 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     assert not (tmp_path / "nowhere").exists()
     target = default.export_default_model(run, tmp_path / "assets" / "shapes")
     assert not (target / "editor" / "tokenizer").exists()  # rebuilt from open_clip's BPE
+    for config in (target / "editor").glob("*/config.json"):  # no path of the exporting machine
+        assert "_name_or_path" not in json.loads(config.read_text()), config
+    (target / "MODEL_CARD.md").write_text("# the card\n")
+    target = default.export_default_model(run, target)  # a new export keeps the card
+    assert (target / "MODEL_CARD.md").read_text() == "# the card\n"
     monkeypatch.setattr(default, "bundled_dir", lambda: target)
     exported = instructedit.load_default()
     original = EditPipeline.from_pretrained(run / "editor" / "model")

@@ -138,7 +138,8 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
     Args:
         run: the folder of ``instructedit shapes reproduce`` (with ``editor/model`` and
             ``clip/model``).
-        target: the folder to write (``instructedit/assets/shapes`` when releasing).
+        target: the folder to write (``instructedit/assets/shapes`` when releasing); its
+            ``MODEL_CARD.md``, if any, is kept.
 
     Returns:
         ``target``.
@@ -163,6 +164,13 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
     for part, cls in classes.items():
         model = cls.from_pretrained(editor / part).to(torch.float16)
         model.save_pretrained(staging / "editor" / part, safe_serialization=True)
+    for config_file in (staging / "editor").glob("*/config.json"):
+        # diffusers records the folder a model was loaded from: a path on the exporting machine.
+        values = json.loads(config_file.read_text(encoding="utf-8"))
+        values.pop("_name_or_path", None)
+        config_file.write_text(
+            json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
     shutil.copytree(editor / "scheduler", staging / "editor" / "scheduler")
     shutil.copyfile(editor / "model_index.json", staging / "editor" / "model_index.json")
     (staging / "clip").mkdir()
@@ -172,6 +180,9 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
         {name: tensor.to(torch.float16) for name, tensor in weights.items()},
         staging / "clip" / "open_clip_model.safetensors",
     )
+    card = target / "MODEL_CARD.md"
+    if card.is_file():  # the card is written by hand: a new export keeps it
+        shutil.copyfile(card, staging / card.name)
     if target.exists():
         shutil.rmtree(target)
     staging.replace(target)
