@@ -32,7 +32,7 @@ from instructedit.data import (
     write_json_atomic,
     write_seeds_index,
 )
-from instructedit.p2p import PAIR_CONTROLS, PairControl
+from instructedit.p2p import PAIR_CONTROLS, PairControl, check_local_blend
 from instructedit.testing import seeded
 
 __all__ = ["GenerationConfig", "GenerationSummary", "generate_dataset", "parse_shard"]
@@ -91,12 +91,7 @@ class GenerationConfig:
         )
         if self.control not in PAIR_CONTROLS:
             raise ValueError(f"control must be one of {PAIR_CONTROLS}, got {self.control!r}")
-        if self.local_blend is not None and self.control != "cross_attention":
-            raise ValueError(
-                f"local_blend needs control='cross_attention', got control={self.control!r}"
-            )
-        if self.local_blend is not None and not 0.0 <= self.local_blend < 1.0:
-            raise ValueError(f"local_blend must be a threshold in [0, 1), got {self.local_blend}")
+        check_local_blend(self.local_blend, self.control)
         low, high = self.guidance_range
         if not 0.0 <= low <= high:
             raise ValueError(

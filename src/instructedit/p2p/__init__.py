@@ -33,6 +33,7 @@ from instructedit.p2p._pipeline import (
     PairControl,
     PairOutput,
     PromptToPrompt,
+    check_local_blend,
 )
 from instructedit.p2p._schedules import CrossAttentionSchedule, StepWindow
 from instructedit.p2p._visualize import attention_grid
@@ -56,6 +57,7 @@ __all__ = [
     "WordSwap",
     "align_tokens",
     "attention_grid",
+    "check_local_blend",
     "ddim_inversion",
     "edited_words",
     "injection_active",

@@ -35,11 +35,34 @@ from instructedit.p2p._inversion import Inversion, invert
 from instructedit.p2p._schedules import CrossAttentionSchedule
 from instructedit.sampling import BranchConditioning, denoise, scheduler_step_kwargs
 
-__all__ = ["PAIR_CONTROLS", "PairCandidate", "PairControl", "PairOutput", "PromptToPrompt"]
+__all__ = [
+    "PAIR_CONTROLS",
+    "PairCandidate",
+    "PairControl",
+    "PairOutput",
+    "PromptToPrompt",
+    "check_local_blend",
+]
 
 PairControl = Literal["self_attention", "cross_attention"]
 """What :meth:`PromptToPrompt.sample_pairs`' control strength p controls."""
 PAIR_CONTROLS: tuple[PairControl, ...] = ("self_attention", "cross_attention")
+
+
+def check_local_blend(local_blend: float | None, control: str, *, prefix: str = "") -> None:
+    """Raises ``ValueError`` unless ``local_blend`` is ``None``, or a threshold in [0, 1) with the
+    cross-attention ``control`` (:meth:`PromptToPrompt.sample_pairs`); ``prefix`` is put before
+    both argument names in the message (``"pair_"`` for ``RecipeConfig``)."""
+    if local_blend is None:
+        return
+    if control != "cross_attention":
+        raise ValueError(
+            f"{prefix}local_blend needs {prefix}control='cross_attention' (it blends with the "
+            f"edit's cross-attention maps), got {prefix}control={control!r}"
+        )
+    if not 0.0 <= local_blend < 1.0:
+        raise ValueError(f"{prefix}local_blend must be a threshold in [0, 1), got {local_blend!r}")
+
 
 logger = logging.getLogger(__name__)
 
@@ -465,14 +488,7 @@ class PromptToPrompt:
             raise ValueError(f"control must be one of {PAIR_CONTROLS}, got {control!r}")
         if not 0.0 <= self_replace_steps <= 1.0:
             raise ValueError(f"self_replace_steps must be in [0, 1], got {self_replace_steps}")
-        if local_blend is not None:
-            if control != "cross_attention":
-                raise ValueError(
-                    "local_blend needs control='cross_attention' (it blends with the edit's "
-                    f"cross-attention maps), got control={control!r}"
-                )
-            if not 0.0 <= local_blend < 1.0:
-                raise ValueError(f"local_blend must be a threshold in [0, 1), got {local_blend}")
+        check_local_blend(local_blend, control)
         rng = np.random.default_rng(seed)
         injections = rng.uniform(*injection_range, size=num_samples).tolist()
         scales = rng.uniform(*guidance_range, size=num_samples).tolist()

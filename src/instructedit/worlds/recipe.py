@@ -36,6 +36,7 @@ from PIL import Image
 from instructedit._checks import check_counts
 from instructedit.data import write_json_atomic
 from instructedit.evaluation import PAPER_IMAGE_SCALES
+from instructedit.p2p import PAIR_CONTROLS, check_local_blend
 
 __all__ = [
     "STAGES",
@@ -176,7 +177,7 @@ class RecipeConfig:
         if self.size % 8:
             # The editor's Trainer crops at multiples of 8: refuse now, not hours later.
             raise ValueError(f"size must be a multiple of 8, got {self.size}")
-        if self.pair_control not in ("self_attention", "cross_attention"):
+        if self.pair_control not in PAIR_CONTROLS:
             raise ValueError(
                 "pair_control must be 'self_attention' or 'cross_attention', "
                 f"got {self.pair_control!r}"
@@ -187,16 +188,7 @@ class RecipeConfig:
                 f"pair_control_range must be (low, high) with 0 <= low <= high <= 1, "
                 f"got {self.pair_control_range!r}"
             )
-        if self.pair_local_blend is not None:
-            if self.pair_control != "cross_attention":
-                raise ValueError(
-                    "pair_local_blend needs pair_control='cross_attention', "
-                    f"got {self.pair_control!r}"
-                )
-            if not 0.0 <= self.pair_local_blend < 1.0:
-                raise ValueError(
-                    f"pair_local_blend must be a threshold in [0, 1), got {self.pair_local_blend!r}"
-                )
+        check_local_blend(self.pair_local_blend, self.pair_control, prefix="pair_")
         low, high = self.pair_guidance_range
         if not 0.0 <= low <= high:
             raise ValueError(
