@@ -3,6 +3,7 @@ import torch
 
 from instructedit.testing import SD_SCHEDULER_CONFIG, clip_tokenizer
 from instructedit.worlds._models import (
+    _LoopState,
     finetune_decoder,
     shapes_autoencoder,
     shapes_clip,
@@ -159,6 +160,87 @@ def test_text_to_image_and_clip_training_resume_exactly(tmp_path):
     )
     assert losses == expected
     assert _same_weights(resumed_clip, whole_clip)
+
+
+def _text_to_image(steps, **options):
+    from diffusers import DDPMScheduler
+
+    unet, text_encoder = shapes_unet(0), shapes_text_encoder(0)
+    losses = train_text_to_image(
+        unet,
+        text_encoder,
+        clip_tokenizer(),
+        shapes_autoencoder(0),
+        DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
+        steps=steps,
+        batch_size=2,
+        size=16,
+        progress=False,
+        **options,
+    )
+    return losses, unet, text_encoder
+
+
+@pytest.mark.slow
+def test_text_to_image_ends_with_the_moving_average_of_its_weights(tmp_path):
+    # The same run without the average passes through W1 and W2 (the average changes nothing
+    # the training sees); by hand: ema1 = d·W0 + (1 − d)·W1, ema2 = d·ema1 + (1 − d)·W2.
+    decay = 0.75
+    initial = shapes_unet(0).state_dict()
+    _, after_one, _ = _text_to_image(1)
+    plain_losses, after_two, text_after_two = _text_to_image(2)
+    losses, averaged, averaged_text = _text_to_image(2, ema_decay=decay)
+    assert losses == plain_losses
+    one, two = after_one.state_dict(), after_two.state_dict()
+    for name, weight in averaged.state_dict().items():
+        ema1 = decay * initial[name] + (1 - decay) * one[name]
+        expected = decay * ema1 + (1 - decay) * two[name]
+        torch.testing.assert_close(weight, expected, rtol=1e-5, atol=1e-6)
+    assert not _same_weights(averaged, after_two)
+    assert not _same_weights(averaged_text, text_after_two)  # the text encoder is averaged too
+    # Decay 0 keeps only the last weights: the plain run's.
+    _, last, _ = _text_to_image(2, ema_decay=0.0)
+    assert _same_weights(last, after_two)
+    # The average is checkpointed: a run killed after step 1 resumes to the same average.
+    _text_to_image(1, ema_decay=decay, checkpoint=tmp_path / "t.pt", checkpoint_every=1)
+    resumed_losses, resumed, _ = _text_to_image(
+        2, ema_decay=decay, checkpoint=tmp_path / "t.pt", checkpoint_every=1
+    )
+    assert resumed_losses == losses
+    assert _same_weights(resumed, averaged)
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\)"):
+        _text_to_image(1, ema_decay=1.0)
+    with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine'"):
+        _text_to_image(1, schedule="linear")
+
+
+def test_loop_learning_rate_follows_its_schedule_through_a_resume(tmp_path):
+    import math
+    import random
+
+    def run(steps, path):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        seen = []
+
+        def loss_of_step():
+            seen.append(optimizer.param_groups[0]["lr"])
+            return model(torch.ones(1, 2)).pow(2).sum()
+
+        state = _LoopState(path, 1, {"model": model}, optimizer, random.Random(0))
+        cosine = lambda step: 0.5 * (1 + math.cos(math.pi * step / 4))  # noqa: E731
+        state.run(steps, loss_of_step, desc="t", progress=False, lr_factor=cosine)
+        return seen, model
+
+    seen, whole = run(4, None)
+    assert seen == pytest.approx(
+        [0.1, 0.1 * (1 + math.sqrt(0.5)) / 2, 0.05, 0.1 * (1 - math.sqrt(0.5)) / 2]
+    )
+    first, _ = run(2, tmp_path / "loop.pt")
+    rest, resumed = run(4, tmp_path / "loop.pt")
+    assert first + rest == pytest.approx(seen)
+    assert _same_weights(resumed, whole)
 
 
 def test_checkpoint_every_must_be_positive(tmp_path):

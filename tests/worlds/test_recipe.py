@@ -113,6 +113,8 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("pair_guidance_range", (15.0, 7.5), "pair_guidance_range must be"),
         ("decoder_steps", True, "decoder_steps must be an int >= 0"),
         ("fewer_pairs_fraction", 0.0, "fewer_pairs_fraction must be in"),
+        ("text_to_image_schedule", "linear", "text_to_image_schedule must be 'constant' or"),
+        ("text_to_image_ema", 1.0, r"text_to_image_ema must be in \[0, 1\) or None"),
     ],
 )
 def test_bad_sizes_are_refused_when_the_config_is_made(field, value, message):

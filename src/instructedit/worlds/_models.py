@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -161,15 +162,24 @@ class _LoopState:
         desc: str,
         progress: bool,
         clip: Sequence[torch.Tensor] | None = None,
-        after_step: Callable[[], None] | None = None,
+        after_step: Callable[[int], None] | None = None,
+        lr_factor: Callable[[int], float] | None = None,
     ) -> list[float]:
         """The loop: restores, then until ``steps`` computes ``loss_of_step()``, back-propagates,
         clips the gradient norm of ``clip`` at 1, steps and clears the optimiser, runs
-        ``after_step`` and checkpoints; returns all losses (restored ones included)."""
+        ``after_step(i)`` (``i`` counting finished steps) and checkpoints; returns all losses (restored ones included). With
+        ``lr_factor``, step ``i`` (from 0) runs at the optimiser's initial learning rate times
+        ``lr_factor(i)``: a function of the step, so a resumed run keeps its schedule."""
         start, losses = self.restore()
+        initial = [
+            group.setdefault("initial_lr", group["lr"]) for group in self.optimizer.param_groups
+        ]
         for step in tqdm(
             range(start, steps), initial=start, total=steps, disable=not progress, desc=desc
         ):
+            if lr_factor is not None:
+                for group, base in zip(self.optimizer.param_groups, initial, strict=True):
+                    group["lr"] = base * lr_factor(step)
             loss = loss_of_step()
             loss.backward()
             if clip is not None:
@@ -177,7 +187,7 @@ class _LoopState:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if after_step is not None:
-                after_step()
+                after_step(step + 1)
             losses.append(loss.item())
             self.step_done(step + 1, losses)
         return losses
@@ -314,6 +324,8 @@ def train_text_to_image(
     size: int = 32,
     seed: int = 0,
     caption_dropout: float = 0.1,
+    schedule: Literal["constant", "cosine"] = "constant",
+    ema_decay: float | None = None,
     progress: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 200,
@@ -322,10 +334,18 @@ def train_text_to_image(
     """Trains UNet and text encoder together on (render, caption); sets the VAE's scaling factor.
 
     Captions are dropped (replaced by ``""``) with probability ``caption_dropout`` so the model
-    supports classifier-free guidance. ``checkpoint``, ``checkpoint_every`` and ``device`` are as
-    in :func:`train_autoencoder`; noise and timesteps are drawn on the CPU, so a run draws the
-    same values on any device.
+    supports classifier-free guidance. ``schedule="cosine"`` decays the learning rate from
+    ``learning_rate`` to 0 over ``steps`` (half a cosine). With ``ema_decay``, an exponential
+    moving average of both models' weights is kept (``ema ← decay·ema + (1 − decay)·weights``
+    after every step) and ``unet`` and ``text_encoder`` end with the averaged weights, as Stable
+    Diffusion's were released. ``checkpoint``, ``checkpoint_every`` and ``device`` are as in
+    :func:`train_autoencoder` (the average is checkpointed too); noise and timesteps are drawn on
+    the CPU, so a run draws the same values on any device.
     """
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
     for module in (unet, text_encoder, vae):
         module.to(device)
     vae.register_to_config(scaling_factor=_latent_scale(vae, size, seed))
@@ -333,6 +353,10 @@ def train_text_to_image(
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
     modules = {"unet": unet, "text_encoder": text_encoder}
+    averaged: list[tuple[torch.nn.Module, torch.nn.Module]] = []
+    if ema_decay is not None:
+        averaged = [(copy.deepcopy(m).requires_grad_(False), m) for m in (unet, text_encoder)]
+        modules |= {"ema_unet": averaged[0][0], "ema_text_encoder": averaged[1][0]}
     state = _LoopState(checkpoint, checkpoint_every, modules, optimizer, rng)
     unet.train()
     text_encoder.train()
@@ -357,10 +381,29 @@ def train_text_to_image(
         prediction = unet(noisy, timesteps, text_encoder(ids)[0]).sample
         return F.mse_loss(prediction, noise)
 
+    keep = 0.0 if ema_decay is None else ema_decay
+
+    def update_average(step: int) -> None:
+        with torch.no_grad():
+            for average, model in averaged:
+                for kept, weight in zip(average.parameters(), model.parameters(), strict=True):
+                    kept.lerp_(weight, 1.0 - keep)
+
+    def cosine(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * step / steps))
+
     with seeded(seed):
         losses = state.run(
-            steps, loss_of_step, desc="text-to-image", progress=progress, clip=parameters
+            steps,
+            loss_of_step,
+            desc="text-to-image",
+            progress=progress,
+            clip=parameters,
+            after_step=update_average if averaged else None,
+            lr_factor=cosine if schedule == "cosine" else None,
         )
+    for average, model in averaged:
+        model.load_state_dict(average.state_dict())
     unet.eval()
     text_encoder.eval()
     return losses
@@ -408,7 +451,7 @@ def train_clip(
             - (targets * logits.log_softmax(dim=0)).sum(0).mean()
         ) / 2
 
-    def clamp_temperature() -> None:
+    def clamp_temperature(step: int) -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
 
