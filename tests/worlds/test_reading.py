@@ -3,7 +3,13 @@ from dataclasses import replace
 
 import pytest
 
-from instructedit.worlds.reading import check_pair, pair_family, read_scene, summarise_pairs
+from instructedit.worlds.reading import (
+    caption_fidelity,
+    check_pair,
+    pair_family,
+    read_scene,
+    summarise_pairs,
+)
 from instructedit.worlds.shapes import (
     EDIT_FAMILIES,
     Scene,
@@ -112,3 +118,29 @@ def test_summarise_pairs_counts_per_family():
     assert nothing["all"]["input_shown"] == 1.0
     with pytest.raises(ValueError, match=r"records\[0\] needs input_caption"):
         summarise_pairs([replace(edit_record(edits[0]), output_caption=None)])
+
+
+def test_caption_fidelity_counts_images_that_show_their_captions():
+    rng = random.Random("fidelity")
+    scenes = [random_scene(rng) for _ in range(40)]
+    images = [render(s) for s in scenes]
+    captions = [caption(s) for s in scenes]
+    ones = sum(len(s.shapes) == 1 for s in scenes)
+    assert 0 < ones < 40
+    right = caption_fidelity(images, captions)
+    assert right["all"] == {"count": 40, "colours": 1.0, "exact": pytest.approx(1.0, abs=0.05)}
+    assert right["one shape"]["count"] == ones
+    assert right["two shapes"]["count"] == 40 - ones
+    # Each image against the next scene's caption: a colour or the background differs (the
+    # draw repeats a caption's colours rarely; counted by hand from the scenes).
+    shifted = captions[1:] + captions[:1]
+    same = sum(
+        {s.colour for s in a.shapes} == {s.colour for s in b.shapes}
+        and a.background == b.background
+        for a, b in zip(scenes, scenes[1:] + scenes[:1], strict=True)
+    )
+    assert caption_fidelity(images, shifted)["all"]["colours"] == same / 40
+    with pytest.raises(ValueError, match=r"captions\[1\] is not of the ShapesWorld grammar"):
+        caption_fidelity(images[:2], [captions[0], "a cat"])
+    with pytest.raises(ValueError, match="zip"):
+        caption_fidelity(images[:2], captions[:1])

@@ -142,3 +142,28 @@ def test_the_cli_offers_exactly_the_recipes_stages():
     annotation = inspect.signature(shapes_command, eval_str=True).parameters["until"].annotation
     (literal, _none) = get_args(annotation)
     assert get_args(literal) == STAGES
+
+
+def test_a_finished_autoencoder_sub_stage_is_loaded_not_retrained(tmp_path):
+    from instructedit.worlds._models import shapes_autoencoder
+    from instructedit.worlds.recipe import _autoencoder_sub_stage
+
+    calls = []
+
+    def train():
+        calls.append(1)
+        vae = shapes_autoencoder(3)
+        return vae, [0.5, 0.25]
+
+    vae, losses = _autoencoder_sub_stage(tmp_path / "ae", train)
+    assert (calls, losses) == ([1], [0.5, 0.25])
+    assert json.loads((tmp_path / "ae" / "losses.json").read_text()) == [0.5, 0.25]
+    # A restarted recipe finds the marker: same weights and losses, no training.
+    again, losses = _autoencoder_sub_stage(tmp_path / "ae", train)
+    assert (calls, losses) == ([1], [0.5, 0.25])
+    for a, b in zip(vae.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # Weights without the marker (killed while saving) are trained again.
+    (tmp_path / "ae" / "losses.json").unlink()
+    _autoencoder_sub_stage(tmp_path / "ae", train)
+    assert calls == [1, 1]

@@ -30,6 +30,7 @@ __all__ = [
     "PairCheck",
     "SceneReading",
     "SeenShape",
+    "caption_fidelity",
     "check_pair",
     "pair_family",
     "read_scene",
@@ -301,5 +302,41 @@ def summarise_pairs(
             "correct": sum(v.correct for v in groups[key]) / len(groups[key]),
         }
         for key in [*order, "all"]
+        if groups[key]
+    }
+
+
+def caption_fidelity(
+    images: Iterable[Image.Image], captions: Iterable[str], *, size: int = 32
+) -> dict[str, dict[str, float]]:
+    """How often images (a text-to-image model's samples) show their captions, read back.
+
+    Args:
+        images: one image per caption.
+        captions: ShapesWorld captions.
+        size: side the images are read at.
+
+    Returns:
+        For ``"one shape"``, ``"two shapes"`` and ``"all"`` captions: ``count``, ``colours`` (the
+        share whose background and shape colours are the caption's, nothing more) and ``exact``
+        (the shapes' kinds too; see :func:`check_pair`'s ``kinds``).
+    """
+    groups: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    pairs = zip(images, captions, strict=True)
+    for index, (image, text) in enumerate(pairs):
+        parsed = parse_caption(text)
+        if parsed is None:
+            raise ValueError(f"captions[{index}] is not of the ShapesWorld grammar: {text!r}")
+        reading = read_scene(image, size=size)
+        verdict = (reading.shows(text, kinds=False), reading.shows(text))
+        groups["one shape" if len(parsed[0]) == 1 else "two shapes"].append(verdict)
+        groups["all"].append(verdict)
+    return {
+        key: {
+            "count": len(groups[key]),
+            "colours": sum(c for c, _ in groups[key]) / len(groups[key]),
+            "exact": sum(e for _, e in groups[key]) / len(groups[key]),
+        }
+        for key in ("one shape", "two shapes", "all")
         if groups[key]
     }

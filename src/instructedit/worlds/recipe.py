@@ -270,9 +270,24 @@ def _device(config: RecipeConfig) -> str:
     return config.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _autoencoder_sub_stage(
+    folder: Path, train: Callable[[], tuple[Any, list[float]]]
+) -> tuple[Any, list[float]]:
+    """The autoencoder saved in ``folder`` and its losses if that sub-stage finished (its
+    ``losses.json`` marks it), else ``train()``'s, saved there first."""
+    from diffusers import AutoencoderKL
+
+    if (folder / "losses.json").is_file():
+        losses = json.loads((folder / "losses.json").read_text(encoding="utf-8"))
+        return AutoencoderKL.from_pretrained(folder), losses
+    vae, losses = train()
+    vae.save_pretrained(folder, safe_serialization=True)
+    write_json_atomic(folder / "losses.json", losses)  # marks the sub-stage done
+    return vae, losses
+
+
 def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
     from diffusers import (
-        AutoencoderKL,
         DDPMScheduler,
         EulerAncestralDiscreteScheduler,
         StableDiffusionPipeline,
@@ -288,39 +303,36 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
         train_text_to_image,
     )
 
-    autoencoder = folder / "autoencoder"
-    if (autoencoder / "losses.json").is_file():
-        vae = AutoencoderKL.from_pretrained(autoencoder)
-        ae_losses = json.loads((autoencoder / "losses.json").read_text(encoding="utf-8"))
-    else:
+    device = _device(config)
+
+    def autoencoder() -> tuple[Any, list[float]]:
         vae = shapes_autoencoder(config.seed)
-        ae_losses = train_autoencoder(
+        losses = train_autoencoder(
             vae,
             steps=config.autoencoder_steps,
             size=config.size,
             seed=config.seed,
             progress=progress,
             checkpoint=folder / "checkpoints" / "autoencoder.pt",
-            device=_device(config),
+            device=device,
         )
-        vae.save_pretrained(autoencoder, safe_serialization=True)
-        write_json_atomic(autoencoder / "losses.json", ae_losses)  # marks the sub-stage done
-    decoder = folder / "decoder"
-    if (decoder / "losses.json").is_file():
-        vae = AutoencoderKL.from_pretrained(decoder)
-        decoder_losses = json.loads((decoder / "losses.json").read_text(encoding="utf-8"))
-    else:
-        decoder_losses = finetune_decoder(
+        return vae, losses
+
+    vae, ae_losses = _autoencoder_sub_stage(folder / "autoencoder", autoencoder)
+
+    def decoder() -> tuple[Any, list[float]]:
+        losses = finetune_decoder(
             vae,
             steps=config.decoder_steps,
             size=config.size,
             seed=config.seed,
             progress=progress,
             checkpoint=folder / "checkpoints" / "decoder.pt",
-            device=_device(config),
+            device=device,
         )
-        vae.save_pretrained(decoder, safe_serialization=True)
-        write_json_atomic(decoder / "losses.json", decoder_losses)
+        return vae, losses
+
+    vae, decoder_losses = _autoencoder_sub_stage(folder / "decoder", decoder)
     unet, text_encoder, tokenizer = (
         shapes_unet(config.seed),
         shapes_text_encoder(config.seed),
@@ -340,7 +352,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
         seed=config.seed,
         progress=progress,
         checkpoint=folder / "checkpoints" / "text_to_image.pt",
-        device=_device(config),
+        device=device,
     )
     pipe = StableDiffusionPipeline(
         vae=vae,
