@@ -111,6 +111,9 @@ def test_shard_parsing_and_config_validation():
         GenerationConfig(control="cross_attention", local_blend=-0.1)
     with pytest.raises(ValueError, match="guidance_range must be"):
         GenerationConfig(guidance_range=(9.0, 8.0))
+    # Checked when the config is made, not when the first pair is sampled after loading.
+    with pytest.raises(ValueError, match=r"injection_range must be \(low, high\) with 0 <= low"):
+        GenerationConfig(injection_range=(0.2, 1.2))
 
 
 @pytest.mark.slow

@@ -230,6 +230,11 @@ def test_sample_pairs_cross_attention_control_is_googles_edit_per_sample():
         p2p.sample_pairs("a", "b", 1, control="local", **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="self_replace_steps must be in"):
         p2p.sample_pairs("a", "b", 1, self_replace_steps=1.5, **kwargs)
+    # Ranges are checked before any sampling: p within [0, 1], guidance not negative.
+    with pytest.raises(ValueError, match=r"injection_range must be \(low, high\) with 0 <= low"):
+        p2p.sample_pairs("a", "b", 1, injection_range=(0.5, 1.5), **kwargs)
+    with pytest.raises(ValueError, match="guidance_range must be"):
+        p2p.sample_pairs("a", "b", 1, guidance_range=(-2.0, 7.5), **kwargs)
 
 
 def test_sample_pairs_local_blend_is_googles_blend_around_the_edited_words():

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from instructedit._checks import check_counts
+from instructedit._checks import check_counts, check_range
 from instructedit.captions import CaptionEdit, CaptionEditor, Rejection
 from instructedit.clip import ClipDirectionalFilter
 from instructedit.data import (
@@ -92,11 +92,8 @@ class GenerationConfig:
         if self.control not in PAIR_CONTROLS:
             raise ValueError(f"control must be one of {PAIR_CONTROLS}, got {self.control!r}")
         check_local_blend(self.local_blend, self.control)
-        low, high = self.guidance_range
-        if not 0.0 <= low <= high:
-            raise ValueError(
-                f"guidance_range must be (low, high) with 0 <= low <= high, got {self.guidance_range}"
-            )
+        check_range("injection_range", self.injection_range, maximum=1.0)
+        check_range("guidance_range", self.guidance_range)
         index, count = self.shard
         if not 0 <= index < count:
             raise ValueError(f"shard must satisfy 0 <= i < n, got {self.shard}")

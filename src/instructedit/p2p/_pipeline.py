@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from instructedit._checks import check_range
 from instructedit.attention import AttentionController, attention_control
 from instructedit.components import (
     decode_latents,
@@ -476,14 +477,8 @@ class PromptToPrompt:
             raise ValueError(
                 f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}"
             )
-        for name, (low, high) in (
-            ("injection_range", injection_range),
-            ("guidance_range", guidance_range),
-        ):
-            if not low <= high:
-                raise ValueError(f"{name} must be (low, high) with low <= high, got {(low, high)}")
-        if not 0.0 <= injection_range[0] <= injection_range[1] <= 1.0:
-            raise ValueError(f"injection_range must lie within [0, 1], got {injection_range}")
+        check_range("injection_range", injection_range, maximum=1.0)
+        check_range("guidance_range", guidance_range)
         if control not in PAIR_CONTROLS:
             raise ValueError(f"control must be one of {PAIR_CONTROLS}, got {control!r}")
         if not 0.0 <= self_replace_steps <= 1.0:

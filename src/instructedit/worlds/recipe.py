@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from instructedit._checks import check_counts
+from instructedit._checks import check_counts, check_range
 from instructedit.data import write_json_atomic
 from instructedit.evaluation import PAPER_IMAGE_SCALES
 from instructedit.p2p import PAIR_CONTROLS, check_local_blend
@@ -192,19 +192,9 @@ class RecipeConfig:
                 "pair_control must be 'self_attention' or 'cross_attention', "
                 f"got {self.pair_control!r}"
             )
-        low, high = self.pair_control_range
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(
-                f"pair_control_range must be (low, high) with 0 <= low <= high <= 1, "
-                f"got {self.pair_control_range!r}"
-            )
+        check_range("pair_control_range", self.pair_control_range, maximum=1.0)
         check_local_blend(self.pair_local_blend, self.pair_control, prefix="pair_")
-        low, high = self.pair_guidance_range
-        if not 0.0 <= low <= high:
-            raise ValueError(
-                "pair_guidance_range must be (low, high) with 0 <= low <= high, "
-                f"got {self.pair_guidance_range!r}"
-            )
+        check_range("pair_guidance_range", self.pair_guidance_range)
         if self.text_to_image_schedule not in ("constant", "cosine"):
             raise ValueError(
                 "text_to_image_schedule must be 'constant' or 'cosine', "
