@@ -12,7 +12,17 @@ def test_a_range_within_its_bounds_passes(value):
 
 @pytest.mark.parametrize(
     "value",
-    [(0.9, 0.1), (-0.1, 0.5), (0.5, 1.5), (0.1, math.nan), (0.1,), (0.1, 0.2, 0.3), "ab", None],
+    [
+        (0.9, 0.1),
+        (-0.1, 0.5),
+        (0.5, 1.5),
+        (0.1, math.nan),
+        (0.1,),
+        (0.1, 0.2, 0.3),
+        "ab",
+        "12",
+        None,
+    ],
 )
 def test_a_bad_range_is_refused_with_its_name_and_bounds(value):
     with pytest.raises(

@@ -24,6 +24,8 @@ def check_range(
     range a value is drawn from uniformly."""
     bounds = f"{minimum:g} <= low <= high" + ("" if maximum is None else f" <= {maximum:g}")
     try:
+        if isinstance(value, (str, bytes)):  # "12" would unpack into (1.0, 2.0)
+            raise TypeError
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be (low, high) with {bounds}, got {value!r}") from None

@@ -28,6 +28,7 @@ from instructedit.worlds.shapes import Scene, caption, random_scene, render
 
 __all__ = [
     "SHAPES_CLIP_CONFIG",
+    "check_text_to_image_training",
     "shapes_autoencoder",
     "shapes_clip",
     "shapes_text_encoder",
@@ -162,15 +163,17 @@ class _LoopState:
         desc: str,
         progress: bool,
         clip: Sequence[torch.Tensor] | None = None,
-        after_step: Callable[[int], None] | None = None,
+        after_step: Callable[[], None] | None = None,
         lr_factor: Callable[[int], float] | None = None,
     ) -> list[float]:
         """The loop: restores, then until ``steps`` computes ``loss_of_step()``, back-propagates,
         clips the gradient norm of ``clip`` at 1, steps and clears the optimiser, runs
-        ``after_step(i)`` (``i`` counting finished steps) and checkpoints; returns all losses (restored ones included). With
+        ``after_step`` and checkpoints; returns all losses (restored ones included). With
         ``lr_factor``, step ``i`` (from 0) runs at the optimiser's initial learning rate times
         ``lr_factor(i)``: a function of the step, so a resumed run keeps its schedule."""
         start, losses = self.restore()
+        # The initial rate is kept in the optimiser's state (torch's schedulers' key), so a
+        # restored optimiser, whose "lr" is the scheduled one, still knows it.
         initial = [
             group.setdefault("initial_lr", group["lr"]) for group in self.optimizer.param_groups
         ]
@@ -187,7 +190,7 @@ class _LoopState:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if after_step is not None:
-                after_step(step + 1)
+                after_step()
             losses.append(loss.item())
             self.step_done(step + 1, losses)
         return losses
@@ -311,6 +314,18 @@ def _latent_scale(vae: Any, size: int, seed: int) -> float:
     return float(1.0 / latents.std())
 
 
+def check_text_to_image_training(
+    schedule: str, ema_decay: float | None, *, prefix: str = "", ema_name: str = "ema_decay"
+) -> None:
+    """Raises ``ValueError`` unless ``schedule`` is ``"constant"`` or ``"cosine"`` and
+    ``ema_decay`` is ``None`` or in [0, 1) (:func:`train_text_to_image`'s arguments); the
+    messages name them ``prefix + "schedule"`` and ``ema_name``."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"{prefix}schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"{ema_name} must be in [0, 1) or None, got {ema_decay!r}")
+
+
 def train_text_to_image(
     unet: Any,
     text_encoder: Any,
@@ -342,10 +357,7 @@ def train_text_to_image(
     :func:`train_autoencoder` (the average is checkpointed too); noise and timesteps are drawn on
     the CPU, so a run draws the same values on any device.
     """
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
-    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
+    check_text_to_image_training(schedule, ema_decay)
     for module in (unet, text_encoder, vae):
         module.to(device)
     vae.register_to_config(scaling_factor=_latent_scale(vae, size, seed))
@@ -383,7 +395,7 @@ def train_text_to_image(
 
     keep = 0.0 if ema_decay is None else ema_decay
 
-    def update_average(step: int) -> None:
+    def update_average() -> None:
         with torch.no_grad():
             for average, model in averaged:
                 for kept, weight in zip(average.parameters(), model.parameters(), strict=True):
@@ -451,7 +463,7 @@ def train_clip(
             - (targets * logits.log_softmax(dim=0)).sum(0).mean()
         ) / 2
 
-    def clamp_temperature(step: int) -> None:
+    def clamp_temperature() -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
 

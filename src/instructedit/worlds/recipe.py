@@ -37,6 +37,7 @@ from instructedit._checks import check_counts, check_range
 from instructedit.data import write_json_atomic
 from instructedit.evaluation import PAPER_IMAGE_SCALES
 from instructedit.p2p import PAIR_CONTROLS, check_local_blend
+from instructedit.worlds._models import check_text_to_image_training
 
 __all__ = [
     "STAGES",
@@ -195,15 +196,12 @@ class RecipeConfig:
         check_range("pair_control_range", self.pair_control_range, maximum=1.0)
         check_local_blend(self.pair_local_blend, self.pair_control, prefix="pair_")
         check_range("pair_guidance_range", self.pair_guidance_range)
-        if self.text_to_image_schedule not in ("constant", "cosine"):
-            raise ValueError(
-                "text_to_image_schedule must be 'constant' or 'cosine', "
-                f"got {self.text_to_image_schedule!r}"
-            )
-        if self.text_to_image_ema is not None and not 0.0 <= self.text_to_image_ema < 1.0:
-            raise ValueError(
-                f"text_to_image_ema must be in [0, 1) or None, got {self.text_to_image_ema!r}"
-            )
+        check_text_to_image_training(
+            self.text_to_image_schedule,
+            self.text_to_image_ema,
+            prefix="text_to_image_",
+            ema_name="text_to_image_ema",
+        )
         if self.editor_init not in ("zeros", "copy"):
             raise ValueError(f"editor_init must be 'zeros' or 'copy', got {self.editor_init!r}")
         if not (math.isfinite(self.editor_learning_rate) and self.editor_learning_rate > 0):
