@@ -50,6 +50,8 @@ def test_generate_command_with_precomputed_edits(tmp_path, capsys):
             "6",
             "--local-blend",
             "0.3",
+            "--min-structure-similarity",
+            "0",
         ]
     )
     assert code == 0
@@ -62,6 +64,8 @@ def test_generate_command_with_precomputed_edits(tmp_path, capsys):
         for line in path.read_text().splitlines()
     ]
     assert [(row["p2p_threshold"], row["cfg_scale"]) for row in rows] == [(0.8, 6.0)] * 2
+    # The structure check was asked for, so each kept pair records its score.
+    assert all(0.0 <= row["structure_sim"] <= 1.0 for row in rows)
 
 
 def test_captions_without_edits_need_a_language_model(tmp_path, capsys):

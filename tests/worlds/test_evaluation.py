@@ -124,15 +124,17 @@ def test_edit_grid_puts_input_truth_and_outputs_side_by_side(edits):
     assert np.array_equal(tile, expected)
 
 
-def _candidates(root, scores):
-    """Caption folders whose samples carry the given (image, direction, text0, text1) scores."""
+def _candidates(root, scores, images=None):
+    """Caption folders whose samples carry the given (image, direction, text0, text1) scores;
+    ``images[index][i]``, if given, is sample i's (input, edited) pair (else two blanks)."""
     blank = Image.new("RGB", (8, 8))
     for index, rows in enumerate(scores):
+        pairs = images[index] if images is not None else [(blank, blank)] * len(rows)
         samples = [
             FolderSample(
                 seed=100 * index + i,
-                input_image=blank,
-                edited_image=blank,
+                input_image=pairs[i][0],
+                edited_image=pairs[i][1],
                 metadata={
                     "clip_sim_image": image,
                     "clip_sim_dir": direction,
@@ -179,6 +181,35 @@ def test_select_pairs_applies_the_filter_to_stored_scores(tmp_path):
         "text_similarity": 1,
     }
     assert record["filtered_direction_similarity"] == pytest.approx((0.3 + 0.5 + 0.7) / 3)
+
+
+def test_select_pairs_checks_the_structure_from_the_images(tmp_path):
+    # A white square on black, then the same square moved (no edge kept in place) or recoloured
+    # (every edge kept).
+    square = np.zeros((12, 12, 3), dtype=np.uint8)
+    square[1:5, 1:5] = 255
+    moved = np.zeros_like(square)
+    moved[7:11, 7:11] = 255
+    recoloured = square.copy()
+    recoloured[1:5, 1:5] = (255, 0, 0)
+    before = Image.fromarray(square)
+    root = _candidates(
+        tmp_path,
+        [[(0.9, 0.9, 0.3, 0.3), (0.9, 0.5, 0.3, 0.3)]],
+        images=[[(before, Image.fromarray(moved)), (before, Image.fromarray(recoloured))]],
+    )
+    config = RecipeConfig(keep_per_pair=1, fewer_pairs_fraction=1.0, min_structure_similarity=0.8)
+    checked = ClipDirectionalFilter(None, 0.75, 0.2, 0.2, min_structure_similarity=0.8)
+    selections, record = select_pairs(root, checked, config)
+    # The CLIP filter alone prefers the moved square (direction 0.9); the structure check
+    # leaves the recoloured one.
+    assert selections["clip_only"] == [["0000000", 0]]
+    assert selections["filtered"] == [["0000000", 1]]
+    assert record["filter"] == {"kept": 1, "structure_similarity": 1}
+    # Without the check there is no clip_only selection (it would equal filtered).
+    selections, _ = select_pairs(root, ClipDirectionalFilter(None, 0.75, 0.2, 0.2), config)
+    assert "clip_only" not in selections
+    assert selections["filtered"] == [["0000000", 0]]
 
 
 def test_select_pairs_says_when_nothing_passes(tmp_path):

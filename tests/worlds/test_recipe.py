@@ -37,7 +37,8 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     smoke = RecipeConfig.smoke()
     # Every candidate and each training set were read back against their captions.
     read_back = summary["pairs"]["read_back"]
-    assert set(read_back) == {"candidates", "filtered", "unfiltered", "fewer"}
+    # The smoke recipe checks the structure (at threshold 0): the CLIP-only choice is read back.
+    assert set(read_back) == {"candidates", "filtered", "unfiltered", "fewer", "clip_only"}
     assert read_back["candidates"]["all"]["count"] == summary["pairs"]["candidates"]
     assert 0.0 <= read_back["filtered"]["all"]["correct"] <= 1.0
     assert "Pairs read back" in (output / "report" / "report.rst").read_text()
@@ -115,6 +116,7 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("fewer_pairs_fraction", 0.0, "fewer_pairs_fraction must be in"),
         ("text_to_image_schedule", "linear", "text_to_image_schedule must be 'constant' or"),
         ("text_to_image_ema", 1.0, r"text_to_image_ema must be in \[0, 1\) or None"),
+        ("min_structure_similarity", -0.1, r"min_structure_similarity must be in \[0, 1\]"),
     ],
 )
 def test_bad_sizes_are_refused_when_the_config_is_made(field, value, message):

@@ -8,6 +8,7 @@ from instructedit.clip._similarity import (
     image_image_similarity,
     image_text_similarity,
 )
+from instructedit.clip._structure import edge_map, structure_similarity
 
 __all__ = [
     "ClipDirectionalFilter",
@@ -15,9 +16,11 @@ __all__ = [
     "ClipScores",
     "FilterResult",
     "directional_similarity",
+    "edge_map",
     "image_image_similarity",
     "image_text_similarity",
     "official_preprocess",
+    "structure_similarity",
 ]
 
 publish(__name__, globals(), __all__)

@@ -16,9 +16,10 @@ from instructedit.clip._similarity import (
     image_image_similarity,
     image_text_similarity,
 )
+from instructedit.clip._structure import structure_similarity
 from instructedit.images import ImageInput
 
-__all__ = ["ClipDirectionalFilter", "ClipScores", "FilterResult"]
+__all__ = ["ClipDirectionalFilter", "ClipScores", "FilterResult", "check_structure_threshold"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class ClipScores:
     """cos(I₀, T₀): does the input image show its caption."""
     text_similarity_after: Tensor
     """cos(I₁, T₁): does the edited image show the edited caption."""
+    structure_similarity: Tensor | None = None
+    """:func:`~instructedit.clip.structure_similarity` (not CLIP: edges kept in place), when
+    the filter checks it."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ class FilterResult:
         keep: ``[N]`` bool, the pairs that clear every threshold.
         scores: the four similarities.
         reasons: per pair, ``None`` if kept, else the first failed criterion
-            (``"image_similarity"``, ``"direction_similarity"``, ``"text_similarity"``).
+            (``"image_similarity"``, ``"structure_similarity"``, ``"direction_similarity"``,
+            ``"text_similarity"``).
     """
 
     keep: Tensor
@@ -53,6 +58,16 @@ class FilterResult:
     def counts(self) -> Counter[str]:
         """Kept and dropped pairs per reason."""
         return Counter("kept" if r is None else r for r in self.reasons)
+
+
+def check_structure_threshold(value: float | None, name: str = "min_structure_similarity") -> None:
+    """Refuses a structure threshold that is not ``None`` or a number in [0, 1]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1] or None, got {value!r}")
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1] or None, got {value}")
 
 
 def _threshold(name: str, value: float) -> None:
@@ -68,11 +83,17 @@ class ClipDirectionalFilter:
     both image–caption similarities ≥ ``min_text_similarity`` (0.2); rank survivors by
     directional similarity and keep the top 4 per caption pair (:meth:`top_k`).
 
+    Beyond the paper, ``min_structure_similarity`` also asks that the pair keep the input's
+    edges in place (:func:`~instructedit.clip.structure_similarity`, computed from the pixels):
+    a small CLIP's image-image similarity does not see a layout that moved.
+
     Args:
         scorer: the CLIP features (ViT-L/14 in the paper).
         min_image_similarity: threshold on cos(I₀, I₁).
         min_direction_similarity: threshold on the directional similarity.
         min_text_similarity: threshold on cos(I₀, T₀) and cos(I₁, T₁).
+        min_structure_similarity: threshold on the structure similarity, in [0, 1]; ``None``
+            (default, the paper's filter): not checked, nor computed.
     """
 
     def __init__(
@@ -81,14 +102,17 @@ class ClipDirectionalFilter:
         min_image_similarity: float = 0.75,
         min_direction_similarity: float = 0.2,
         min_text_similarity: float = 0.2,
+        min_structure_similarity: float | None = None,
     ) -> None:
         _threshold("min_image_similarity", min_image_similarity)
         _threshold("min_direction_similarity", min_direction_similarity)
         _threshold("min_text_similarity", min_text_similarity)
+        check_structure_threshold(min_structure_similarity)
         self.scorer = scorer
         self.min_image_similarity = min_image_similarity
         self.min_direction_similarity = min_direction_similarity
         self.min_text_similarity = min_text_similarity
+        self.min_structure_similarity = min_structure_similarity
 
     def score(
         self,
@@ -97,7 +121,8 @@ class ClipDirectionalFilter:
         before_captions: Sequence[str],
         after_captions: Sequence[str],
     ) -> ClipScores:
-        """Computes the four similarities of each pair (images and captions batched)."""
+        """Computes the four similarities of each pair (images and captions batched), and the
+        structure similarity when the filter checks it."""
         count = len(before_images)
         for name, items in (
             ("after_images", after_images),
@@ -121,14 +146,35 @@ class ClipDirectionalFilter:
             ),
             text_similarity_before=image_text_similarity(image_before, text_before),
             text_similarity_after=image_text_similarity(image_after, text_after),
+            structure_similarity=(
+                None
+                if self.min_structure_similarity is None
+                else structure_similarity(before_images, after_images)
+            ),
         )
 
     def judge(self, scores: ClipScores) -> FilterResult:
-        """Applies the thresholds (a value equal to a threshold passes)."""
+        """Applies the thresholds (a value equal to a threshold passes).
+
+        Raises:
+            ValueError: the filter checks the structure similarity and ``scores`` lack it.
+        """
+        structure = scores.structure_similarity
+        if self.min_structure_similarity is not None and structure is None:
+            raise ValueError(
+                "min_structure_similarity is set but scores.structure_similarity is None: "
+                "compute it with score() or structure_similarity()"
+            )
         reasons: list[str | None] = []
         for i in range(len(scores.image_similarity)):
             if scores.image_similarity[i] < self.min_image_similarity:
                 reasons.append("image_similarity")
+            elif (
+                self.min_structure_similarity is not None
+                and structure is not None
+                and structure[i] < self.min_structure_similarity
+            ):
+                reasons.append("structure_similarity")
             elif scores.direction_similarity[i] < self.min_direction_similarity:
                 reasons.append("direction_similarity")
             elif (

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from instructedit.captions import CaptionEdit, CaptionEditor, Rejection, read_caption_edits
+from instructedit.clip._filter import check_structure_threshold
 from instructedit.datagen._run import (
     GenerationConfig,
     GenerationSummary,
@@ -73,6 +74,7 @@ def generate_from_files(
     min_image_similarity: float = 0.75,
     min_direction_similarity: float = 0.2,
     min_text_similarity: float = 0.2,
+    min_structure_similarity: float | None = None,
     scheduler: str | None = "euler_ancestral",
     control: PairControl = "self_attention",
     injection_range: Sequence[float] = (0.1, 0.9),
@@ -98,6 +100,8 @@ def generate_from_files(
         min_image_similarity: CLIP image-image threshold.
         min_direction_similarity: CLIP directional threshold.
         min_text_similarity: CLIP image-caption threshold.
+        min_structure_similarity: also require the pair to keep the input's edges in place
+            (:func:`~instructedit.clip.structure_similarity`, in [0, 1]; beyond the paper).
         scheduler: sampler of the text-to-image model.
         control: Prompt-to-Prompt control of the candidates: the official generator's
             self-attention injection or google's cross-attention edit.
@@ -122,6 +126,7 @@ def generate_from_files(
         guidance_range=(float(guidance_range[0]), float(guidance_range[1])),
         local_blend=local_blend,
     )
+    check_structure_threshold(min_structure_similarity)
     texts, precomputed = read_captions(captions)
     if language_model is None and not precomputed:
         raise ValueError(
@@ -150,7 +155,11 @@ def generate_from_files(
     )
     scorer = ClipScorer.from_open_clip(clip_model, clip_pretrained, device=device)
     clip_filter = ClipDirectionalFilter(
-        scorer, min_image_similarity, min_direction_similarity, min_text_similarity
+        scorer,
+        min_image_similarity,
+        min_direction_similarity,
+        min_text_similarity,
+        min_structure_similarity=min_structure_similarity,
     )
     summary: GenerationSummary = generate_dataset(
         texts,

@@ -312,6 +312,11 @@ def _render_and_filter(
                 "clip_sim_1": _round(scores.text_similarity_after[i]),
                 "clip_sim_dir": _round(scores.direction_similarity[i]),
                 "clip_sim_image": _round(scores.image_similarity[i]),
+                **(
+                    {}
+                    if scores.structure_similarity is None
+                    else {"structure_sim": _round(scores.structure_similarity[i])}
+                ),
             },
         )
         for i in chosen

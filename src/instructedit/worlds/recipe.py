@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from instructedit._checks import check_counts, check_range
+from instructedit.clip._filter import check_structure_threshold
 from instructedit.data import write_json_atomic
 from instructedit.evaluation import PAPER_IMAGE_SCALES
 from instructedit.p2p import PAIR_CONTROLS, check_local_blend
@@ -123,6 +124,12 @@ class RecipeConfig:
     min_text_similarity: float | None = 0.7
     """CLIP filter threshold on the image–caption similarities (paper: 0.2); ``None``:
     calibrated."""
+    min_structure_similarity: float | None = 0.8
+    """Beyond the paper: the filter also keeps only pairs whose edges stay in place
+    (:func:`~instructedit.clip.structure_similarity` ≥ this), since this world's small CLIP
+    does not see a layout that moved; ``None``: the paper's CLIP-only filter. On the fourth
+    run's candidates, 0.8 raised the share of training pairs that are the edit they claim from
+    59 % to 72 % and kept as many correct ones (the results page)."""
     calibration_quantile: float = 0.1
     """A ``None`` threshold is set to this quantile of the scores of the renderer's ground-truth
     pairs: the filter keeps candidates that this CLIP scores like true edits."""
@@ -196,6 +203,7 @@ class RecipeConfig:
         check_range("pair_control_range", self.pair_control_range, maximum=1.0)
         check_local_blend(self.pair_local_blend, self.pair_control, prefix="pair_")
         check_range("pair_guidance_range", self.pair_guidance_range)
+        check_structure_threshold(self.min_structure_similarity)
         check_text_to_image_training(
             self.text_to_image_schedule,
             self.text_to_image_ema,
@@ -241,6 +249,7 @@ class RecipeConfig:
             min_image_similarity=0.0,
             min_direction_similarity=-1.0,
             min_text_similarity=-1.0,
+            min_structure_similarity=0.0,
             generation_steps=3,
             editor_steps=5,
             editor_batch_size=4,
@@ -433,6 +442,7 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
         thresholds["min_image_similarity"],
         thresholds["min_direction_similarity"],
         thresholds["min_text_similarity"],
+        min_structure_similarity=config.min_structure_similarity,
     )
     selections, record = select_pairs(folder / "candidates", clip_filter, config)
     write_json_atomic(folder / "selections.json", selections)
@@ -504,15 +514,19 @@ def select_pairs(
     """Chooses the training sets from scored candidates (a dataset folder whose samples carry
     ``clip_sim_*`` metadata).
 
-    Returns ``{"filtered", "unfiltered", "fewer"}`` → ``[folder, seed]`` lists, and counts:
+    Returns ``{"filtered", "unfiltered", "fewer"}`` (and ``"clip_only"``) → ``[folder, seed]``
+    lists, and counts:
 
     * ``filtered``: the paper's filter, best ``keep_per_pair`` per caption by directional
-      similarity;
+      similarity (with ``clip_filter.min_structure_similarity`` set, the structure similarity
+      is computed from the candidates' images and checked too);
+    * ``clip_only``: only when the structure is checked, the same without it (read back, to
+      show what the structure check changes);
     * ``unfiltered``: the first ``keep_per_pair`` candidates of each caption (random seeds), no
       CLIP involved (the paper's "without CLIP filtering" ablation);
     * ``fewer``: ``filtered`` restricted to the first ``fewer_pairs_fraction`` of the captions.
     """
-    from instructedit.clip import ClipDirectionalFilter, ClipScores
+    from instructedit.clip import ClipDirectionalFilter, ClipScores, structure_similarity
     from instructedit.data import folder_index, load_folder_sample
 
     index = folder_index(candidates)
@@ -521,16 +535,33 @@ def select_pairs(
     def column(key: str) -> torch.Tensor:
         return torch.tensor([float(row[key]) for row in metadata])
 
-    result = clip_filter.judge(
-        ClipScores(
-            image_similarity=column("clip_sim_image"),
-            direction_similarity=column("clip_sim_dir"),
-            text_similarity_before=column("clip_sim_0"),
-            text_similarity_after=column("clip_sim_1"),
+    structure = None
+    if clip_filter.min_structure_similarity is not None:
+        samples = [load_folder_sample(candidates, name, seed) for name, seed in index]
+        structure = structure_similarity(
+            [s.input_image for s in samples], [s.edited_image for s in samples]
         )
+    scores = ClipScores(
+        image_similarity=column("clip_sim_image"),
+        direction_similarity=column("clip_sim_dir"),
+        text_similarity_before=column("clip_sim_0"),
+        text_similarity_after=column("clip_sim_1"),
+        structure_similarity=structure,
     )
+    result = clip_filter.judge(scores)
     groups = [name for name, _ in index]
     filtered = sorted(ClipDirectionalFilter.top_k(result, groups, k=config.keep_per_pair))
+    extra: dict[str, list[int]] = {}
+    if structure is not None:
+        clip_only = ClipDirectionalFilter(
+            clip_filter.scorer,
+            clip_filter.min_image_similarity,
+            clip_filter.min_direction_similarity,
+            clip_filter.min_text_similarity,
+        ).judge(scores)
+        extra["clip_only"] = sorted(
+            ClipDirectionalFilter.top_k(clip_only, groups, k=config.keep_per_pair)
+        )
     taken: dict[str, int] = defaultdict(int)
     unfiltered = []
     for i, name in enumerate(groups):
@@ -547,7 +578,12 @@ def select_pairs(
         )
     selections = {
         key: [[index[i][0], index[i][1]] for i in chosen]
-        for key, chosen in (("filtered", filtered), ("unfiltered", unfiltered), ("fewer", fewer))
+        for key, chosen in (
+            ("filtered", filtered),
+            ("unfiltered", unfiltered),
+            ("fewer", fewer),
+            *extra.items(),
+        )
     }
     directions = result.scores.direction_similarity
     record = {
