@@ -24,7 +24,8 @@ __all__ = ["ClipDirectionalFilter", "ClipScores", "FilterResult", "check_structu
 
 @dataclass(frozen=True)
 class ClipScores:
-    """The four CLIP similarities of each pair, ``[N]`` each."""
+    """The four CLIP similarities of each pair, ``[N]`` each, and the structure similarity
+    when the filter checks it."""
 
     image_similarity: Tensor
     """cos(I₀, I₁): consistency of the edited image with the input."""
@@ -45,7 +46,7 @@ class FilterResult:
 
     Attributes:
         keep: ``[N]`` bool, the pairs that clear every threshold.
-        scores: the four similarities.
+        scores: the similarities judged.
         reasons: per pair, ``None`` if kept, else the first failed criterion
             (``"image_similarity"``, ``"structure_similarity"``, ``"direction_similarity"``,
             ``"text_similarity"``).

@@ -24,7 +24,7 @@ def edge_map(images: Tensor, threshold: float = 0.25) -> Tensor:
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
-    horizontal = torch.zeros(images.shape[0], *images.shape[2:], dtype=images.dtype)
+    horizontal = images.new_zeros(images.shape[0], *images.shape[2:])
     vertical = torch.zeros_like(horizontal)
     horizontal[:, :, 1:-1] = (images[..., 2:] - images[..., :-2]).abs().amax(dim=1)
     vertical[:, 1:-1, :] = (images[..., 2:, :] - images[..., :-2, :]).abs().amax(dim=1)

@@ -530,14 +530,14 @@ def select_pairs(
     from instructedit.data import folder_index, load_folder_sample
 
     index = folder_index(candidates)
-    metadata = [load_folder_sample(candidates, name, seed).metadata for name, seed in index]
+    samples = [load_folder_sample(candidates, name, seed) for name, seed in index]
+    metadata = [sample.metadata for sample in samples]
 
     def column(key: str) -> torch.Tensor:
         return torch.tensor([float(row[key]) for row in metadata])
 
     structure = None
     if clip_filter.min_structure_similarity is not None:
-        samples = [load_folder_sample(candidates, name, seed) for name, seed in index]
         structure = structure_similarity(
             [s.input_image for s in samples], [s.edited_image for s in samples]
         )
