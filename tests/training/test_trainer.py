@@ -211,3 +211,52 @@ def test_hugging_face_datasets_source(tmp_path, records):
         DatasetsSource(broken).record(2)
     with pytest.raises(ValueError, match="no column"):
         DatasetsSource(dataset.remove_columns("edited_image"))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_the_loss_targets_the_configured_prediction(tmp_path, records, prediction_type):
+    trainer = _trainer(
+        tmp_path, records, max_steps=1, batch_size=4, prediction_type=prediction_type
+    )
+    assert trainer.noise_scheduler.config.prediction_type == prediction_type
+    seen = {}
+    add_noise = trainer.noise_scheduler.add_noise
+
+    def recording_add_noise(latents, noise, timesteps):
+        seen.update(latents=latents, noise=noise, timesteps=timesteps)
+        return add_noise(latents, noise, timesteps)
+
+    trainer.noise_scheduler.add_noise = recording_add_noise
+    # The UNet predicts zeros, so the loss is the mean square of the target.
+    trainer.unet.register_forward_hook(
+        lambda module, args, output: type(output)(sample=output.sample * 0.0)
+    )
+    (loss,) = trainer.train(progress=False)
+    alpha_bar = trainer.noise_scheduler.alphas_cumprod[seen["timesteps"]].view(-1, 1, 1, 1)
+    x0, noise = seen["latents"], seen["noise"]
+    target = {  # Salimans & Ho's velocity: v = √ᾱ·ε − √(1 − ᾱ)·x₀
+        "epsilon": noise,
+        "v_prediction": alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0,
+        "sample": x0,
+    }[prediction_type]
+    assert loss == pytest.approx(float(target.pow(2).mean()), rel=1e-5)
+    # Sampling follows: the exported pipeline's scheduler predicts the same thing.
+    folder = trainer.export(tmp_path / "export")
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert config["prediction_type"] == prediction_type
+
+
+def test_prediction_type_is_checked(tmp_path, records):
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        TrainConfig(prediction_type="flow")  # type: ignore[arg-type]
+    parts = tiny_components(in_channels=4, seed=0)
+    with pytest.raises(ValueError, match=r"noise_scheduler.config.prediction_type must be one of"):
+        Trainer(
+            TrainConfig(output_dir=str(tmp_path), resolution=16),
+            unet=to_edit_unet(parts["unet"]),
+            vae=parts["vae"],
+            text_encoder=parts["text_encoder"],
+            tokenizer=parts["tokenizer"],
+            noise_scheduler=DDPMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": "flow"}),
+            train_dataset=records,
+        )

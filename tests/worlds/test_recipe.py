@@ -1,4 +1,5 @@
 import json
+import random
 
 import pytest
 import torch
@@ -83,6 +84,23 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     assert "Ablations (3 training steps each)" in report
     assert "sdedit-0.6" in report
 
+    # The editor learns what the config asks (the exported scheduler samples it).
+    from dataclasses import replace
+
+    from instructedit.worlds.recipe import editor_trainer
+    from instructedit.worlds.shapes import edit_record, random_edit, random_scene
+
+    scheduler = json.loads(
+        (output / "editor" / "model" / "scheduler" / "scheduler_config.json").read_text()
+    )
+    assert scheduler["prediction_type"] == "epsilon"
+    v_config = replace(RecipeConfig.smoke(str(output)), editor_prediction_type="v_prediction")
+    scenes = random.Random(0)
+    edits = [random_edit(random_scene(scenes), scenes) for _ in range(8)]
+    records = [edit_record(edit) for edit in edits if edit is not None]
+    trainer = editor_trainer(v_config, output, records, tmp_path / "v", 1)
+    assert trainer.noise_scheduler.config.prediction_type == "v_prediction"
+
     capsys.readouterr()
     # A second run finds every stage done and does no work.
     assert main(["shapes", "reproduce", "--output", str(output), "--smoke"]) == 0
@@ -102,6 +120,7 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
     ("field", "value", "message"),
     [
         ("editor_init", "ones", "editor_init must be 'zeros' or 'copy'"),
+        ("editor_prediction_type", "flow", "editor_prediction_type must be one of"),
         ("editor_steps", 0, "editor_steps must be an int >= 1"),
         ("size", 30, "size must be a multiple of 8"),
         ("ground_truth_large_pairs", 2.5, "ground_truth_large_pairs must be an int"),

@@ -9,7 +9,10 @@ from typing import Any, Literal
 
 from instructedit._checks import check_counts
 
-__all__ = ["TrainConfig"]
+__all__ = ["PREDICTION_TYPES", "TrainConfig"]
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+"""The UNet targets a :class:`TrainConfig` can train (diffusers' ``prediction_type`` names)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,13 @@ class TrainConfig:
     """EMA decay with warm-up ``min(d, (1 + n)/(10 + n))``; ``None`` disables EMA."""
     conditioning_dropout: float = 0.05
     """p of :func:`~instructedit.training.conditioning_dropout`."""
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] | None = None
+    """What the UNet learns to predict: the noise (``"epsilon"``, the paper's and Stable Diffusion
+    1.x's), the velocity α·ε − σ·x₀ (``"v_prediction"``, Stable Diffusion 2's) or the clean latent
+    (``"sample"``); ``None``: the noise scheduler's own ``prediction_type``. The exported pipeline's
+    scheduler carries it, so sampling follows (diffusers' text-to-image script's
+    ``--prediction_type``). An ε-model's loss weighs the clean latent by the signal-to-noise
+    ratio, under 0.005 at Stable Diffusion's last step; the velocity's by 1 + SNR."""
     seed: int = 0
     """Every random draw of step n derives from (seed, n): resuming reproduces the run."""
     max_steps: int = 1000
@@ -121,6 +131,7 @@ class TrainConfig:
             ("mixed_precision", ("no", "fp16", "bf16")),
             ("lr_schedule", ("constant", "linear", "cosine")),
             ("log_with", ("auto", "none", "tensorboard", "wandb")),
+            ("prediction_type", (None, *PREDICTION_TYPES)),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

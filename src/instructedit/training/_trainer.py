@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from instructedit.training._config import TrainConfig
+from instructedit.training._config import PREDICTION_TYPES, TrainConfig
 from instructedit.training._data import (
     EditSource,
     RecordSource,
@@ -71,7 +71,8 @@ class Trainer:
         vae: the ``AutoencoderKL`` (frozen).
         text_encoder: the ``CLIPTextModel`` (frozen).
         tokenizer: its tokenizer.
-        noise_scheduler: the training noise schedule (e.g. ``DDPMScheduler``).
+        noise_scheduler: the training noise schedule (e.g. ``DDPMScheduler``); with
+            ``config.prediction_type`` set, a copy predicting that is used.
         train_dataset: an :class:`~instructedit.training.EditSource` (folder, parquet, records)
             or a sequence of :class:`~instructedit.data.EditRecord`.
     """
@@ -97,7 +98,7 @@ class Trainer:
         self.vae = vae
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
-        self.noise_scheduler = noise_scheduler
+        self.noise_scheduler = _with_prediction_type(noise_scheduler, config.prediction_type)
         self.source: EditSource = (
             train_dataset
             if isinstance(train_dataset, EditSource)
@@ -256,8 +257,11 @@ class Trainer:
             generator=generator,
         )
         prediction = unet(torch.cat([noisy, dropped.image], dim=1), timesteps, dropped.text).sample
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
+        prediction_type = self.noise_scheduler.config.prediction_type
+        if prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        elif prediction_type == "sample":
+            target = latents
         else:
             target = noise
         return F.mse_loss(prediction.float(), target.float())
@@ -523,6 +527,21 @@ class Trainer:
         target = Path(directory) if directory is not None else self.config.path / "pipeline"
         pipe = self._pipeline(self._ema_unet(self.unet))
         return pipe.save_pretrained(target)
+
+
+def _with_prediction_type(noise_scheduler: Any, prediction_type: str | None) -> Any:
+    """``noise_scheduler``, rebuilt to predict ``prediction_type`` unless that is ``None``;
+    refuses a target the training loss does not know."""
+    if prediction_type is not None and noise_scheduler.config.prediction_type != prediction_type:
+        noise_scheduler = type(noise_scheduler).from_config(
+            noise_scheduler.config, prediction_type=prediction_type
+        )
+    if noise_scheduler.config.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"noise_scheduler.config.prediction_type must be one of {PREDICTION_TYPES}, got "
+            f"{noise_scheduler.config.prediction_type!r}"
+        )
+    return noise_scheduler
 
 
 @dataclass(frozen=True)

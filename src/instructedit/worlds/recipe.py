@@ -38,6 +38,7 @@ from instructedit.clip._filter import check_structure_threshold
 from instructedit.data import write_json_atomic
 from instructedit.evaluation import PAPER_IMAGE_SCALES
 from instructedit.p2p import PAIR_CONTROLS, check_local_blend
+from instructedit.training._config import PREDICTION_TYPES
 from instructedit.worlds._models import check_text_to_image_training
 
 __all__ = [
@@ -151,6 +152,13 @@ class RecipeConfig:
     """How the editor's input-image channels start (:func:`~instructedit.training.to_edit_unet`):
     ``"zeros"`` is the paper's; ``"copy"`` (the noisy-latent weights × the VAE scaling factor)
     makes this small editor use its input image (zero-initialised, it learnt to ignore it)."""
+    editor_prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    """What the editor learns to predict (:attr:`TrainConfig.prediction_type
+    <instructedit.training.TrainConfig.prediction_type>`; the text-to-image model predicts the
+    noise): the paper's ``"epsilon"``. On the fifth run's pairs a ``"v_prediction"`` editor,
+    which weighs the clean latent's error at high noise 200× more, trailed the ε one: at step
+    2000 it realised 65 % of the edits at an unchanged error of 0.158 (success 22 %), the ε one
+    at step 2500 71.5 % at 0.150 (30 %)."""
     editor_cache_latents: bool = True
     """Train the editors from latents and text embeddings encoded once
     (:attr:`TrainConfig.cache_latents <instructedit.training.TrainConfig.cache_latents>`): the
@@ -210,6 +218,11 @@ class RecipeConfig:
             prefix="text_to_image_",
             ema_name="text_to_image_ema",
         )
+        if self.editor_prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"editor_prediction_type must be one of {PREDICTION_TYPES}, got "
+                f"{self.editor_prediction_type!r}"
+            )
         if self.editor_init not in ("zeros", "copy"):
             raise ValueError(f"editor_init must be 'zeros' or 'copy', got {self.editor_init!r}")
         if not (math.isfinite(self.editor_learning_rate) and self.editor_learning_rate > 0):
@@ -649,6 +662,7 @@ def editor_trainer(
             random_flip=True,
             num_workers=config.loader_workers,
             cache_latents=config.editor_cache_latents,
+            prediction_type=config.editor_prediction_type,
         ),
         unet=unet,
         vae=parts["vae"],
