@@ -1,16 +1,20 @@
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from instructedit.worlds.reading import (
     caption_fidelity,
     check_pair,
     pair_family,
+    pair_unchanged_error,
     read_scene,
     summarise_pairs,
 )
 from instructedit.worlds.shapes import (
+    COLOURS,
     EDIT_FAMILIES,
     Scene,
     Shape,
@@ -144,3 +148,45 @@ def test_caption_fidelity_counts_images_that_show_their_captions():
         caption_fidelity(images[:2], [captions[0], "a cat"])
     with pytest.raises(ValueError, match="zip"):
         caption_fidelity(images[:2], captions[:1])
+
+
+def _square_image(background, colour, left, *, side=8, top=2, width=4):
+    """A ``side``² image: a ``width``² square of ``colour`` at (top, left) on ``background``."""
+    pixels = np.empty((side, side, 3), np.uint8)
+    pixels[:] = COLOURS[background]
+    pixels[top : top + width, left : left + width] = COLOURS[colour]
+    return Image.fromarray(pixels)
+
+
+def test_pair_unchanged_error_reads_where_the_edit_changes_nothing():
+    white, yellow = "a red square on a white background", "a red square on a yellow background"
+    source = _square_image("white", "red", 2)
+    # A background change keeps the square: its inside (the 2×2 core) does not change.
+    assert (
+        pair_unchanged_error(source, _square_image("yellow", "red", 2), white, yellow, size=8) == 0
+    )
+    # Moved 2 px right, half the core turns yellow: |yellow − red| = (20, 175, 0), mean 65, on
+    # 2 of the 4 core pixels.
+    moved = pair_unchanged_error(source, _square_image("yellow", "red", 4), white, yellow, size=8)
+    assert moved == pytest.approx(65 / 2 / 255, abs=1e-6)
+    # A recolour keeps the background: read a pixel away from the square, the 48 background
+    # pixels less the 16 beside it.
+    blue = "a blue square on a white background"
+    assert pair_unchanged_error(source, _square_image("white", "blue", 2), white, blue, size=8) == 0
+    tinted = np.asarray(_square_image("white", "blue", 2)).copy()
+    tinted[0, :] -= 10  # 8 of those 32 pixels 10 darker
+    error = pair_unchanged_error(source, Image.fromarray(tinted), white, blue, size=8)
+    assert error == pytest.approx(8 * 10 / 32 / 255, abs=1e-6)
+    # The renderer's ground-truth pairs change nothing there.
+    rng = random.Random(3)
+    for _ in range(20):
+        edit = random_edit(random_scene(rng), rng)
+        if edit is None:
+            continue
+        record = edit_record(edit)
+        exact = pair_unchanged_error(
+            record.input_image, record.edited_image, record.input_caption, record.output_caption
+        )
+        assert exact is None or exact < 0.01, edit
+    with pytest.raises(ValueError, match="output_caption is not of the ShapesWorld grammar"):
+        pair_unchanged_error(source, source, white, "a red thing", size=8)

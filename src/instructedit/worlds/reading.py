@@ -33,6 +33,7 @@ __all__ = [
     "caption_fidelity",
     "check_pair",
     "pair_family",
+    "pair_unchanged_error",
     "read_scene",
     "summarise_pairs",
 ]
@@ -102,9 +103,9 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == best if best else np.zeros_like(mask)
 
 
-def _erode(mask: np.ndarray) -> np.ndarray:
-    """4-neighbour erosion (pixels off the image count as outside)."""
-    padded = np.pad(mask, 1)
+def _erode(mask: np.ndarray, *, outside: bool = False) -> np.ndarray:
+    """4-neighbour erosion (pixels off the image count as ``outside``)."""
+    padded = np.pad(mask, 1, constant_values=outside)
     return (
         padded[1:-1, 1:-1]
         & padded[:-2, 1:-1]
@@ -112,6 +113,12 @@ def _erode(mask: np.ndarray) -> np.ndarray:
         & padded[1:-1, :-2]
         & padded[1:-1, 2:]
     )
+
+
+def _background(names: np.ndarray) -> str:
+    """The most common colour of the border pixels (shapes never cover the whole border)."""
+    border = np.concatenate([names[0], names[-1], names[1:-1, 0], names[1:-1, -1]])
+    return str(Counter(border.tolist()).most_common(1)[0][0])
 
 
 def read_scene(image: Image.Image, *, size: int = 32, min_area: int = 12) -> SceneReading:
@@ -132,8 +139,7 @@ def read_scene(image: Image.Image, *, size: int = 32, min_area: int = 12) -> Sce
         image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), np.float32
     )
     names = nearest_colours(pixels)
-    border = np.concatenate([names[0], names[-1], names[1:-1, 0], names[1:-1, -1]])
-    background = str(Counter(border.tolist()).most_common(1)[0][0])
+    background = _background(names)
     shapes = []
     for colour in sorted(set(names.ravel().tolist()) - {background}):
         region = _largest_component(names == colour)
@@ -261,6 +267,45 @@ def check_pair(
     return PairCheck(
         family=family, input_shown=input_shown, edited_shown=edited_shown, layout_kept=layout_kept
     )
+
+
+def pair_unchanged_error(
+    input_image: Image.Image,
+    edited_image: Image.Image,
+    input_caption: str,
+    output_caption: str,
+    *,
+    size: int = 32,
+) -> float | None:
+    """How much a (generated) pair changes where its edit should change nothing: the mean
+    absolute difference (pixels in [0, 1]) between the edited and the input image there.
+
+    The pair's counterpart of the oracle's unchanged-region error (an editor trained on pairs is
+    not expected to keep more than they keep), read from the two images alone: where the input
+    shows its shapes (pixels not nearest the background's colour, less a one-pixel rim) for a
+    background change or an addition; where it shows background a pixel away from any shape for
+    a recolour or a removal. ``None`` when that region is empty (a shape too small to have an
+    inside, or no background left).
+
+    Args:
+        input_image: the image of ``input_caption``.
+        edited_image: the image of ``output_caption``.
+        input_caption: the caption before the edit (ShapesWorld grammar); with
+            ``output_caption`` it names the edit family (:func:`pair_family`).
+        output_caption: the caption after.
+        size: side the images are read at.
+    """
+    family = pair_family(input_caption, output_caption)
+    before, after = (
+        np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), np.float32)
+        for image in (input_image, edited_image)
+    )
+    names = nearest_colours(before)
+    shapes = names != _background(names)
+    kept = _erode(shapes) if family in ("background", "add") else _erode(~shapes, outside=True)
+    if not kept.any():
+        return None
+    return float(np.abs(after - before)[kept].mean() / 255.0)
 
 
 def summarise_pairs(

@@ -1,0 +1,163 @@
+"""Where a ShapesWorld editor's unchanged-region error comes from.
+
+    python examples/shapes/diagnose_editor.py outputs/shapes
+    python examples/shapes/diagnose_editor.py outputs/shapes --editor outputs/shapes/editor/model-2500
+    python examples/shapes/diagnose_editor.py outputs/shapes --schedulers euler_ancestral euler ddim
+
+Prints four measurements of the editor of a run of ``instructedit shapes reproduce`` (or of
+``--editor``):
+
+1. ``held-out``: per edit family, the spread of its unchanged-region error on the run's held-out
+   rendered scenes (the oracle's :func:`~instructedit.worlds.shapes.judge`, default guidance):
+   quantiles and the share under the run's tolerance;
+2. ``pairs``: the same error in the run's training pairs, read from the generated images
+   themselves (:func:`~instructedit.worlds.reading.pair_unchanged_error`: the mean absolute
+   difference between edited and input image where the edit family says nothing changes). An
+   editor cannot be expected to keep more than its pairs kept;
+3. ``gap``: the editor's edits of generated inputs it did not train on (candidates the filter did
+   not keep, whose input shows its caption) against its edits of rendered inputs, both read back
+   with :func:`~instructedit.worlds.reading.check_pair` (colours and layout, not kinds): how much
+   of the failure is the change of domain from the text-to-image model's drawings to renders;
+4. ``sampler``: with ``--schedulers``, the oracle's scores with each sampler (same noise seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from instructedit import EditPipeline
+from instructedit.data import load_folder_sample
+from instructedit.worlds.evaluation import held_out_edits, oracle_summary, pipeline_edits
+from instructedit.worlds.reading import check_pair, pair_family, pair_unchanged_error
+from instructedit.worlds.shapes import caption, judge, render
+
+FAMILIES = ("recolour", "background", "add", "remove")
+
+
+def _quantiles(values: list[float]) -> str:
+    q = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9])
+    return " ".join(f"{v:.3f}" for v in q)
+
+
+def _edit(pipe, images, instructions, steps: int) -> list:
+    outputs = []
+    for start in range(0, len(images), 25):
+        chunk = images[start : start + 25]
+        outputs += pipe(
+            chunk,
+            instructions[start : start + 25],
+            num_inference_steps=steps,
+            generator=[torch.Generator().manual_seed(start + i) for i in range(len(chunk))],
+            progress=False,
+        ).images
+    return outputs
+
+
+def _read_back(inputs, outputs, captions) -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for image, output, (before, after) in zip(inputs, outputs, captions, strict=True):
+        check = check_pair(image, output, before, after, kinds=False)
+        counts[check.family]["n"] += 1
+        counts[check.family]["correct"] += check.correct
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="folder of `instructedit shapes reproduce`")
+    parser.add_argument("--editor", type=Path, help="an editor folder (default: the run's)")
+    parser.add_argument("--gap-examples", type=int, default=160)
+    parser.add_argument("--schedulers", nargs="*", default=[])
+    args = parser.parse_args()
+    config = json.loads((args.run / "config.json").read_text())
+    size, steps, tolerance = config["size"], config["eval_steps"], config["tolerance"]
+    editor = args.editor or args.run / "editor" / "model"
+    pipe = EditPipeline.from_pretrained(editor)
+
+    edits = held_out_edits(config["eval_scenes"], seed=config["seed"])
+    outputs = pipeline_edits(pipe, edits, size=size, num_inference_steps=steps, progress=False)
+    errors: dict[str, list[float]] = defaultdict(list)
+    for edit, output in zip(edits, outputs, strict=True):
+        errors[edit.family].append(judge(edit, output, size=size).unchanged_error)
+    print(f"held-out | family | n | error quantiles 10/25/50/75/90 % | share <= {tolerance}")
+    for family in FAMILIES:
+        values = errors[family]
+        share = np.mean(np.asarray(values) <= tolerance)
+        print(f"held-out | {family} | {len(values)} | {_quantiles(values)} | {share:.2f}")
+
+    candidates = args.run / "pairs" / "candidates"
+    selections = json.loads((args.run / "pairs" / "selections.json").read_text())
+    pair_errors: dict[str, list[float]] = defaultdict(list)
+    for name, seed in selections["filtered"]:
+        record = load_folder_sample(candidates, name, int(seed))
+        family = pair_family(record.input_caption, record.output_caption)
+        error = pair_unchanged_error(
+            record.input_image, record.edited_image, record.input_caption, record.output_caption
+        )
+        if error is not None:
+            pair_errors[family].append(error)
+    print("pairs | family | n | error quantiles 10/25/50/75/90 % | mean")
+    for family in FAMILIES:
+        values = pair_errors[family]
+        print(f"pairs | {family} | {len(values)} | {_quantiles(values)} | {np.mean(values):.3f}")
+
+    # Generated inputs the editor did not train on, that show their captions.
+    trained = {(name, int(seed)) for name, seed in selections["filtered"]}
+    folders = sorted(p for p in candidates.iterdir() if p.is_dir())
+    rng = random.Random(1)
+    generated = []
+    while len(generated) < args.gap_examples:
+        folder = rng.choice(folders)
+        seed = rng.choice(sorted(int(p.name.split("_")[0]) for p in folder.glob("*_0.jpg")))
+        if (folder.name, seed) in trained:
+            continue
+        record = load_folder_sample(candidates, folder.name, seed)
+        shown = check_pair(
+            record.input_image,
+            record.input_image,
+            record.input_caption,
+            record.input_caption,
+            kinds=False,
+        ).input_shown
+        if shown:
+            generated.append(record)
+    inputs = [r.input_image for r in generated]
+    gap = {
+        "generated": _read_back(
+            inputs,
+            _edit(pipe, inputs, [r.edit_prompt for r in generated], steps),
+            [(r.input_caption, r.output_caption) for r in generated],
+        )
+    }
+    rendered = [render(edit.source, size) for edit in edits[: args.gap_examples]]
+    gap["rendered"] = _read_back(
+        rendered,
+        _edit(pipe, rendered, [e.instruction for e in edits[: args.gap_examples]], steps),
+        [(caption(e.source), caption(e.target)) for e in edits[: args.gap_examples]],
+    )
+    print("gap | inputs | " + " | ".join(FAMILIES) + " (edits read back as correct)")
+    for name, counts in gap.items():
+        shares = [
+            f"{counts[f]['correct'] / counts[f]['n']:.0%} of {counts[f]['n']}" for f in FAMILIES
+        ]
+        print(f"gap | {name} | " + " | ".join(shares))
+
+    for scheduler in args.schedulers:
+        other = EditPipeline.from_pretrained(editor, scheduler=scheduler)
+        images = pipeline_edits(other, edits, size=size, num_inference_steps=steps, progress=False)
+        summary = oracle_summary(edits, images, size=size, tolerance=tolerance)["all"]
+        print(
+            f"sampler | {scheduler} | realised {summary['realised']:.1%} | error "
+            f"{summary['unchanged_error']:.3f} | success {summary['success']:.1%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
