@@ -18,7 +18,8 @@ Prints four measurements of the editor of a run of ``instructedit shapes reprodu
    not keep, whose input shows its caption) against its edits of rendered inputs, both read back
    with :func:`~instructedit.worlds.reading.check_pair` (colours and layout, not kinds): how much
    of the failure is the change of domain from the text-to-image model's drawings to renders;
-4. ``sampler``: with ``--schedulers``, the oracle's scores with each sampler (same noise seeds).
+4. ``sampler``: with ``--schedulers``, the oracle's scores with each sampler (same noise seeds;
+   ``--steps``: sampler steps, the run's by default).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ FAMILIES = ("recolour", "background", "add", "remove")
 
 
 def _quantiles(values: list[float]) -> str:
+    if not values:
+        return "none"
     q = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9])
     return " ".join(f"{v:.3f}" for v in q)
 
@@ -60,10 +63,10 @@ def _edit(pipe, images, instructions, steps: int) -> list:
     return outputs
 
 
-def _read_back(inputs, outputs, captions) -> dict[str, Counter[str]]:
+def _read_back(inputs, outputs, captions, size: int) -> dict[str, Counter[str]]:
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for image, output, (before, after) in zip(inputs, outputs, captions, strict=True):
-        check = check_pair(image, output, before, after, kinds=False)
+        check = check_pair(image, output, before, after, size=size, kinds=False)
         counts[check.family]["n"] += 1
         counts[check.family]["correct"] += check.correct
     return counts
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--editor", type=Path, help="an editor folder (default: the run's)")
     parser.add_argument("--gap-examples", type=int, default=160)
     parser.add_argument("--schedulers", nargs="*", default=[])
+    parser.add_argument("--steps", type=int, help="sampler steps of --schedulers (the run's)")
     args = parser.parse_args()
     config = json.loads((args.run / "config.json").read_text())
     size, steps, tolerance = config["size"], config["eval_steps"], config["tolerance"]
@@ -89,7 +93,7 @@ def main() -> None:
     print(f"held-out | family | n | error quantiles 10/25/50/75/90 % | share <= {tolerance}")
     for family in FAMILIES:
         values = errors[family]
-        share = np.mean(np.asarray(values) <= tolerance)
+        share = np.mean(np.asarray(values) <= tolerance) if values else float("nan")
         print(f"held-out | {family} | {len(values)} | {_quantiles(values)} | {share:.2f}")
 
     candidates = args.run / "pairs" / "candidates"
@@ -99,31 +103,40 @@ def main() -> None:
         record = load_folder_sample(candidates, name, int(seed))
         family = pair_family(record.input_caption, record.output_caption)
         error = pair_unchanged_error(
-            record.input_image, record.edited_image, record.input_caption, record.output_caption
+            record.input_image,
+            record.edited_image,
+            record.input_caption,
+            record.output_caption,
+            size=size,
         )
         if error is not None:
             pair_errors[family].append(error)
     print("pairs | family | n | error quantiles 10/25/50/75/90 % | mean")
     for family in FAMILIES:
         values = pair_errors[family]
-        print(f"pairs | {family} | {len(values)} | {_quantiles(values)} | {np.mean(values):.3f}")
+        mean = f"{np.mean(values):.3f}" if values else "none"
+        print(f"pairs | {family} | {len(values)} | {_quantiles(values)} | {mean}")
 
-    # Generated inputs the editor did not train on, that show their captions.
+    # Generated inputs the editor did not train on, that show their captions, in a seeded order.
     trained = {(name, int(seed)) for name, seed in selections["filtered"]}
-    folders = sorted(p for p in candidates.iterdir() if p.is_dir())
-    rng = random.Random(1)
+    untrained = [
+        (folder.name, int(path.name.split("_")[0]))
+        for folder in sorted(p for p in candidates.iterdir() if p.is_dir())
+        for path in sorted(folder.glob("*_0.jpg"))
+        if (folder.name, int(path.name.split("_")[0])) not in trained
+    ]
+    random.Random(1).shuffle(untrained)
     generated = []
-    while len(generated) < args.gap_examples:
-        folder = rng.choice(folders)
-        seed = rng.choice(sorted(int(p.name.split("_")[0]) for p in folder.glob("*_0.jpg")))
-        if (folder.name, seed) in trained:
-            continue
-        record = load_folder_sample(candidates, folder.name, seed)
+    for name, seed in untrained:
+        if len(generated) == args.gap_examples:
+            break
+        record = load_folder_sample(candidates, name, seed)
         shown = check_pair(
             record.input_image,
             record.input_image,
             record.input_caption,
             record.input_caption,
+            size=size,
             kinds=False,
         ).input_shown
         if shown:
@@ -134,6 +147,7 @@ def main() -> None:
             inputs,
             _edit(pipe, inputs, [r.edit_prompt for r in generated], steps),
             [(r.input_caption, r.output_caption) for r in generated],
+            size,
         )
     }
     rendered = [render(edit.source, size) for edit in edits[: args.gap_examples]]
@@ -141,20 +155,26 @@ def main() -> None:
         rendered,
         _edit(pipe, rendered, [e.instruction for e in edits[: args.gap_examples]], steps),
         [(caption(e.source), caption(e.target)) for e in edits[: args.gap_examples]],
+        size,
     )
     print("gap | inputs | " + " | ".join(FAMILIES) + " (edits read back as correct)")
     for name, counts in gap.items():
         shares = [
-            f"{counts[f]['correct'] / counts[f]['n']:.0%} of {counts[f]['n']}" for f in FAMILIES
+            f"{counts[f]['correct'] / counts[f]['n']:.0%} of {counts[f]['n']}"
+            if counts[f]["n"]
+            else "none"
+            for f in FAMILIES
         ]
         print(f"gap | {name} | " + " | ".join(shares))
 
     for scheduler in args.schedulers:
         other = EditPipeline.from_pretrained(editor, scheduler=scheduler)
-        images = pipeline_edits(other, edits, size=size, num_inference_steps=steps, progress=False)
+        images = pipeline_edits(
+            other, edits, size=size, num_inference_steps=args.steps or steps, progress=False
+        )
         summary = oracle_summary(edits, images, size=size, tolerance=tolerance)["all"]
         print(
-            f"sampler | {scheduler} | realised {summary['realised']:.1%} | error "
+            f"sampler | {scheduler}, {args.steps or steps} steps | realised {summary['realised']:.1%} | error "
             f"{summary['unchanged_error']:.3f} | success {summary['success']:.1%}"
         )
 

@@ -240,10 +240,32 @@ def test_the_loss_targets_the_configured_prediction(tmp_path, records, predictio
         "sample": x0,
     }[prediction_type]
     assert loss == pytest.approx(float(target.pow(2).mean()), rel=1e-5)
-    # Sampling follows: the exported pipeline's scheduler predicts the same thing.
+    # Sampling follows: the exported pipeline's scheduler predicts the same thing, and samples.
     folder = trainer.export(tmp_path / "export")
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     assert config["prediction_type"] == prediction_type
+    pipe = EditPipeline.from_pretrained(folder)
+    assert pipe.scheduler.config.prediction_type == prediction_type
+    image = pipe(
+        records[0].input_image,
+        "make the square red",
+        num_inference_steps=2,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    ).images
+    assert image.shape == (1, 16, 16, 3)
+    assert np.isfinite(image).all()
+
+
+def test_resuming_with_another_prediction_type_is_refused(tmp_path, records):
+    settings = {"max_steps": 2, "checkpoint_every": 1, "batch_size": 2}
+    _trainer(tmp_path, records, **settings).train(until=1, progress=False)
+    other = _trainer(tmp_path, records, prediction_type="v_prediction", **settings)
+    with pytest.raises(ValueError, match="trained the UNet to predict 'epsilon', this run asks"):
+        other.train(progress=False)
+    # The same target resumes.
+    assert len(_trainer(tmp_path, records, **settings).train(progress=False)) == 1
 
 
 def test_prediction_type_is_checked(tmp_path, records):

@@ -61,8 +61,9 @@ class TrainConfig:
     1.x's), the velocity α·ε − σ·x₀ (``"v_prediction"``, Stable Diffusion 2's) or the clean latent
     (``"sample"``); ``None``: the noise scheduler's own ``prediction_type``. The exported pipeline's
     scheduler carries it, so sampling follows (diffusers' text-to-image script's
-    ``--prediction_type``). An ε-model's loss weighs the clean latent by the signal-to-noise
-    ratio, under 0.005 at Stable Diffusion's last step; the velocity's by 1 + SNR."""
+    ``--prediction_type``), and a checkpoint records it: resuming with another target is refused.
+    An ε-model's loss weighs the clean latent by the signal-to-noise ratio, under 0.005 at Stable
+    Diffusion's last step; the velocity's by 1 + SNR."""
     seed: int = 0
     """Every random draw of step n derives from (seed, n): resuming reproduces the run."""
     max_steps: int = 1000

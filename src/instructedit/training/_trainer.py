@@ -135,7 +135,8 @@ class Trainer:
             accelerator.save_state(str(staging))
             if self.ema is not None:
                 torch.save(self.ema.state_dict(), staging / "ema.pt")
-            (staging / _STATE_FILE).write_text(json.dumps({"step": step}), encoding="utf-8")
+            state = {"step": step, "prediction_type": self.noise_scheduler.config.prediction_type}
+            (staging / _STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging, final)
@@ -345,8 +346,16 @@ class Trainer:
         start = 0
         checkpoint = self.latest_checkpoint() if resume else None
         if checkpoint is not None:
+            state = json.loads((checkpoint / _STATE_FILE).read_text(encoding="utf-8"))
+            trained = state.get("prediction_type")  # older checkpoints do not say
+            if trained not in (None, self.noise_scheduler.config.prediction_type):
+                raise ValueError(
+                    f"{checkpoint} trained the UNet to predict {trained!r}, this run asks for "
+                    f"{self.noise_scheduler.config.prediction_type!r} (config.prediction_type): "
+                    "use that target, or a new output_dir"
+                )
             accelerator.load_state(str(checkpoint))
-            start = json.loads((checkpoint / _STATE_FILE).read_text(encoding="utf-8"))["step"]
+            start = state["step"]
             if self.ema is not None and (checkpoint / "ema.pt").is_file():
                 self.ema.load_state_dict(torch.load(checkpoint / "ema.pt", weights_only=True))
                 self.ema.to(accelerator.device)
@@ -482,11 +491,17 @@ class Trainer:
         return copied.eval()
 
     def _pipeline(self, unet: Any) -> Any:
-        from diffusers import EulerAncestralDiscreteScheduler
+        from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
 
         from instructedit.pipeline import EditPipeline
 
-        scheduler = EulerAncestralDiscreteScheduler.from_config(self.noise_scheduler.config)
+        # diffusers' Euler ancestral step cannot take a clean-latent prediction; plain Euler can.
+        sampler = (
+            EulerDiscreteScheduler
+            if self.noise_scheduler.config.prediction_type == "sample"
+            else EulerAncestralDiscreteScheduler
+        )
+        scheduler = sampler.from_config(self.noise_scheduler.config)
         return EditPipeline(
             unet=unet,
             vae=self.vae,
@@ -523,7 +538,9 @@ class Trainer:
 
     def export(self, directory: str | Path | None = None) -> Path:
         """Writes the EMA weights (or the raw ones without EMA) as an ``EditPipeline`` folder in the
-        diffusers layout, loadable by diffusers' ``StableDiffusionInstructPix2PixPipeline`` too."""
+        diffusers layout, loadable by diffusers' ``StableDiffusionInstructPix2PixPipeline`` too.
+        Its scheduler is Euler ancestral on the training noise schedule and prediction type
+        (plain Euler for ``"sample"``, which diffusers' ancestral step cannot take)."""
         target = Path(directory) if directory is not None else self.config.path / "pipeline"
         pipe = self._pipeline(self._ema_unet(self.unet))
         return pipe.save_pretrained(target)
