@@ -5,25 +5,29 @@
 
 Renders candidates for the run's first caption edits with the run's text-to-image model, through
 :meth:`PromptToPrompt.sample_pairs` with each control (the recipe's sampler steps; the paper's
-random text guidance, or a fixed 7.5; with and without a local blend), and reads every pair back
+random text guidance, or a fixed 7.5 or 3; with and without a local blend), and reads every pair back
 with :func:`~instructedit.worlds.reading.check_pair` (colours, not kinds: the small model's soft
 squares read as circles). Prints, per control and
 edit family, the share of pairs whose input shows its caption, whose edited image shows the
-edited caption, whose untouched shapes stay put, and that are all three (correct).
+edited caption, whose untouched shapes stay put, and that are all three (correct), and the
+median of :func:`~instructedit.worlds.reading.pair_unchanged_error` (how much the pair changes
+where its edit should change nothing). ``--only TEXT`` runs the controls whose name has TEXT.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from instructedit.p2p import PromptToPrompt
-from instructedit.worlds.reading import check_pair
+from instructedit.worlds.reading import check_pair, pair_unchanged_error
 
 PAPER_GUIDANCE = (7.5, 15.0)
 FIXED_GUIDANCE = (7.5, 7.5)
+LOW_GUIDANCE = (3.0, 3.0)
 # name: (control, p range, text guidance range, local blend threshold)
 CONTROLS = {
     "self_attention p~U(0.1,0.9) (official)": ("self_attention", (0.1, 0.9), PAPER_GUIDANCE, None),
@@ -41,6 +45,7 @@ CONTROLS = {
         FIXED_GUIDANCE,
         0.3,
     ),
+    "cross_attention p=0.8, guidance 3": ("cross_attention", (0.8, 0.8), LOW_GUIDANCE, None),
 }
 
 
@@ -50,14 +55,23 @@ def main() -> None:
     parser.add_argument("--captions", type=int, default=100)
     parser.add_argument("--samples", type=int, default=4, help="candidates per caption edit")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--only", default="", help="run only the controls whose name contains this text"
+    )
     args = parser.parse_args()
 
     p2p = PromptToPrompt.from_pretrained(args.run / "text_to_image" / "model")
     folders = sorted(p for p in (args.run / "pairs" / "candidates").iterdir() if p.is_dir())
     prompts = [json.loads((f / "prompt.json").read_text()) for f in folders[: args.captions]]
-    print("control | family | n | input shown | edited shown | layout kept | correct")
+    print(
+        "control | family | n | input shown | edited shown | layout kept | correct"
+        " | unchanged error (median)"
+    )
     for name, (control, strengths, guidance, blend) in CONTROLS.items():
+        if args.only not in name:
+            continue
         counts: dict[str, Counter[str]] = defaultdict(Counter)
+        errors: dict[str, list[float]] = defaultdict(list)
         for index, prompt in enumerate(prompts):
             candidates = p2p.sample_pairs(
                 prompt["input"],
@@ -80,7 +94,11 @@ def main() -> None:
                     prompt["output"],
                     kinds=False,
                 )
+                error = pair_unchanged_error(
+                    candidate.source, candidate.target, prompt["input"], prompt["output"]
+                )
                 for key in (verdict.family, "all"):
+                    errors[key].append(error)
                     counts[key].update(
                         n=1,
                         input=verdict.input_shown,
@@ -93,7 +111,8 @@ def main() -> None:
             shares = " | ".join(
                 f"{c[k] / max(1, c['n']):.0%}" for k in ("input", "edited", "layout", "correct")
             )
-            print(f"{name} | {family} | {c['n']} | {shares}", flush=True)
+            median = statistics.median(errors[family]) if errors[family] else float("nan")
+            print(f"{name} | {family} | {c['n']} | {shares} | {median:.3f}", flush=True)
 
 
 if __name__ == "__main__":
