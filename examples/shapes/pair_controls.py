@@ -98,7 +98,8 @@ def main() -> None:
                     candidate.source, candidate.target, prompt["input"], prompt["output"]
                 )
                 for key in (verdict.family, "all"):
-                    errors[key].append(error)
+                    if error is not None:  # None: no region the edit leaves alone
+                        errors[key].append(error)
                     counts[key].update(
                         n=1,
                         input=verdict.input_shown,

@@ -179,6 +179,7 @@ def test_pair_unchanged_error_reads_where_the_edit_changes_nothing():
     assert error == pytest.approx(8 * 10 / 32 / 255, abs=1e-6)
     # The renderer's ground-truth pairs change nothing there.
     rng = random.Random(3)
+    read = 0
     for _ in range(20):
         edit = random_edit(random_scene(rng), rng)
         if edit is None:
@@ -188,5 +189,7 @@ def test_pair_unchanged_error_reads_where_the_edit_changes_nothing():
             record.input_image, record.edited_image, record.input_caption, record.output_caption
         )
         assert exact is None or exact < 0.01, edit
+        read += exact is not None
+    assert read >= 10  # most pairs have a region to read, so the bound above is exercised
     with pytest.raises(ValueError, match="output_caption is not of the ShapesWorld grammar"):
         pair_unchanged_error(source, source, white, "a red thing", size=8)
