@@ -42,6 +42,7 @@ from instructedit.worlds.reading import (
     pair_unchanged_error,
     read_scene,
 )
+from instructedit.worlds.recipe import load_selection
 from instructedit.worlds.shapes import caption, judge, render
 
 FAMILIES = ("recolour", "background", "add", "remove")
@@ -87,11 +88,9 @@ def main() -> None:
         share = np.mean(np.asarray(values) <= tolerance) if values else float("nan")
         print(f"held-out | {family} | {len(values)} | {_quantiles(values)} | {share:.2f}")
 
-    candidates = args.run / "pairs" / "candidates"
     selections = json.loads((args.run / "pairs" / "selections.json").read_text())
     pair_errors: dict[str, list[float]] = defaultdict(list)
-    for name, seed in selections["filtered"]:
-        record = load_folder_sample(candidates, name, int(seed))
+    for record in load_selection(args.run, "filtered"):
         family = pair_family(record.input_caption, record.output_caption)
         error = pair_unchanged_error(
             record.input_image,
@@ -108,20 +107,25 @@ def main() -> None:
         mean = f"{np.mean(values):.3f}" if values else "none"
         print(f"pairs | {family} | {len(values)} | {_quantiles(values)} | {mean}")
 
-    # Generated inputs the editor did not train on, that show their captions, in a seeded order.
-    trained = {(name, int(seed)) for name, seed in selections["filtered"]}
+    # Generated inputs the editor did not train on, that show their captions, in a seeded order
+    # (from every candidate set of the run; a selection entry names its set when not the first).
+    trained = {
+        (entry[2] if len(entry) > 2 else "candidates", entry[0], int(entry[1]))
+        for entry in selections["filtered"]
+    }
     untrained = [
-        (folder.name, int(path.name.split("_")[0]))
+        (candidates.name, folder.name, int(path.name.split("_")[0]))
+        for candidates in sorted(p for p in (args.run / "pairs").glob("candidates*") if p.is_dir())
         for folder in sorted(p for p in candidates.iterdir() if p.is_dir())
         for path in sorted(folder.glob("*_0.jpg"))
-        if (folder.name, int(path.name.split("_")[0])) not in trained
+        if (candidates.name, folder.name, int(path.name.split("_")[0])) not in trained
     ]
     random.Random(1).shuffle(untrained)
     generated = []
-    for name, seed in untrained:
+    for candidates, name, seed in untrained:
         if len(generated) == args.gap_examples:
             break
-        record = load_folder_sample(candidates, name, seed)
+        record = load_folder_sample(args.run / "pairs" / candidates, name, seed)
         if read_scene(record.input_image, size=size).shows(record.input_caption, kinds=False):
             generated.append(record)
     inputs = [r.input_image for r in generated]

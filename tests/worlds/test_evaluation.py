@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from instructedit.clip import ClipDirectionalFilter, ClipScorer
-from instructedit.data import FolderSample, write_caption_folder
+from instructedit.data import FolderSample, write_caption_folder, write_json_atomic
 from instructedit.testing import save_tiny_pipeline, tiny_open_clip, tiny_vae
 from instructedit.worlds.evaluation import (
     clip_similarities,
@@ -18,7 +18,13 @@ from instructedit.worlds.evaluation import (
     round_trip_edits,
     sdedit_edits,
 )
-from instructedit.worlds.recipe import RecipeConfig, calibrate_thresholds, select_pairs
+from instructedit.worlds.recipe import (
+    RecipeConfig,
+    calibrate_thresholds,
+    candidate_sets,
+    load_selection,
+    select_pairs,
+)
 from instructedit.worlds.shapes import EDIT_FAMILIES, apply_edit, render
 
 
@@ -210,6 +216,69 @@ def test_select_pairs_checks_the_structure_from_the_images(tmp_path):
     selections, _ = select_pairs(root, ClipDirectionalFilter(None, 0.75, 0.2, 0.2), config)
     assert "clip_only" not in selections
     assert selections["filtered"] == [["0000000", 0]]
+
+
+def test_select_pairs_pools_extra_candidate_sets(tmp_path):
+    # Two sets of the same two caption edits (as pair_extra_guidance renders them): each caption
+    # edit keeps up to keep_per_pair from each set, entries of the second set name it, and the
+    # "fewer" ablation takes the first captions from both sets.
+    pairs = tmp_path / "pairs"
+    first = _candidates(
+        pairs / "candidates",
+        [
+            [(0.9, 0.5, 0.3, 0.3), (0.9, 0.6, 0.3, 0.3)],
+            [(0.9, 0.4, 0.3, 0.3), (0.5, 0.9, 0.3, 0.3)],
+        ],
+    )
+    second = _candidates(
+        pairs / "candidates-g3",
+        [
+            [(0.9, 0.7, 0.3, 0.3), (0.9, 0.2, 0.3, 0.3)],
+            [(0.9, 0.8, 0.3, 0.3), (0.9, 0.3, 0.3, 0.3)],
+        ],
+    )
+    config = RecipeConfig(keep_per_pair=1, fewer_pairs_fraction=0.5)
+    selections, record = select_pairs(
+        first, ClipDirectionalFilter(None, 0.75, 0.2, 0.2), config, extra=[second]
+    )
+    assert selections["filtered"] == [
+        ["0000000", 1],
+        ["0000001", 100],
+        ["0000000", 0, "candidates-g3"],
+        ["0000001", 100, "candidates-g3"],
+    ]
+    assert selections["unfiltered"] == [
+        ["0000000", 0],
+        ["0000001", 100],
+        ["0000000", 0, "candidates-g3"],
+        ["0000001", 100, "candidates-g3"],
+    ]
+    assert selections["fewer"] == [["0000000", 1], ["0000000", 0, "candidates-g3"]]
+    assert record["filter"]["kept"] == 7
+    # The records load from the set each entry names.
+    write_json_atomic(pairs / "selections.json", selections)
+    loaded = load_selection(tmp_path, "filtered")
+    assert [r.metadata["clip_sim_dir"] for r in loaded] == [0.6, 0.4, 0.7, 0.8]
+    with pytest.raises(ValueError, match="extra: each set must be a sibling folder"):
+        select_pairs(first, ClipDirectionalFilter(None), config, extra=[tmp_path])
+    with pytest.raises(ValueError, match="key must be one of"):
+        load_selection(tmp_path, "best")
+    with pytest.raises(FileNotFoundError, match="no pairs stage"):
+        load_selection(tmp_path / "elsewhere")
+
+
+def test_extra_guidance_sets_are_named_and_checked():
+    config = RecipeConfig(pair_guidance_range=(7.5, 7.5), pair_extra_guidance=(3.0, 4.5))
+    assert candidate_sets(config) == [
+        ("candidates", (7.5, 7.5)),
+        ("candidates-g3", (3.0, 3.0)),
+        ("candidates-g4.5", (4.5, 4.5)),
+    ]
+    assert candidate_sets(RecipeConfig()) == [("candidates", (7.5, 7.5))]
+    with pytest.raises(ValueError, match="pair_extra_guidance must hold finite scales > 0"):
+        RecipeConfig(pair_extra_guidance=(0.0,))
+    with pytest.raises(ValueError, match="pair_extra_guidance must not repeat"):
+        RecipeConfig(pair_extra_guidance=(3.0, 3.0))
 
 
 def test_select_pairs_says_when_nothing_passes(tmp_path):

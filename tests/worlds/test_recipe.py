@@ -101,6 +101,29 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     trainer = editor_trainer(v_config, output, records, tmp_path / "v", 1)
     assert trainer.noise_scheduler.config.prediction_type == "v_prediction"
 
+    # Extra guidance sets: the same caption edits and seeds rendered again at a fixed scale,
+    # pooled by the filter (a run reusing this one's models).
+    import shutil
+
+    from instructedit.data import folder_index, load_folder_sample
+    from instructedit.worlds.recipe import load_selection
+
+    pooled = tmp_path / "pooled"
+    for stage in ("text_to_image", "clip"):
+        shutil.copytree(output / stage, pooled / stage)
+    pooled_config = replace(RecipeConfig.smoke(str(pooled)), pair_extra_guidance=(3.0,))
+    record = reproduce(pooled_config, until="pairs", progress=False)["pairs"]
+    first, extra = pooled / "pairs" / "candidates", pooled / "pairs" / "candidates-g3"
+    assert folder_index(extra) == folder_index(first)
+    assert {load_folder_sample(extra, *e).metadata["cfg_scale"] for e in folder_index(extra)} == {
+        3.0
+    }
+    assert record["candidates"] == 2 * len(folder_index(first))
+    assert record["read_back"]["candidates"]["all"]["count"] == record["candidates"]
+    entries = json.loads((pooled / "pairs" / "selections.json").read_text())["unfiltered"]
+    assert sum(len(e) == 3 for e in entries) == len(entries) // 2  # keep_per_pair from each set
+    assert len(load_selection(pooled, "unfiltered")) == len(entries)
+
     capsys.readouterr()
     # A second run finds every stage done and does no work.
     assert main(["shapes", "reproduce", "--output", str(output), "--smoke"]) == 0
