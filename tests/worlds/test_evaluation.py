@@ -23,6 +23,7 @@ from instructedit.worlds.recipe import (
     calibrate_thresholds,
     candidate_sets,
     load_selection,
+    read_back_pairs,
     select_pairs,
 )
 from instructedit.worlds.shapes import EDIT_FAMILIES, apply_edit, render
@@ -130,9 +131,10 @@ def test_edit_grid_puts_input_truth_and_outputs_side_by_side(edits):
     assert np.array_equal(tile, expected)
 
 
-def _candidates(root, scores, images=None):
+def _candidates(root, scores, images=None, prompt=None):
     """Caption folders whose samples carry the given (image, direction, text0, text1) scores;
-    ``images[index][i]``, if given, is sample i's (input, edited) pair (else two blanks)."""
+    ``images[index][i]``, if given, is sample i's (input, edited) pair (else two blanks);
+    ``prompt``: every folder's prompt.json (a fixed recolour by default)."""
     blank = Image.new("RGB", (8, 8))
     for index, rows in enumerate(scores):
         pairs = images[index] if images is not None else [(blank, blank)] * len(rows)
@@ -150,8 +152,12 @@ def _candidates(root, scores, images=None):
             )
             for i, (image, direction, text0, text1) in enumerate(rows)
         ]
-        prompt = {"input": "a red circle", "edit": "make it blue", "output": "a blue circle"}
-        write_caption_folder(root, index, prompt, samples)
+        write_caption_folder(
+            root,
+            index,
+            prompt or {"input": "a red circle", "edit": "make it blue", "output": "a blue circle"},
+            samples,
+        )
     return root
 
 
@@ -265,6 +271,21 @@ def test_select_pairs_pools_extra_candidate_sets(tmp_path):
         load_selection(tmp_path, "best")
     with pytest.raises(FileNotFoundError, match="no pairs stage"):
         load_selection(tmp_path / "elsewhere")
+
+
+def test_read_back_pairs_reads_a_set_folder_of_any_name(tmp_path):
+    prompt = {
+        "input": "a red circle on a white background",
+        "edit": "make the circle blue",
+        "output": "a blue circle on a white background",
+    }
+    scores = [[(0.9, 0.5, 0.3, 0.3), (0.9, 0.6, 0.3, 0.3)]]
+    first = _candidates(tmp_path / "mine", scores, prompt=prompt)
+    second = _candidates(tmp_path / "mine-g3", scores, prompt=prompt)
+    selections = {"filtered": [["0000000", 0], ["0000000", 1, "mine-g3"]]}
+    read = read_back_pairs(first, selections, extra=[second])
+    assert read["candidates"]["recolour"]["count"] == 4
+    assert read["filtered"]["recolour"]["count"] == 2
 
 
 def test_extra_guidance_sets_are_named_and_checked():

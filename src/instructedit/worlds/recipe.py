@@ -545,7 +545,7 @@ def read_back_pairs(
 
     pooled = [_selection_entry(candidates, e) for e in _entries(candidates, extra)]
     return {
-        name: summarise_pairs(_load_entries(candidates.parent, keys), size=size)
+        name: summarise_pairs(_load_entries(candidates, keys), size=size)
         for name, keys in {"candidates": pooled, **selections}.items()
     }
 
@@ -677,13 +677,15 @@ def select_pairs(
     return selections, record
 
 
-def _load_entries(pairs: Path, entries: Sequence[Sequence[Any]]) -> list[Any]:
-    """The records of selection entries (``[folder, seed]`` or ``[folder, seed, set]``) of the
-    pairs stage's folder ``pairs``."""
+def _load_entries(candidates: Path, entries: Sequence[Sequence[Any]]) -> list[Any]:
+    """The records of selection entries: ``[folder, seed]`` in ``candidates``,
+    ``[folder, seed, set]`` in its sibling set folder."""
     from instructedit.data import load_folder_sample
 
     return [
-        load_folder_sample(pairs / (entry[2] if len(entry) > 2 else "candidates"), *entry[:2])
+        load_folder_sample(
+            candidates.parent / entry[2] if len(entry) > 2 else candidates, *entry[:2]
+        )
         for entry in entries
     ]
 
@@ -698,7 +700,7 @@ def load_selection(run: str | Path, key: str = "filtered") -> list[Any]:
     selections = json.loads(path.read_text(encoding="utf-8"))
     if key not in selections:
         raise ValueError(f"key must be one of {sorted(selections)}, got {key!r}")
-    return _load_entries(Path(run) / "pairs", selections[key])
+    return _load_entries(Path(run) / "pairs" / "candidates", selections[key])
 
 
 def _ground_truth_records(
