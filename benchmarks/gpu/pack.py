@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file, save_file
 
-from instructedit.worlds.recipe import _load_selection
+from instructedit.worlds.recipe import load_selection
 
 
 def main() -> None:
@@ -34,17 +34,18 @@ def main() -> None:
     tokenizer.unlink()
 
     selections = json.loads((run / "pairs" / "selections.json").read_text(encoding="utf-8"))
-    seen: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[object, ...], int] = {}
     inputs, edited, prompts, keys = [], [], [], {}
     for key in ("filtered", "unfiltered", "fewer"):
         indices = []
-        for (name, seed), record in zip(selections[key], _load_selection(run, key), strict=True):
-            if (name, seed) not in seen:
-                seen[(name, seed)] = len(prompts)
+        for entry, record in zip(selections[key], load_selection(run, key), strict=True):
+            # [folder, seed] or, from a pooled candidate set, [folder, seed, set]
+            if tuple(entry) not in seen:
+                seen[tuple(entry)] = len(prompts)
                 inputs.append(np.asarray(record.input_image.convert("RGB")))
                 edited.append(np.asarray(record.edited_image.convert("RGB")))
                 prompts.append(record.edit_prompt)
-            indices.append(seen[(name, seed)])
+            indices.append(seen[tuple(entry)])
         keys[key] = np.array(indices)
     np.savez_compressed(
         target / "data.npz",

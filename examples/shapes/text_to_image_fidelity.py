@@ -26,6 +26,35 @@ from instructedit.worlds.reading import caption_fidelity
 from instructedit.worlds.shapes import caption, random_scene
 
 
+def fidelity(
+    pipe: StableDiffusionPipeline,
+    captions: list[str],
+    *,
+    steps: int = 20,
+    guidance: float = 7.5,
+) -> dict[str, dict[str, float]]:
+    """One sample per caption (batches of 128, each seeded by its first index), read back."""
+    pipe.set_progress_bar_config(disable=True)
+    images = []
+    for start in range(0, len(captions), 128):
+        with torch.no_grad():
+            images += pipe(
+                captions[start : start + 128],
+                height=32,
+                width=32,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=torch.Generator().manual_seed(start),
+            ).images
+    return caption_fidelity(images, captions)
+
+
+def eval_captions(count: int = 256, seed: str = "eval") -> list[str]:
+    """The protocol's captions: ``count`` random scenes drawn by ``random.Random(seed)``."""
+    rng = random.Random(seed)
+    return [caption(random_scene(rng)) for _ in range(count)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path, nargs="+", help="diffusers text-to-image folders")
@@ -35,29 +64,17 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=7.5)
     args = parser.parse_args()
 
-    rng = random.Random(args.seed)
-    captions = [caption(random_scene(rng)) for _ in range(args.captions)]
+    captions = eval_captions(args.captions, args.seed)
     print("model | captions | colours | exact")
     for folder in args.models:
         pipe = StableDiffusionPipeline.from_pretrained(
             folder, safety_checker=None, requires_safety_checker=False
         )
-        pipe.set_progress_bar_config(disable=True)
-        images = []
-        for start in range(0, len(captions), 128):
-            with torch.no_grad():
-                images += pipe(
-                    captions[start : start + 128],
-                    height=32,
-                    width=32,
-                    num_inference_steps=args.steps,
-                    guidance_scale=args.guidance,
-                    generator=torch.Generator().manual_seed(start),
-                ).images
-        for key, scores in caption_fidelity(images, captions).items():
+        scores = fidelity(pipe, captions, steps=args.steps, guidance=args.guidance)
+        for key, group in scores.items():
             print(
-                f"{folder} | {key} ({scores['count']:.0f}) | "
-                f"{scores['colours']:.1%} | {scores['exact']:.1%}"
+                f"{folder} | {key} ({group['count']:.0f}) | "
+                f"{group['colours']:.1%} | {group['exact']:.1%}"
             )
 
 

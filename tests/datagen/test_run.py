@@ -186,3 +186,18 @@ def test_the_config_reaches_the_pair_sampler(tmp_path):
     assert call["local_blend"] == 0.3
     assert call["guidance_range"] == (8.0, 8.0)
     assert call["injection_range"] == (0.8, 0.8)
+
+
+def test_only_stale_temporary_index_files_are_removed(tmp_path):
+    # A shard that finishes cleans the temporary index files of killed runs, not the one another
+    # shard is writing at that moment (its os.replace would fail).
+    from instructedit.datagen._run import STALE_SECONDS, _clean_stale_index
+
+    old, fresh = tmp_path / ".seeds.json.killed", tmp_path / ".seeds.json.writing"
+    for path in (old, fresh):
+        path.write_text("{}")
+    past = time.time() - STALE_SECONDS - 5
+    os.utime(old, (past, past))
+    _clean_stale_index(tmp_path)
+    assert not old.exists()
+    assert fresh.exists()

@@ -184,24 +184,32 @@ def _text_to_image(steps, **options):
 @pytest.mark.slow
 def test_text_to_image_ends_with_the_moving_average_of_its_weights(tmp_path):
     # The same run without the average passes through W1 and W2 (the average changes nothing
-    # the training sees); by hand: ema1 = d·W0 + (1 − d)·W1, ema2 = d·ema1 + (1 − d)·W2.
+    # the training sees); by hand: ema1 = d1·W0 + (1 − d1)·W1, ema2 = d2·ema1 + (1 − d2)·W2 with
+    # the decays of diffusers' EMAModel (the first update copies, the k-th uses k / (9 + k)), or
+    # the constant decay without the warm-up.
     decay = 0.75
     initial = shapes_unet(0).state_dict()
     _, after_one, _ = _text_to_image(1)
     plain_losses, after_two, text_after_two = _text_to_image(2)
-    losses, averaged, averaged_text = _text_to_image(2, ema_decay=decay)
-    assert losses == plain_losses
     one, two = after_one.state_dict(), after_two.state_dict()
-    for name, weight in averaged.state_dict().items():
-        ema1 = decay * initial[name] + (1 - decay) * one[name]
-        expected = decay * ema1 + (1 - decay) * two[name]
-        torch.testing.assert_close(weight, expected, rtol=1e-5, atol=1e-6)
+    from diffusers.training_utils import EMAModel
+
+    reference = EMAModel(torch.nn.Linear(1, 1).parameters(), decay=decay)
+    assert [reference.get_decay(k) for k in (1, 2)] == pytest.approx([0.0, 2 / 11])
+    for warmup, (d1, d2) in ((False, (decay, decay)), (True, (0.0, 2 / 11))):
+        losses, averaged, averaged_text = _text_to_image(2, ema_decay=decay, ema_warmup=warmup)
+        assert losses == plain_losses
+        for name, weight in averaged.state_dict().items():
+            ema1 = d1 * initial[name] + (1 - d1) * one[name]
+            expected = d2 * ema1 + (1 - d2) * two[name]
+            torch.testing.assert_close(weight, expected, rtol=1e-5, atol=1e-6)
     assert not _same_weights(averaged, after_two)
     assert not _same_weights(averaged_text, text_after_two)  # the text encoder is averaged too
     # Decay 0 keeps only the last weights: the plain run's.
     _, last, _ = _text_to_image(2, ema_decay=0.0)
     assert _same_weights(last, after_two)
-    # The average is checkpointed: a run killed after step 1 resumes to the same average.
+    # The average is checkpointed: a run killed after step 1 resumes to the same average (and
+    # the same warm-up step).
     _text_to_image(1, ema_decay=decay, checkpoint=tmp_path / "t.pt", checkpoint_every=1)
     resumed_losses, resumed, _ = _text_to_image(
         2, ema_decay=decay, checkpoint=tmp_path / "t.pt", checkpoint_every=1
@@ -254,3 +262,17 @@ def test_checkpoint_every_must_be_positive(tmp_path):
             checkpoint=tmp_path / "x.pt",
             checkpoint_every=0,
         )
+
+
+def test_a_wider_unet_keeps_the_interface_and_refuses_odd_widths():
+    narrow, wide = shapes_unet(0), shapes_unet(0, block_out_channels=(96, 192))
+    assert tuple(wide.config.block_out_channels) == (96, 192)
+    count = sum(p.numel() for p in wide.parameters())
+    assert 2 * sum(p.numel() for p in narrow.parameters()) < count < 10_000_000
+    latents, text = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 64)
+    with torch.no_grad():
+        out = wide(latents, torch.tensor([10, 500]), text).sample
+    assert out.shape == latents.shape
+    for bad in ((96,), (96, 100), (16, 32), (64, 128, 256)):
+        with pytest.raises(ValueError, match="block_out_channels must be two multiples of 32"):
+            shapes_unet(0, block_out_channels=bad)

@@ -124,6 +124,52 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     assert sum(len(e) == 3 for e in entries) == len(entries) // 2  # keep_per_pair from each set
     assert len(load_selection(pooled, "unfiltered")) == len(entries)
 
+    # The pairs stage split over processes (shards of the captions, one after the other here)
+    # writes the very candidates of the one-process stage, and selects the same training sets.
+    from instructedit.clip import ClipDirectionalFilter
+    from instructedit.data import write_seeds_index
+    from instructedit.datagen import generate_dataset
+    from instructedit.p2p import PromptToPrompt
+    from instructedit.worlds.recipe import (
+        _device,
+        _scorer,
+        pair_captions,
+        pair_generation_config,
+        select_training_sets,
+    )
+    from instructedit.worlds.shapes import ShapesCaptionEditor
+
+    sharded = tmp_path / "sharded"
+    for stage in ("text_to_image", "clip"):
+        shutil.copytree(output / stage, sharded / stage)
+    shard_config = RecipeConfig.smoke(str(sharded))
+    p2p = PromptToPrompt.from_pretrained(sharded / "text_to_image" / "model").to(
+        _device(shard_config)
+    )
+    scorer = _scorer(shard_config)
+    for shard in ((1, 2), (0, 2)):
+        generate_dataset(
+            pair_captions(shard_config),
+            sharded / "pairs" / "candidates",
+            caption_editor=ShapesCaptionEditor(seed=shard_config.seed),
+            p2p=p2p,
+            clip_filter=ClipDirectionalFilter(scorer, -1.0, -1.0, -1.0),
+            config=pair_generation_config(shard_config, (7.5, 7.5), shard=shard),
+            progress=False,
+        )
+    write_seeds_index(sharded / "pairs" / "candidates")
+    whole, parts = output / "pairs" / "candidates", sharded / "pairs" / "candidates"
+    assert folder_index(parts) == folder_index(whole)
+    for name, seed in folder_index(whole):
+        for image in (f"{seed}_0.jpg", f"{seed}_1.jpg"):
+            assert (parts / name / image).read_bytes() == (whole / name / image).read_bytes()
+    selected = select_training_sets(shard_config, sharded / "pairs", scorer, read_back=False)
+    assert "read_back" not in selected
+    assert selected["filtered_pairs"] == summary["pairs"]["filtered_pairs"]
+    assert json.loads((sharded / "pairs" / "selections.json").read_text()) == json.loads(
+        (output / "pairs" / "selections.json").read_text()
+    )
+
     capsys.readouterr()
     # A second run finds every stage done and does no work.
     assert main(["shapes", "reproduce", "--output", str(output), "--smoke"]) == 0
@@ -158,6 +204,7 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("fewer_pairs_fraction", 0.0, "fewer_pairs_fraction must be in"),
         ("text_to_image_schedule", "linear", "text_to_image_schedule must be 'constant' or"),
         ("text_to_image_ema", 1.0, r"text_to_image_ema must be in \[0, 1\) or None"),
+        ("text_to_image_ema_warmup", "yes", "text_to_image_ema_warmup must be True or False"),
         ("min_structure_similarity", -0.1, r"min_structure_similarity must be in \[0, 1\]"),
     ],
 )

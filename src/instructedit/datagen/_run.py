@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -187,9 +188,20 @@ def _clean_stale(root: Path, indices: Sequence[int]) -> None:
                     path.unlink(missing_ok=True)
 
 
+STALE_SECONDS = 60.0
+"""Age after which a temporary ``seeds.json`` file is a killed run's, not a running shard's."""
+
+
 def _clean_stale_index(root: Path) -> None:
+    """Removes temporary index files that killed runs left; a file younger than
+    :data:`STALE_SECONDS` may be another shard's write in flight and is kept."""
+    now = time.time()
     for path in root.glob(".seeds.json.*"):
-        path.unlink(missing_ok=True)
+        try:
+            if now - path.stat().st_mtime > STALE_SECONDS:
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:  # renamed by its writer meanwhile
+            continue
 
 
 def generate_dataset(

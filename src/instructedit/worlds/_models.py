@@ -66,16 +66,26 @@ def shapes_text_encoder(seed: int = 0) -> Any:
     return clip_text_encoder(width=TEXT_WIDTH, seed=seed)
 
 
-def shapes_unet(seed: int = 0, in_channels: int = 4) -> Any:
-    """A ~4M-parameter ``UNet2DConditionModel`` (blocks 64/128, cross-attention width 64)."""
+def shapes_unet(
+    seed: int = 0, in_channels: int = 4, block_out_channels: tuple[int, int] = (64, 128)
+) -> Any:
+    """A ~4M-parameter ``UNet2DConditionModel`` (blocks 64/128, cross-attention width 64);
+    ``block_out_channels`` widens it (``(96, 192)``: 9.3M parameters)."""
     from diffusers import UNet2DConditionModel
 
+    if len(block_out_channels) != 2 or any(
+        not isinstance(width, int) or width < 32 or width % 32 for width in block_out_channels
+    ):
+        raise ValueError(
+            "block_out_channels must be two multiples of 32 (the norm groups), got "
+            f"{block_out_channels!r}"
+        )
     with seeded(seed):
         return UNet2DConditionModel(
             sample_size=8,
             in_channels=in_channels,
             out_channels=4,
-            block_out_channels=(64, 128),
+            block_out_channels=tuple(block_out_channels),
             layers_per_block=1,
             down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
@@ -163,12 +173,12 @@ class _LoopState:
         desc: str,
         progress: bool,
         clip: Sequence[torch.Tensor] | None = None,
-        after_step: Callable[[], None] | None = None,
+        after_step: Callable[[int], None] | None = None,
         lr_factor: Callable[[int], float] | None = None,
     ) -> list[float]:
         """The loop: restores, then until ``steps`` computes ``loss_of_step()``, back-propagates,
         clips the gradient norm of ``clip`` at 1, steps and clears the optimiser, runs
-        ``after_step`` and checkpoints; returns all losses (restored ones included). With
+        ``after_step(n)`` (``n``: steps finished) and checkpoints; returns all losses (restored ones included). With
         ``lr_factor``, step ``i`` (from 0) runs at the optimiser's initial learning rate times
         ``lr_factor(i)``: a function of the step, so a resumed run keeps its schedule."""
         start, losses = self.restore()
@@ -190,7 +200,7 @@ class _LoopState:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if after_step is not None:
-                after_step()
+                after_step(step + 1)
             losses.append(loss.item())
             self.step_done(step + 1, losses)
         return losses
@@ -341,6 +351,7 @@ def train_text_to_image(
     caption_dropout: float = 0.1,
     schedule: Literal["constant", "cosine"] = "constant",
     ema_decay: float | None = None,
+    ema_warmup: bool = True,
     progress: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 200,
@@ -351,9 +362,16 @@ def train_text_to_image(
     Captions are dropped (replaced by ``""``) with probability ``caption_dropout`` so the model
     supports classifier-free guidance. ``schedule="cosine"`` decays the learning rate from
     ``learning_rate`` to 0 over ``steps`` (half a cosine). With ``ema_decay``, an exponential
-    moving average of both models' weights is kept (``ema ← decay·ema + (1 − decay)·weights``
-    after every step) and ``unet`` and ``text_encoder`` end with the averaged weights, as Stable
-    Diffusion's were released. ``checkpoint``, ``checkpoint_every`` and ``device`` are as in
+    moving average of both models' weights is kept (``ema ← d·ema + (1 − d)·weights`` after every
+    step) and ``unet`` and ``text_encoder`` end with the averaged weights, as Stable Diffusion's
+    were released. With ``ema_warmup`` the average warms up as diffusers' ``EMAModel`` (and so
+    the editor's :class:`~instructedit.training.Trainer`) does: the first update copies the
+    weights and the k-th uses ``d = min(ema_decay, k / (9 + k))``, so the starting weights are
+    gone at once (at 0.999, ``d`` reaches ``ema_decay`` only after 8991 updates: a shorter run
+    averages over a shorter window). Without it ``d = ema_decay`` from the first step, and after
+    k steps the average still holds ``ema_decay**k`` of the starting weights (0.37 after 1000
+    steps at 0.999: a model trained from scratch briefly averages its random start and draws
+    nothing). ``checkpoint``, ``checkpoint_every`` and ``device`` are as in
     :func:`train_autoencoder` (the average is checkpointed too); noise and timesteps are drawn on
     the CPU, so a run draws the same values on any device.
     """
@@ -395,11 +413,13 @@ def train_text_to_image(
 
     keep = 0.0 if ema_decay is None else ema_decay
 
-    def update_average() -> None:
+    def update_average(step: int) -> None:
+        # diffusers' EMAModel: the first update copies the weights, the k-th uses k / (9 + k).
+        decay = (0.0 if step <= 1 else min(keep, step / (9 + step))) if ema_warmup else keep
         with torch.no_grad():
             for average, model in averaged:
                 for kept, weight in zip(average.parameters(), model.parameters(), strict=True):
-                    kept.lerp_(weight, 1.0 - keep)
+                    kept.lerp_(weight, 1.0 - decay)
 
     def cosine(step: int) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * step / steps))
@@ -463,7 +483,7 @@ def train_clip(
             - (targets * logits.log_softmax(dim=0)).sum(0).mean()
         ) / 2
 
-    def clamp_temperature() -> None:
+    def clamp_temperature(step: int) -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
 

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image
@@ -41,6 +41,9 @@ from instructedit.p2p import PAIR_CONTROLS, check_local_blend
 from instructedit.training._config import PREDICTION_TYPES
 from instructedit.worlds._models import check_text_to_image_training
 
+if TYPE_CHECKING:
+    from instructedit.datagen import GenerationConfig
+
 __all__ = [
     "STAGES",
     "RecipeConfig",
@@ -49,8 +52,11 @@ __all__ = [
     "editor_trainer",
     "evaluate_editor",
     "load_selection",
+    "pair_captions",
+    "pair_generation_config",
     "reproduce",
     "select_pairs",
+    "select_training_sets",
     "shapes_command",
 ]
 
@@ -90,6 +96,16 @@ class RecipeConfig:
     keeps (``None``: the last weights, as the first and second runs kept). On the second run's
     model (63 % of the captions' colours drawn), 2000 more steps at 3e-4 → 1.5e-4 draw 73 % with
     the average and 57 % without it."""
+    text_to_image_ema_warmup: bool = True
+    """Warm the average up as diffusers' ``EMAModel`` does (the first update copies the weights,
+    the k-th uses ``min(text_to_image_ema, k / (9 + k))``), so a model trained from scratch does
+    not keep its random start (after 1000 steps at a constant 0.999 the average still holds 37 %
+    of it and draws nothing: measured on a GPU, see the ShapesWorld results page). The decay then
+    reaches 0.999 only after 8991 steps: the default 4000 steps end at 0.9978, an averaging window
+    of about 450 steps. ``False`` averages at the constant decay from the first step, as the runs
+    up to the seventh did (the numbers of ``text_to_image_ema`` were measured so); a run folder
+    from before this field resumes its text-to-image stage with the warm-up unless its config
+    sets it to ``False``."""
     clip_steps: int = 1500
     """CLIP training steps (batch 128; ~0.26 s each on two CPU cores)."""
     captions: int = 400
@@ -245,6 +261,11 @@ class RecipeConfig:
             prefix="text_to_image_",
             ema_name="text_to_image_ema",
         )
+        if not isinstance(self.text_to_image_ema_warmup, bool):
+            raise ValueError(
+                "text_to_image_ema_warmup must be True or False, got "
+                f"{self.text_to_image_ema_warmup!r}"
+            )
         if self.editor_prediction_type not in PREDICTION_TYPES:
             raise ValueError(
                 f"editor_prediction_type must be one of {PREDICTION_TYPES}, got "
@@ -385,6 +406,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
         steps=config.text_to_image_steps,
         schedule=config.text_to_image_schedule,
         ema_decay=config.text_to_image_ema,
+        ema_warmup=config.text_to_image_ema_warmup,
         size=config.size,
         seed=config.seed,
         progress=progress,
@@ -453,13 +475,12 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
     filtered set and the ablations' sets come from the very same candidates.
     """
     from instructedit.clip import ClipDirectionalFilter
-    from instructedit.datagen import GenerationConfig, generate_dataset
+    from instructedit.datagen import generate_dataset
     from instructedit.p2p import PromptToPrompt
-    from instructedit.worlds.shapes import ShapesCaptionEditor, caption, random_scene
+    from instructedit.worlds.shapes import ShapesCaptionEditor
 
     root = folder.parent
-    rng = random.Random(f"captions:{config.seed}")
-    captions = [caption(random_scene(rng)) for _ in range(config.captions)]
+    captions = pair_captions(config)
     p2p = PromptToPrompt.from_pretrained(root / "text_to_image" / "model").to(_device(config))
     scorer = _scorer(config)
     sets = candidate_sets(config)
@@ -473,24 +494,60 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
             p2p=p2p,
             # Score every candidate, keep all: thresholds are applied below, on the stored scores.
             clip_filter=ClipDirectionalFilter(scorer, -1.0, -1.0, -1.0),
-            config=GenerationConfig(
-                samples_per_pair=config.samples_per_pair,
-                keep_per_pair=config.samples_per_pair,
-                batch_size=min(8, config.samples_per_pair),
-                num_inference_steps=config.generation_steps,
-                control=config.pair_control,
-                injection_range=config.pair_control_range,
-                local_blend=config.pair_local_blend,
-                guidance_range=guidance,
-                seed=config.seed,
-                height=config.size,
-                width=config.size,
-            ),
+            config=pair_generation_config(config, guidance),
             progress=progress,
         )
         samples += summary.samples
         for reason, count in summary.caption_rejections.items():
             caption_rejections[reason] += count
+    return {
+        "candidates": samples,
+        "caption_rejections": dict(caption_rejections),
+        **select_training_sets(config, folder, scorer),
+    }
+
+
+def pair_captions(config: RecipeConfig) -> list[str]:
+    """The pairs stage's ``config.captions`` captions (random scenes, seeded by ``config.seed``)."""
+    from instructedit.worlds.shapes import caption, random_scene
+
+    rng = random.Random(f"captions:{config.seed}")
+    return [caption(random_scene(rng)) for _ in range(config.captions)]
+
+
+def pair_generation_config(
+    config: RecipeConfig, guidance: tuple[float, float], shard: tuple[int, int] = (0, 1)
+) -> GenerationConfig:
+    """The :class:`~instructedit.datagen.GenerationConfig` of one of the pairs stage's candidate
+    sets (``guidance``: its text guidance range); ``shard`` splits the captions between
+    processes (see :func:`~instructedit.datagen.generate_dataset`), for a stage run by several."""
+    from instructedit.datagen import GenerationConfig
+
+    return GenerationConfig(
+        samples_per_pair=config.samples_per_pair,
+        keep_per_pair=config.samples_per_pair,
+        batch_size=min(8, config.samples_per_pair),
+        num_inference_steps=config.generation_steps,
+        control=config.pair_control,
+        injection_range=config.pair_control_range,
+        local_blend=config.pair_local_blend,
+        guidance_range=guidance,
+        seed=config.seed,
+        height=config.size,
+        width=config.size,
+        shard=shard,
+    )
+
+
+def select_training_sets(
+    config: RecipeConfig, folder: Path, scorer: Any, *, read_back: bool = True
+) -> dict[str, Any]:
+    """The pairs stage's end, once every candidate set in ``folder`` is written: calibrates the
+    CLIP filter's thresholds, selects the training sets (:func:`select_pairs`), writes them to
+    ``folder / "selections.json"`` and returns the thresholds, the counts and, with
+    ``read_back``, each set read back (:func:`read_back_pairs`)."""
+    from instructedit.clip import ClipDirectionalFilter
+
     thresholds = calibrate_thresholds(scorer, config)
     clip_filter = ClipDirectionalFilter(
         scorer,
@@ -499,16 +556,15 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
         thresholds["min_text_similarity"],
         min_structure_similarity=config.min_structure_similarity,
     )
-    extra = [folder / name for name, _ in sets[1:]]
+    extra = [folder / name for name, _ in candidate_sets(config)[1:]]
     selections, record = select_pairs(folder / "candidates", clip_filter, config, extra=extra)
     write_json_atomic(folder / "selections.json", selections)
-    return {
-        "candidates": samples,
-        "caption_rejections": dict(caption_rejections),
-        "thresholds": thresholds,
-        **record,
-        "read_back": read_back_pairs(folder / "candidates", selections, config.size, extra=extra),
-    }
+    result = {"thresholds": thresholds, **record}
+    if read_back:
+        result["read_back"] = read_back_pairs(
+            folder / "candidates", selections, config.size, extra=extra
+        )
+    return result
 
 
 def _entries(candidates: Path, extra: Sequence[Path]) -> list[tuple[Path, str, int]]:

@@ -1,0 +1,21 @@
+#!/bin/bash
+# One GPU lease, one call: EditPipeline's GPU profile (profile_edit.py), then ShapesWorld's
+# text-to-image variants, pairs and editor (shapes_t2i.py) until their deadlines.
+# Needs, where the machine lacks them, wheels in .whl (diffusers, open_clip_torch, ftfy, wcwidth,
+# importlib_metadata); run from the repository root: bash benchmarks/gpu/run_t2i.sh
+T0=$(date +%s)
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD/src
+mkdir -p "$OUT"
+exec > >(tee "$OUT/log.txt") 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch, diffusers, transformers, accelerate, triton, open_clip; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'triton', triton.__version__, 'open_clip', open_clip.__version__, torch.cuda.get_device_name())" || exit 1
+echo "==== profile_edit.py at +$(( $(date +%s) - T0 )) s"
+timeout "${PROFILE_S:-70}" python3 benchmarks/gpu/profile_edit.py --repeats "${PROFILE_REPEATS:-2}"
+echo "rc $? at +$(( $(date +%s) - T0 )) s"
+export T2I_END=${T2I_END:-245} GEN_END=${GEN_END:-370} EDITOR_END=${EDITOR_END:-550}
+python3 benchmarks/gpu/shapes_t2i.py launch "$T0"
+echo "all done at +$(( $(date +%s) - T0 )) s"

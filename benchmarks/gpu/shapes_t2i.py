@@ -1,0 +1,442 @@
+"""ShapesWorld's text-to-image model trained on, wider, on a lent GPU; then a run's pairs and editor
+from the better one, all within one device call (the eighth run of the ShapesWorld results page).
+
+    python benchmarks/gpu/shapes_t2i.py launch T0      # T0: the call's start, epoch seconds
+    python benchmarks/gpu/shapes_t2i.py t2i VARIANT    # one text-to-image variant (launch runs it)
+    python benchmarks/gpu/shapes_t2i.py generate I N   # shard I of N of the candidate pairs
+    python benchmarks/gpu/shapes_t2i.py editor         # the editor
+
+Phases, each ended at its deadline (seconds after T0, from the environment: ``T2I_END``,
+``GEN_END``, ``EDITOR_END``); a killed process keeps what it finished, since every stage
+checkpoints atomically:
+
+1. text-to-image variants side by side (:data:`VARIANTS`, batch ``T2I_BATCH``), exported at
+   their last checkpoint with the average of their weights; each is read back on the 256
+   captions of ``examples/shapes/text_to_image_fidelity.py`` at text guidance 3 and 7.5, and the
+   one drawing the most captions exactly (guidance 3) becomes the run's model;
+2. candidate pairs from it, the recipe's pairs stage split over ``GEN_WORKERS`` processes
+   (:func:`~instructedit.worlds.recipe.pair_generation_config` with ``shard``), then the
+   recipe's selection (:func:`~instructedit.worlds.recipe.select_training_sets`);
+3. the editor (:func:`~instructedit.worlds.recipe.editor_trainer`, batch ``EDITOR_BATCH``),
+   exported at its last checkpoint.
+
+The run folder then travels back in ``$OUT/models.tar.*`` and ``$OUT/pairs.tar.*`` (the candidate
+pairs), split into 15 MiB parts (weights in float16; no checkpoints, tokenizers or the editor's
+copies of the text encoder and autoencoder):
+``python benchmarks/gpu/unpack.py`` rebuilds it as a recipe run whose evaluate stage runs next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSETS = ROOT / "src" / "instructedit" / "assets" / "shapes"
+RUN = Path(os.environ.get("GPU_RUN", "/tmp/shapes_gpu"))
+WORK = Path(os.environ.get("GPU_WORK", "/tmp/shapes_gpu_work"))
+OUT = Path(os.environ.get("OUT", "/tmp/out"))
+T2I_BATCH = int(os.environ.get("T2I_BATCH", "256"))
+EDITOR_BATCH = int(os.environ.get("EDITOR_BATCH", "128"))
+GEN_WORKERS = int(os.environ.get("GEN_WORKERS", "12"))
+CAPTIONS = int(os.environ.get("CAPTIONS", "3000"))
+DEVICE = os.environ.get("GPU_DEVICE", "cuda")
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    # The shipped editor's UNet (its noisy-latent input channels) and text encoder, trained on.
+    "warm": {"blocks": (64, 128), "warm_unet": True},
+    # A wider UNet from scratch, with the shipped text encoder.
+    "wide": {"blocks": (96, 192), "warm_unet": False},
+    # The shipped size from scratch, with the shipped text encoder (the wide one's control).
+    "scratch": {"blocks": (64, 128), "warm_unet": False},
+}
+ONLY = [v for v in os.environ.get("T2I_VARIANTS", "").split(",") if v] or list(VARIANTS)
+
+
+def run_config() -> Any:
+    from instructedit.worlds.recipe import RecipeConfig
+
+    config = RecipeConfig(
+        output_dir=str(RUN),
+        device=DEVICE,
+        captions=CAPTIONS,
+        keep_per_pair=8,
+        pair_guidance_range=(3.0, 3.0),
+        editor_batch_size=EDITOR_BATCH,
+    )
+    if os.environ.get("PERMISSIVE") == "1":  # a dry run on the CPU: keep every candidate
+        config = replace(
+            config,
+            min_image_similarity=-1.0,
+            min_direction_similarity=-1.0,
+            min_text_similarity=-1.0,
+            min_structure_similarity=0.0,
+        )
+    return config
+
+
+def t2i_parts(name: str) -> tuple[Any, Any, Any, Any]:
+    """(unet, text_encoder, tokenizer, vae) of a variant before training, in float32."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from instructedit.testing import clip_tokenizer
+    from instructedit.worlds._models import shapes_unet
+
+    spec = VARIANTS[name]
+    vae = AutoencoderKL.from_pretrained(ASSETS / "editor" / "vae", torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(
+        ASSETS / "editor" / "text_encoder", torch_dtype=torch.float32
+    )
+    unet = shapes_unet(0, block_out_channels=spec["blocks"])
+    if spec["warm_unet"]:
+        editor = UNet2DConditionModel.from_pretrained(
+            ASSETS / "editor" / "unet", torch_dtype=torch.float32
+        )
+        state = editor.state_dict()
+        state["conv_in.weight"] = state["conv_in.weight"][:, :4].clone()
+        unet.load_state_dict(state)
+    return unet, text_encoder, clip_tokenizer(), vae
+
+
+def t2i(name: str) -> None:
+    import torch
+    from diffusers import DDPMScheduler
+
+    from instructedit.testing import SD_SCHEDULER_CONFIG
+    from instructedit.worlds._models import train_text_to_image
+
+    torch.set_num_threads(2)
+    unet, text_encoder, tokenizer, vae = t2i_parts(name)
+    print(f"[{name}] {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M", flush=True)
+    train_text_to_image(
+        unet,
+        text_encoder,
+        tokenizer,
+        vae,
+        DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
+        steps=10**7,
+        batch_size=T2I_BATCH,
+        ema_decay=0.999,
+        progress=False,
+        checkpoint=WORK / name / "t2i.pt",
+        checkpoint_every=int(os.environ.get("T2I_CHECKPOINT_EVERY", "100")),
+        device=DEVICE,
+    )
+
+
+def t2i_pipeline(name: str) -> tuple[Any, dict[str, Any]]:
+    """A variant's averaged weights at its last checkpoint, as a pipeline on ``DEVICE``."""
+    import torch
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+
+    from instructedit.testing import SD_SCHEDULER_CONFIG
+    from instructedit.worlds._models import _latent_scale
+
+    state = torch.load(WORK / name / "t2i.pt", map_location="cpu", weights_only=True)
+    unet, text_encoder, tokenizer, vae = t2i_parts(name)
+    unet.load_state_dict(state["modules"]["ema_unet"])
+    text_encoder.load_state_dict(state["modules"]["ema_text_encoder"])
+    vae.register_to_config(scaling_factor=_latent_scale(vae, 32, 0))
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=EulerAncestralDiscreteScheduler(**SD_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).to(DEVICE)
+    losses = state["losses"]
+    tail = losses[-200:]
+    return pipe, {
+        "steps": state["step"],
+        "batch": T2I_BATCH,
+        "examples": state["step"] * T2I_BATCH,
+        "loss_last_200": round(sum(tail) / max(1, len(tail)), 5),
+        "parameters_m": round(sum(p.numel() for p in unet.parameters()) / 1e6, 2),
+    }
+
+
+def fidelity_module() -> Any:
+    import importlib.util
+
+    path = ROOT / "examples" / "shapes" / "text_to_image_fidelity.py"
+    spec = importlib.util.spec_from_file_location("text_to_image_fidelity", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def generate(shard: int, count: int) -> None:
+    import torch
+
+    from instructedit.clip import ClipDirectionalFilter
+    from instructedit.datagen import generate_dataset
+    from instructedit.p2p import PromptToPrompt
+    from instructedit.worlds.recipe import _scorer, pair_captions, pair_generation_config
+    from instructedit.worlds.shapes import ShapesCaptionEditor
+
+    torch.set_num_threads(1)
+    config = run_config()
+    p2p = PromptToPrompt.from_pretrained(RUN / "text_to_image" / "model").to(DEVICE)
+    generate_dataset(
+        pair_captions(config),
+        RUN / "pairs" / "candidates",
+        caption_editor=ShapesCaptionEditor(seed=config.seed),
+        p2p=p2p,
+        clip_filter=ClipDirectionalFilter(_scorer(config), -1.0, -1.0, -1.0),
+        config=pair_generation_config(config, config.pair_guidance_range, shard=(shard, count)),
+        progress=False,
+    )
+
+
+def editor() -> None:
+    import torch
+
+    from instructedit.worlds.recipe import editor_trainer, load_selection
+
+    torch.set_num_threads(4)
+    config = run_config()
+    records = load_selection(RUN, "filtered")
+    print(f"[editor] {len(records)} pairs, batch {config.editor_batch_size}", flush=True)
+    trainer = editor_trainer(config, RUN, records, RUN / "editor", 10**7)
+    trainer.config = replace(trainer.config, checkpoint_every=250, log_every=100)
+    trainer.train(progress=False)
+
+
+def editor_checkpoints() -> list[int]:
+    folder = RUN / "editor" / "run" / "checkpoints"
+    return sorted(
+        int(p.name[5:]) for p in folder.glob("step-*") if (p / "trainer_state.json").is_file()
+    )
+
+
+@contextlib.contextmanager
+def processes(commands: dict[str, list[str]], deadline: float) -> Any:
+    """Runs ``commands`` (name → argv after this script) until they end or ``deadline``."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as logs:
+        procs = {
+            name: subprocess.Popen(
+                [sys.executable, __file__, *argv],
+                stdout=logs.enter_context(open(WORK / f"{name}.log", "w")),
+                stderr=subprocess.STDOUT,
+            )
+            for name, argv in commands.items()
+        }
+        while time.time() < deadline and any(p.poll() is None for p in procs.values()):
+            time.sleep(1)
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+        for p in procs.values():
+            p.wait()
+        yield {name: p.returncode for name, p in procs.items()}
+    for name in commands:
+        lines = (WORK / f"{name}.log").read_text(errors="replace").splitlines()
+        print(f"---- {name} (last lines)\n" + "\n".join(lines[-6:]), flush=True)
+
+
+def done(stage: str, record: dict[str, Any], seconds: float) -> None:
+    """Marks a recipe stage done, with its record and time, as ``reproduce`` does."""
+    from instructedit.data import write_json_atomic
+
+    (RUN / stage).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(RUN / stage / "DONE.json", {**record, "seconds": round(seconds, 1)})
+
+
+def launch(t0: float) -> None:
+    import torch
+
+    from instructedit.data import write_seeds_index
+    from instructedit.worlds.recipe import (
+        _scorer,
+        _train_editor,
+        load_selection,
+        select_training_sets,
+    )
+
+    ends = {key: t0 + float(os.environ[key]) for key in ("T2I_END", "GEN_END", "EDITOR_END")}
+    summary: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    }
+    config = run_config()
+    RUN.mkdir(parents=True, exist_ok=True)
+    (RUN / "config.json").write_text(json.dumps(asdict(config), indent=2))
+
+    # 1. Text-to-image variants.
+    start = time.time()
+    with processes({n: ["t2i", n] for n in ONLY}, ends["T2I_END"]) as codes:
+        print("text-to-image exit codes", codes, flush=True)
+    summary["t2i_seconds"] = round(time.time() - start)
+    fidelity = fidelity_module()
+    captions = fidelity.eval_captions(int(os.environ.get("FIDELITY_CAPTIONS", "256")))
+    variants: dict[str, Any] = {}
+    best = None
+    for name in ONLY:
+        if not (WORK / name / "t2i.pt").is_file():
+            variants[name] = {"error": "no checkpoint"}
+            continue
+        pipe, record = t2i_pipeline(name)
+        for guidance in (3.0, 7.5):
+            scores = fidelity.fidelity(pipe, captions, guidance=guidance)
+            record[f"fidelity_g{guidance:g}"] = {
+                k: {m: round(float(v), 4) for m, v in group.items()} for k, group in scores.items()
+            }
+        variants[name] = record
+        exact = record["fidelity_g3"]["all"]["exact"]
+        print(f"[{name}] {record}", flush=True)
+        if best is None or exact > best[1]:
+            best = (name, exact, pipe)
+    summary["variants"] = variants
+    if best is None:
+        raise SystemExit("no text-to-image variant finished a checkpoint")
+    name, _, pipe = best
+    pipe.to("cpu").save_pretrained(RUN / "text_to_image" / "model", safe_serialization=True)
+    done("text_to_image", {"variant": name, **variants[name]}, summary["t2i_seconds"])
+    shutil.copytree(ASSETS / "clip", RUN / "clip" / "model", dirs_exist_ok=True)
+    done("clip", {"model": "the shipped editor's CLIP (src/instructedit/assets/shapes/clip)"}, 0)
+    print(f"chose {name} at +{time.time() - t0:.0f} s", flush=True)
+
+    # 2. Candidate pairs, then the recipe's selection.
+    start = time.time()
+    candidates = RUN / "pairs" / "candidates"
+    candidates.mkdir(parents=True, exist_ok=True)
+    commands = {f"gen{i}": ["generate", str(i), str(GEN_WORKERS)] for i in range(GEN_WORKERS)}
+    with processes(commands, ends["GEN_END"]) as codes:
+        print("generation exit codes", codes, flush=True)
+    write_seeds_index(candidates)
+    folders = [p for p in candidates.iterdir() if p.is_dir() and p.name.isdigit()]
+    summary["generation"] = {"seconds": round(time.time() - start), "caption_folders": len(folders)}
+    start = time.time()
+    try:
+        record = select_training_sets(config, RUN / "pairs", _scorer(config), read_back=False)
+    except Exception as error:  # keep the text-to-image model
+        summary["pairs"] = {"error": repr(error)}
+        finish(summary)
+        return
+    count = sum(len(list(p.glob("*_0.jpg"))) for p in folders)
+    record = {"candidates": count, "caption_folders": len(folders), **record}
+    done("pairs", record, summary["generation"]["seconds"] + time.time() - start)
+    summary["pairs"] = {"seconds": round(time.time() - start), **record}
+    print(f"pairs {summary['pairs']} at +{time.time() - t0:.0f} s", flush=True)
+
+    # 3. The editor.
+    start = time.time()
+    with processes({"editor": ["editor"]}, ends["EDITOR_END"]) as codes:
+        print("editor exit codes", codes, flush=True)
+    steps = editor_checkpoints()
+    if steps:
+        records = load_selection(RUN, "filtered")
+        at = replace(config, editor_steps=steps[-1])
+        record = _train_editor(at, RUN, records, RUN / "editor", steps[-1], progress=False)
+        # The export resumed at the last checkpoint and ran no step: the losses are the log's.
+        lines = (RUN / "editor" / "run" / "metrics.jsonl").read_text().splitlines()
+        losses = [json.loads(line)["loss"] for line in lines if '"loss"' in line]
+        record["loss"] = sum(losses[-10:]) / max(1, len(losses[-10:]))
+        record["logged_losses"] = losses[::5]
+        done("editor", record, time.time() - start)
+        (RUN / "config.json").write_text(json.dumps(asdict(at), indent=2))
+        summary["editor"] = {"seconds": round(time.time() - start), **record}
+    finish(summary)
+
+
+def finish(summary: dict[str, Any]) -> None:
+    print(json.dumps(summary, indent=1), flush=True)
+    (RUN / "gpu_summary.json").write_text(json.dumps(summary, indent=1))
+    pack()
+
+
+def pack() -> None:
+    """The run folder in float16, without what can be rebuilt: ``$OUT/models.tar.*`` (all but the
+    candidate pairs) and ``$OUT/pairs.tar.*``."""
+    from safetensors.torch import load_file, save_file
+
+    staging = WORK / "pack" / RUN.name
+    shutil.rmtree(staging.parent, ignore_errors=True)
+    skip = shutil.ignore_patterns("checkpoints", "run", "tokenizer", "*.pt")
+    shutil.copytree(RUN, staging, ignore=skip)
+    for duplicate in ("text_encoder", "vae", "tokenizer"):
+        shutil.rmtree(staging / "editor" / "model" / duplicate, ignore_errors=True)
+    for path in staging.rglob("*.safetensors"):
+        state = load_file(str(path))
+        save_file(
+            {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+            str(path),
+            metadata={"format": "pt"},
+        )
+    OUT.mkdir(parents=True, exist_ok=True)
+    candidates = staging / "pairs" / "candidates"
+    written = write_parts("models", [p for p in staging.rglob("*") if candidates not in p.parents])
+    # What travels back is at most 64 MiB: the candidate pairs fill what the models leave, caption
+    # folders in order (a prefix of each generation shard's work).
+    budget = 62 * 2**20 - written - 2**20
+    members: list[Path] = []
+    if candidates.is_dir():
+        # Index files first, then the training set's caption folders, then the rest (what the
+        # budget cuts is the unselected candidates); no hidden staging folders of killed shards.
+        index = staging / "pairs" / "selections.json"
+        selections = json.loads(index.read_text()) if index.is_file() else {}
+        chosen = {entry[0] for entry in selections.get("filtered", [])}
+        folders = sorted(p for p in candidates.iterdir() if p.is_dir() and p.name.isdigit())
+        others = [p for p in candidates.iterdir() if not p.name.isdigit()]
+        for path in sorted(p for p in others if not p.name.startswith(".")):
+            members += [path, *sorted(path.rglob("*"))]
+        for path in [p for p in folders if p.name in chosen] + [
+            p for p in folders if p.name not in chosen
+        ]:
+            members += [path, *sorted(path.rglob("*"))]
+    write_parts("pairs", members, budget)
+
+
+def write_parts(label: str, paths: list[Path], budget: float = float("inf")) -> int:
+    """``paths`` (files and folders under ``WORK / "pack"``, stored relative to it) as a gzipped
+    tar split into 15 MiB parts ``$OUT/{label}.tar.{i}``, stopping at a caption folder once past
+    ``budget`` bytes; returns the bytes written."""
+    base = WORK / "pack"
+    buffer = io.BytesIO()
+    kept = 0
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+        for path in paths:
+            if path.parent.name == "candidates" and buffer.tell() > budget:
+                break
+            tar.add(path, arcname=str(path.relative_to(base)), recursive=False)
+            kept += 1
+    data = buffer.getvalue()
+    part = 15 * 2**20
+    for index in range(0, len(data), part):
+        (OUT / f"{label}.tar.{index // part}").write_bytes(data[index : index + part])
+    print(f"packed {label}: {kept} of {len(paths)} paths, {len(data) / 2**20:.1f} MiB", flush=True)
+    return len(data)
+
+
+if __name__ == "__main__":
+    command = sys.argv[1]
+    if command == "launch":
+        launch(float(sys.argv[2]))
+    elif command == "t2i":
+        t2i(sys.argv[2])
+    elif command == "generate":
+        generate(int(sys.argv[2]), int(sys.argv[3]))
+    elif command == "editor":
+        editor()
+    elif command == "pack":
+        pack()
+    else:
+        raise SystemExit(f"unknown command {command!r}")
