@@ -232,7 +232,7 @@ def test_loop_learning_rate_follows_its_schedule_through_a_resume(tmp_path):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         seen = []
 
-        def loss_of_step():
+        def loss_of_step(step):
             seen.append(optimizer.param_groups[0]["lr"])
             return model(torch.ones(1, 2)).pow(2).sum()
 
@@ -276,3 +276,19 @@ def test_a_wider_unet_keeps_the_interface_and_refuses_odd_widths():
     for bad in ((96,), (96, 100), (16, 32), (64, 128, 256)):
         with pytest.raises(ValueError, match="block_out_channels must be two multiples of 32"):
             shapes_unet(0, block_out_channels=bad)
+
+
+@pytest.mark.slow
+def test_text_to_image_trains_the_same_with_data_workers():
+    # Each step's scenes come from the run seed and the step: processes rendering ahead of the
+    # loop give the very batches, losses and weights of the loop rendering them itself.
+    losses, unet, text_encoder = _text_to_image(3, ema_decay=0.5)
+    parallel_losses, parallel_unet, parallel_text = _text_to_image(3, ema_decay=0.5, data_workers=2)
+    assert parallel_losses == losses
+    assert _same_weights(parallel_unet, unet)
+    assert _same_weights(parallel_text, text_encoder)
+    # The batches depend on the step, not on what ran before: a different seed draws others.
+    assert _text_to_image(3, ema_decay=0.5, seed=1)[0] != losses
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="data_workers must be an int >= 0"):
+            _text_to_image(1, data_workers=bad)

@@ -168,7 +168,7 @@ class _LoopState:
     def run(
         self,
         steps: int,
-        loss_of_step: Callable[[], torch.Tensor],
+        loss_of_step: Callable[[int], torch.Tensor],
         *,
         desc: str,
         progress: bool,
@@ -176,7 +176,8 @@ class _LoopState:
         after_step: Callable[[int], None] | None = None,
         lr_factor: Callable[[int], float] | None = None,
     ) -> list[float]:
-        """The loop: restores, then until ``steps`` computes ``loss_of_step()``, back-propagates,
+        """The loop: restores, then for each step ``i`` (from 0) until ``steps`` computes
+        ``loss_of_step(i)``, back-propagates,
         clips the gradient norm of ``clip`` at 1, steps and clears the optimiser, runs
         ``after_step(n)`` (``n``: steps finished) and checkpoints; returns all losses (restored ones included). With
         ``lr_factor``, step ``i`` (from 0) runs at the optimiser's initial learning rate times
@@ -193,7 +194,7 @@ class _LoopState:
             if lr_factor is not None:
                 for group, base in zip(self.optimizer.param_groups, initial, strict=True):
                     group["lr"] = base * lr_factor(step)
-            loss = loss_of_step()
+            loss = loss_of_step(step)
             loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(clip, 1.0)
@@ -250,7 +251,7 @@ def train_autoencoder(
     state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng)
     vae.train()
 
-    def loss_of_step() -> torch.Tensor:
+    def loss_of_step(step: int) -> torch.Tensor:
         pixels = _batch(rng, batch_size, size)[0].to(device)
         posterior = vae.encode(pixels).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
@@ -300,7 +301,7 @@ def finetune_decoder(
     state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng)
     vae.eval()  # the encoder stays as it is; nothing in the decoder depends on the mode
 
-    def loss_of_step() -> torch.Tensor:
+    def loss_of_step(step: int) -> torch.Tensor:
         pixels = _batch(rng, batch_size, size)[0].to(device)
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample()
@@ -336,6 +337,84 @@ def check_text_to_image_training(
         raise ValueError(f"{ema_name} must be in [0, 1) or None, got {ema_decay!r}")
 
 
+class _TextToImageBatches:
+    """One training step's batch, from the run seed and the step alone: the scenes rendered
+    (``[N, 3, H, W]`` float32 in [-1, 1]) and their captions' token ids (dropped captions are
+    ``""``), as numpy arrays."""
+
+    def __init__(
+        self, tokenizer: Any, seed: int, batch_size: int, size: int, caption_dropout: float
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.batch_size = batch_size
+        self.size = size
+        self.caption_dropout = caption_dropout
+
+    def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = random.Random(f"text-to-image:{self.seed}:{step}")
+        pixels, captions, _ = _batch(rng, self.batch_size, self.size)
+        captions = ["" if rng.random() < self.caption_dropout else c for c in captions]
+        ids = self.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=CLIP_CONTEXT_LENGTH,
+            truncation=True,
+            return_tensors="np",
+        ).input_ids
+        # Contiguous, as a pickled array arrives from a worker: the convolutions then take the
+        # same path (and give the same floats) whichever process rendered the batch.
+        return np.ascontiguousarray(pixels.numpy()), ids
+
+
+_WORKER_MAKE: Callable[[int], Any] | None = None
+
+
+def _start_worker(make: Callable[[int], Any]) -> None:
+    global _WORKER_MAKE
+    _WORKER_MAKE = make
+
+
+def _worker_make(step: int) -> Any:
+    assert _WORKER_MAKE is not None
+    return _WORKER_MAKE(step)
+
+
+class _Prefetcher:
+    """``make(step)`` for the steps a loop asks for, computed by ``workers`` processes up to
+    ``2 · workers`` steps ahead of it (``workers=0``: in this process, when asked). ``make`` is
+    sent to each worker once; it must be picklable and depend on the step alone."""
+
+    def __init__(self, make: Callable[[int], Any], workers: int, last: int) -> None:
+        self.make = make
+        self.last = last
+        self.ahead = 2 * workers
+        self.pending: dict[int, Any] = {}
+        self.pool: Any = None
+        if workers > 0:
+            import multiprocessing
+
+            # Spawned, not forked: the parent may hold CUDA and thread pools.
+            context = multiprocessing.get_context("spawn")
+            self.pool = context.Pool(workers, initializer=_start_worker, initargs=(make,))
+
+    def get(self, step: int) -> Any:
+        if self.pool is None:
+            return self.make(step)
+        for stale in [s for s in self.pending if s < step]:
+            del self.pending[stale]
+        for coming in range(step, min(step + self.ahead + 1, self.last)):
+            if coming not in self.pending:
+                self.pending[coming] = self.pool.apply_async(_worker_make, (coming,))
+        return self.pending.pop(step).get()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+
 def train_text_to_image(
     unet: Any,
     text_encoder: Any,
@@ -352,6 +431,7 @@ def train_text_to_image(
     schedule: Literal["constant", "cosine"] = "constant",
     ema_decay: float | None = None,
     ema_warmup: bool = True,
+    data_workers: int = 0,
     progress: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 200,
@@ -371,11 +451,16 @@ def train_text_to_image(
     averages over a shorter window). Without it ``d = ema_decay`` from the first step, and after
     k steps the average still holds ``ema_decay**k`` of the starting weights (0.37 after 1000
     steps at 0.999: a model trained from scratch briefly averages its random start and draws
-    nothing). ``checkpoint``, ``checkpoint_every`` and ``device`` are as in
+    nothing). Each step's scenes and caption dropout come from a generator seeded by ``seed``
+    and the step, so ``data_workers`` processes can render and tokenize the coming steps while
+    this one trains (on a GPU the renderer, not the card, bounds a step) and any number of them
+    trains exactly the same. ``checkpoint``, ``checkpoint_every`` and ``device`` are as in
     :func:`train_autoencoder` (the average is checkpointed too); noise and timesteps are drawn on
     the CPU, so a run draws the same values on any device.
     """
     check_text_to_image_training(schedule, ema_decay)
+    if isinstance(data_workers, bool) or not isinstance(data_workers, int) or data_workers < 0:
+        raise ValueError(f"data_workers must be an int >= 0, got {data_workers!r}")
     for module in (unet, text_encoder, vae):
         module.to(device)
     vae.register_to_config(scaling_factor=_latent_scale(vae, size, seed))
@@ -391,19 +476,14 @@ def train_text_to_image(
     unet.train()
     text_encoder.train()
 
-    def loss_of_step() -> torch.Tensor:
-        pixels, captions, _ = _batch(rng, batch_size, size)
-        pixels = pixels.to(device)
-        captions = ["" if rng.random() < caption_dropout else c for c in captions]
+    batches = _Prefetcher(
+        _TextToImageBatches(tokenizer, seed, batch_size, size, caption_dropout), data_workers, steps
+    )
+
+    def loss_of_step(step: int) -> torch.Tensor:
+        pixels, ids = (torch.from_numpy(array).to(device) for array in batches.get(step))
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
-        ids = tokenizer(
-            captions,
-            padding="max_length",
-            max_length=CLIP_CONTEXT_LENGTH,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)
         noise = torch.randn(latents.shape).to(device)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
         timesteps = timesteps.to(device)
@@ -418,22 +498,26 @@ def train_text_to_image(
         decay = (0.0 if step <= 1 else min(keep, step / (9 + step))) if ema_warmup else keep
         with torch.no_grad():
             for average, model in averaged:
-                for kept, weight in zip(average.parameters(), model.parameters(), strict=True):
-                    kept.lerp_(weight, 1.0 - decay)
+                kept: list[torch.Tensor] = list(average.parameters())
+                weights: list[torch.Tensor] = list(model.parameters())
+                torch._foreach_lerp_(kept, weights, 1.0 - decay)
 
     def cosine(step: int) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * step / steps))
 
-    with seeded(seed):
-        losses = state.run(
-            steps,
-            loss_of_step,
-            desc="text-to-image",
-            progress=progress,
-            clip=parameters,
-            after_step=update_average if averaged else None,
-            lr_factor=cosine if schedule == "cosine" else None,
-        )
+    try:
+        with seeded(seed):
+            losses = state.run(
+                steps,
+                loss_of_step,
+                desc="text-to-image",
+                progress=progress,
+                clip=parameters,
+                after_step=update_average if averaged else None,
+                lr_factor=cosine if schedule == "cosine" else None,
+            )
+    finally:
+        batches.close()
     for average, model in averaged:
         model.load_state_dict(average.state_dict())
     unet.eval()
@@ -467,7 +551,7 @@ def train_clip(
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=device).view(1, 3, 1, 1)
     model.train()
 
-    def loss_of_step() -> torch.Tensor:
+    def loss_of_step(step: int) -> torch.Tensor:
         pixels, captions, _ = _batch(rng, batch_size, size)
         images = ((pixels.to(device) + 1) / 2 - mean) / std
         image_features = F.normalize(model.encode_image(images), dim=-1)

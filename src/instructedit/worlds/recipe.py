@@ -199,7 +199,10 @@ class RecipeConfig:
     same losses, faster steps (1.3× on two CPU cores; on a GPU, where the data pipeline bounded
     this tiny editor's step, far more)."""
     loader_workers: int = 0
-    """DataLoader worker processes of the editor's training, without ``editor_cache_latents``."""
+    """Worker processes that prepare training data: the text-to-image stage's scenes (rendered and
+    tokenized ahead of the step; the same batches for any count, see
+    :func:`~instructedit.worlds._models.train_text_to_image`) and the editor's DataLoader
+    without ``editor_cache_latents``. On a GPU the renderer bounds a text-to-image step."""
     eval_scenes: int = 200
     """Held-out rendered scenes per evaluation."""
     eval_steps: int = 20
@@ -407,6 +410,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
         schedule=config.text_to_image_schedule,
         ema_decay=config.text_to_image_ema,
         ema_warmup=config.text_to_image_ema_warmup,
+        data_workers=config.loader_workers,
         size=config.size,
         seed=config.seed,
         progress=progress,
