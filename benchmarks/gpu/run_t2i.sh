@@ -1,6 +1,7 @@
 #!/bin/bash
-# One GPU lease, one call: EditPipeline's GPU profile (profile_edit.py), then ShapesWorld's
-# text-to-image variants, pairs and editor (shapes_t2i.py) until their deadlines.
+# One GPU lease, one call: ShapesWorld's text-to-image variants, pairs and editor (shapes_t2i.py)
+# until their deadlines (seconds after the start), after EditPipeline's GPU profile
+# (profile_edit.py) when PROFILE_S > 0.
 # Needs, where the machine lacks them, wheels in .whl (diffusers, open_clip_torch, ftfy, wcwidth,
 # importlib_metadata); run from the repository root: bash benchmarks/gpu/run_t2i.sh
 T0=$(date +%s)

@@ -65,7 +65,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 # The eighth run trained all three (the from-scratch ones with a constant-decay average, which
 # kept their random start); the next lease's question is the two from scratch.
-ONLY = [v for v in os.environ.get("T2I_VARIANTS", "wide,scratch").split(",") if v]
+ONLY = [v for v in os.environ.get("T2I_VARIANTS", "").split(",") if v] or ["wide", "scratch"]
+if unknown := sorted(set(ONLY) - set(VARIANTS)):
+    raise SystemExit(f"T2I_VARIANTS: unknown {unknown}; known: {sorted(VARIANTS)}")
 
 
 def run_config() -> Any:

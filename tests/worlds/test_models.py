@@ -287,8 +287,38 @@ def test_text_to_image_trains_the_same_with_data_workers():
     assert parallel_losses == losses
     assert _same_weights(parallel_unet, unet)
     assert _same_weights(parallel_text, text_encoder)
-    # The batches depend on the step, not on what ran before: a different seed draws others.
+    # The seed still matters: another draws other batches.
     assert _text_to_image(3, ema_decay=0.5, seed=1)[0] != losses
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="data_workers must be an int >= 0"):
             _text_to_image(1, data_workers=bad)
+
+
+def test_prefetcher_starts_late_resumes_anywhere_and_ends_its_processes():
+    import multiprocessing
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
+    from instructedit.worlds._models import _Prefetcher
+
+    before = set(multiprocessing.active_children())
+    inline = _Prefetcher(str, 0, 6)
+    assert [inline.get(step) for step in range(6)] == [str(s) for s in range(6)]
+    assert inline.pool is None
+    ahead = _Prefetcher(str, 2, 6)
+    assert ahead.pool is None  # no process before the first request (a finished run asks none)
+    try:
+        # A resumed loop starts at its checkpoint's step.
+        assert [ahead.get(step) for step in range(2, 6)] == ["2", "3", "4", "5"]
+        assert ahead.pool is not None
+    finally:
+        ahead.close()
+    assert set(multiprocessing.active_children()) <= before
+    # A worker that dies raises instead of leaving the loop waiting for its batch.
+    dying = _Prefetcher(os._exit, 1, 3)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            dying.get(0)
+    finally:
+        dying.close()
+    assert set(multiprocessing.active_children()) <= before

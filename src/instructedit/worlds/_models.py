@@ -371,48 +371,60 @@ _WORKER_MAKE: Callable[[int], Any] | None = None
 
 
 def _start_worker(make: Callable[[int], Any]) -> None:
+    import signal
+
     global _WORKER_MAKE
     _WORKER_MAKE = make
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the loop, which ends the pool
 
 
 def _worker_make(step: int) -> Any:
-    assert _WORKER_MAKE is not None
+    if _WORKER_MAKE is None:
+        raise RuntimeError("a data worker ran before its initializer")
     return _WORKER_MAKE(step)
 
 
 class _Prefetcher:
     """``make(step)`` for the steps a loop asks for, computed by ``workers`` processes up to
     ``2 · workers`` steps ahead of it (``workers=0``: in this process, when asked). ``make`` is
-    sent to each worker once; it must be picklable and depend on the step alone."""
+    sent to each worker once; it must be picklable and depend on the step alone. The processes
+    start at the first request; a worker that dies raises ``BrokenProcessPool`` there, and
+    :meth:`close` ends them all."""
 
     def __init__(self, make: Callable[[int], Any], workers: int, last: int) -> None:
         self.make = make
+        self.workers = workers
         self.last = last
         self.ahead = 2 * workers
         self.pending: dict[int, Any] = {}
         self.pool: Any = None
-        if workers > 0:
-            import multiprocessing
-
-            # Spawned, not forked: the parent may hold CUDA and thread pools.
-            context = multiprocessing.get_context("spawn")
-            self.pool = context.Pool(workers, initializer=_start_worker, initargs=(make,))
 
     def get(self, step: int) -> Any:
-        if self.pool is None:
+        if self.workers == 0:
             return self.make(step)
+        if self.pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # Spawned, not forked: the parent may hold CUDA and thread pools.
+            self.pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self.make,),
+            )
         for stale in [s for s in self.pending if s < step]:
-            del self.pending[stale]
+            self.pending.pop(stale).cancel()
         for coming in range(step, min(step + self.ahead + 1, self.last)):
             if coming not in self.pending:
-                self.pending[coming] = self.pool.apply_async(_worker_make, (coming,))
-        return self.pending.pop(step).get()
+                self.pending[coming] = self.pool.submit(_worker_make, coming)
+        return self.pending.pop(step).result()
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+            self.pending.clear()
 
 
 def train_text_to_image(
@@ -454,9 +466,10 @@ def train_text_to_image(
     nothing). Each step's scenes and caption dropout come from a generator seeded by ``seed``
     and the step, so ``data_workers`` processes can render and tokenize the coming steps while
     this one trains (on a GPU the renderer, not the card, bounds a step) and any number of them
-    trains exactly the same. ``checkpoint``, ``checkpoint_every`` and ``device`` are as in
-    :func:`train_autoencoder` (the average is checkpointed too); noise and timesteps are drawn on
-    the CPU, so a run draws the same values on any device.
+    gives the same batches (on the CPU, the same run to the last bit: tested). ``checkpoint``, ``checkpoint_every`` and ``device`` are as in
+    :func:`train_autoencoder` (the average is checkpointed too); the diffusion noise and
+    timesteps are drawn on the CPU, the autoencoder's latent sample on ``device``. (A checkpoint
+    written before the batches were drawn per step resumes with the per-step batches.)
     """
     check_text_to_image_training(schedule, ema_decay)
     if isinstance(data_workers, bool) or not isinstance(data_workers, int) or data_workers < 0:

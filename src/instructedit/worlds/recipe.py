@@ -202,7 +202,8 @@ class RecipeConfig:
     """Worker processes that prepare training data: the text-to-image stage's scenes (rendered and
     tokenized ahead of the step; the same batches for any count, see
     :func:`~instructedit.worlds._models.train_text_to_image`) and the editor's DataLoader
-    without ``editor_cache_latents``. On a GPU the renderer bounds a text-to-image step."""
+    without ``editor_cache_latents``. On a GPU the renderer bounds a text-to-image step; on a
+    CPU of few cores the workers compete with torch's threads, so 0 is the default."""
     eval_scenes: int = 200
     """Held-out rendered scenes per evaluation."""
     eval_steps: int = 20
