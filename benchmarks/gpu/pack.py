@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from safetensors.torch import load_file, save_file
+import torch
+from unpack import cast_weights  # beside this script
 
 from instructedit.worlds.recipe import load_selection
 
@@ -26,9 +27,7 @@ def main() -> None:
     shutil.rmtree(model, ignore_errors=True)
     shutil.copytree(run / "text_to_image" / "model", model)
     for part in ("text_encoder", "vae"):
-        for path in (model / part).glob("*.safetensors"):
-            state = load_file(path)
-            save_file({k: v.half() for k, v in state.items()}, path, metadata={"format": "pt"})
+        cast_weights(model / part, torch.float16)
     tokenizer = model / "tokenizer" / "tokenizer.json"
     tokenizer.with_suffix(".json.gz").write_bytes(gzip.compress(tokenizer.read_bytes(), 9))
     tokenizer.unlink()

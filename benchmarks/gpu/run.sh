@@ -5,14 +5,7 @@
 T0=$(date +%s)
 TRAIN_S=${TRAIN_S:-340}
 END_S=${END_S:-565}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site:$PWD/src
-mkdir -p "$OUT"
-exec > >(tee "$OUT/log.txt") 2>&1
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+source benchmarks/gpu/_setup.sh
 gunzip -f "${SHAPES_GPU_DATA:-.gpu}"/shapes/text_to_image/model/tokenizer/tokenizer.json.gz
 export INSTRUCTEDIT_CACHE=/tmp/iecache  # the CLIP tokenizer without open_clip: the run's own copy
 mkdir -p /tmp/iecache/clip-tokenizer && cp "${SHAPES_GPU_DATA:-.gpu}"/shapes/text_to_image/model/tokenizer/* /tmp/iecache/clip-tokenizer/

@@ -5,14 +5,7 @@
 # Needs, where the machine lacks them, wheels in .whl (diffusers, open_clip_torch, ftfy, wcwidth,
 # importlib_metadata); run from the repository root: bash benchmarks/gpu/run_t2i.sh
 T0=$(date +%s)
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site:$PWD/src
-mkdir -p "$OUT"
-exec > >(tee "$OUT/log.txt") 2>&1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+source benchmarks/gpu/_setup.sh
 python3 -c "import torch, diffusers, transformers, accelerate, triton, open_clip; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'triton', triton.__version__, 'open_clip', open_clip.__version__, torch.cuda.get_device_name())" || exit 1
 if [ "${PROFILE_S:-0}" -gt 0 ]; then  # the eighth run's call profiled with PROFILE_S=80
   echo "==== profile_edit.py at +$(( $(date +%s) - T0 )) s"

@@ -147,26 +147,16 @@ def t2i(name: str) -> None:
 def t2i_pipeline(name: str) -> tuple[Any, dict[str, Any]]:
     """A variant's averaged weights at its last checkpoint, as a pipeline on ``DEVICE``."""
     import torch
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 
-    from instructedit.testing import SD_SCHEDULER_CONFIG
     from instructedit.worlds._models import _latent_scale
+    from instructedit.worlds.recipe import _text_to_image_pipeline
 
     state = torch.load(WORK / name / "t2i.pt", map_location="cpu", weights_only=True)
     unet, text_encoder, tokenizer, vae = t2i_parts(name)
     unet.load_state_dict(state["modules"]["ema_unet"])
     text_encoder.load_state_dict(state["modules"]["ema_text_encoder"])
     vae.register_to_config(scaling_factor=_latent_scale(vae, 32, 0))
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet.eval(),
-        scheduler=EulerAncestralDiscreteScheduler(**SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).to(DEVICE)
+    pipe = _text_to_image_pipeline(unet.eval(), text_encoder, tokenizer, vae).to(DEVICE)
     losses = state["losses"]
     tail = losses[-200:]
     return pipe, {
@@ -373,7 +363,8 @@ def finish(summary: dict[str, Any]) -> None:
 def pack() -> None:
     """The run folder in float16, without what can be rebuilt: ``$OUT/models.tar.*`` (all but the
     candidate pairs) and ``$OUT/pairs.tar.*``."""
-    from safetensors.torch import load_file, save_file
+    import torch
+    from unpack import cast_weights  # beside this script
 
     staging = WORK / "pack" / RUN.name
     shutil.rmtree(staging.parent, ignore_errors=True)
@@ -381,13 +372,7 @@ def pack() -> None:
     shutil.copytree(RUN, staging, ignore=skip)
     for duplicate in ("text_encoder", "vae", "tokenizer"):
         shutil.rmtree(staging / "editor" / "model" / duplicate, ignore_errors=True)
-    for path in staging.rglob("*.safetensors"):
-        state = load_file(str(path))
-        save_file(
-            {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
-            str(path),
-            metadata={"format": "pt"},
-        )
+    cast_weights(staging, torch.float16)
     OUT.mkdir(parents=True, exist_ok=True)
     candidates = staging / "pairs" / "candidates"
     written = write_parts("models", [p for p in staging.rglob("*") if candidates not in p.parents])

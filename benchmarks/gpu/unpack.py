@@ -22,10 +22,23 @@ import sys
 import tarfile
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from instructedit.data import folder_index, write_json_atomic, write_seeds_index
 from instructedit.testing import clip_tokenizer
+
+
+def cast_weights(folder: Path, dtype: torch.dtype) -> None:
+    """Rewrites every safetensors file under ``folder`` with its floating-point tensors in
+    ``dtype`` (float16 to travel, float32 to train and evaluate)."""
+    for path in folder.rglob("*.safetensors"):
+        state = load_file(str(path))
+        save_file(
+            {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()},
+            str(path),
+            metadata={"format": "pt"},
+        )
 
 
 def main() -> None:
@@ -43,13 +56,7 @@ def main() -> None:
     if len(runs) != 1:
         raise SystemExit(f"expected one run folder in {target}, found {runs}")
     run = runs[0]
-    for path in run.rglob("*.safetensors"):
-        state = load_file(str(path))
-        save_file(
-            {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-            str(path),
-            metadata={"format": "pt"},
-        )
+    cast_weights(run, torch.float32)
     candidates = run / "pairs" / "candidates"
     if candidates.is_dir():
         write_seeds_index(candidates)

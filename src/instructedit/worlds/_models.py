@@ -128,9 +128,9 @@ def _batch(
 class _LoopState:
     """Atomic periodic checkpoints of a training loop: a killed run continues where it stopped.
 
-    Saves the modules, the optimizer, both random generators (Python's scene sampler and torch's
-    global one), the step and the losses so far; a resumed run draws exactly the batches and
-    noise of an uninterrupted one.
+    Saves the modules, the optimizer, the random generators (Python's scene sampler, if the loop
+    draws its scenes from one, and torch's global one), the step and the losses so far; a resumed
+    run draws exactly the batches and noise of an uninterrupted one.
     """
 
     def __init__(
@@ -139,7 +139,7 @@ class _LoopState:
         every: int,
         modules: dict[str, torch.nn.Module],
         optimizer: torch.optim.Optimizer,
-        rng: random.Random,
+        rng: random.Random | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {every}")
@@ -160,8 +160,9 @@ class _LoopState:
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        version, internal, gauss = state["python_rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        if self.rng is not None:
+            version, internal, gauss = state["python_rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
         logger.info("resuming %s at step %d", self.path, state["step"])
         return int(state["step"]), list(state["losses"])
 
@@ -177,11 +178,11 @@ class _LoopState:
         lr_factor: Callable[[int], float] | None = None,
     ) -> list[float]:
         """The loop: restores, then for each step ``i`` (from 0) until ``steps`` computes
-        ``loss_of_step(i)``, back-propagates,
-        clips the gradient norm of ``clip`` at 1, steps and clears the optimiser, runs
-        ``after_step(n)`` (``n``: steps finished) and checkpoints; returns all losses (restored ones included). With
-        ``lr_factor``, step ``i`` (from 0) runs at the optimiser's initial learning rate times
-        ``lr_factor(i)``: a function of the step, so a resumed run keeps its schedule."""
+        ``loss_of_step(i)``, back-propagates, clips the gradient norm of ``clip`` at 1, steps and
+        clears the optimiser, runs ``after_step(n)`` (``n``: steps finished) and checkpoints;
+        returns all losses (restored ones included). With ``lr_factor``, step ``i`` runs at the
+        optimiser's initial learning rate times ``lr_factor(i)``: a function of the step, so a
+        resumed run keeps its schedule."""
         start, losses = self.restore()
         # The initial rate is kept in the optimiser's state (torch's schedulers' key), so a
         # restored optimiser, whose "lr" is the scheduled one, still knows it.
@@ -215,7 +216,7 @@ class _LoopState:
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "python_rng": self.rng.getstate(),
+            "python_rng": None if self.rng is None else self.rng.getstate(),
             "step": step,
             "losses": losses,
         }
@@ -466,9 +467,10 @@ def train_text_to_image(
     nothing). Each step's scenes and caption dropout come from a generator seeded by ``seed``
     and the step, so ``data_workers`` processes can render and tokenize the coming steps while
     this one trains (on a GPU the renderer, not the card, bounds a step) and any number of them
-    gives the same batches (on the CPU, the same run to the last bit: tested). ``checkpoint``, ``checkpoint_every`` and ``device`` are as in
-    :func:`train_autoencoder` (the average is checkpointed too); the diffusion noise and
-    timesteps are drawn on the CPU, the autoencoder's latent sample on ``device``. (A checkpoint
+    gives the same batches (on the CPU, the same run to the last bit: tested). ``checkpoint``,
+    ``checkpoint_every`` and ``device`` are as in :func:`train_autoencoder` (the average is
+    checkpointed too); the diffusion noise and timesteps are drawn on the CPU, the autoencoder's
+    latent sample on ``device``. (A checkpoint
     written before the batches were drawn per step resumes with the per-step batches.)
     """
     check_text_to_image_training(schedule, ema_decay)
@@ -477,7 +479,6 @@ def train_text_to_image(
     for module in (unet, text_encoder, vae):
         module.to(device)
     vae.register_to_config(scaling_factor=_latent_scale(vae, size, seed))
-    rng = random.Random(f"text-to-image:{seed}")
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
     modules = {"unet": unet, "text_encoder": text_encoder}
@@ -485,7 +486,8 @@ def train_text_to_image(
     if ema_decay is not None:
         averaged = [(copy.deepcopy(m).requires_grad_(False), m) for m in (unet, text_encoder)]
         modules |= {"ema_unet": averaged[0][0], "ema_text_encoder": averaged[1][0]}
-    state = _LoopState(checkpoint, checkpoint_every, modules, optimizer, rng)
+    # Batches come from per-step seeds (_TextToImageBatches): no sampler state to checkpoint.
+    state = _LoopState(checkpoint, checkpoint_every, modules, optimizer)
     unet.train()
     text_encoder.train()
 

@@ -348,12 +348,27 @@ def _autoencoder_sub_stage(
     return vae, losses
 
 
-def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
-    from diffusers import (
-        DDPMScheduler,
-        EulerAncestralDiscreteScheduler,
-        StableDiffusionPipeline,
+def _text_to_image_pipeline(unet: Any, text_encoder: Any, tokenizer: Any, vae: Any) -> Any:
+    """The stage's model as a diffusers ``StableDiffusionPipeline`` (Euler ancestral on the
+    training schedule, no safety checker), as it is saved to ``text_to_image/model``."""
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+
+    from instructedit.testing import SD_SCHEDULER_CONFIG
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=EulerAncestralDiscreteScheduler(**SD_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
+
+
+def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
+    from diffusers import DDPMScheduler
 
     from instructedit.testing import SD_SCHEDULER_CONFIG, clip_tokenizer
     from instructedit.worlds._models import (
@@ -418,16 +433,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
         checkpoint=folder / "checkpoints" / "text_to_image.pt",
         device=device,
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=EulerAncestralDiscreteScheduler(**SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = _text_to_image_pipeline(unet, text_encoder, tokenizer, vae)
     pipe.save_pretrained(folder / "model", safe_serialization=True)
     return {
         "autoencoder_loss": _tail(ae_losses),
@@ -986,7 +992,8 @@ def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict
             else "model"
         )
     )
-    filtered_pairs = len(load_selection(root, "filtered"))
+    selections = json.loads((root / "pairs" / "selections.json").read_text(encoding="utf-8"))
+    filtered_pairs = len(selections["filtered"])  # counted, not decoded
     # name → (training set, config): the paper's two ablations, two this world allows, and the
     # paper's zero-initialised image channels against this recipe's copied ones.
     training_sets: dict[str, tuple[Callable[[], list[Any]], RecipeConfig]] = {
