@@ -16,8 +16,12 @@ Prints four measurements of the editor of a run of ``instructedit shapes reprodu
    editor cannot be expected to keep more than its pairs kept;
 3. ``gap``: the editor's edits of generated inputs it did not train on (candidates the filter did
    not keep, whose input shows its caption) against its edits of rendered inputs, both read back
-   with :func:`~instructedit.worlds.reading.check_pair` (colours and layout, not kinds): how much
-   of the failure is the change of domain from the text-to-image model's drawings to renders;
+   with :func:`~instructedit.worlds.reading.check_pair` (colours and layout, not kinds). The
+   generated inputs' caption edits are the run's own, which the editor trained on through other
+   candidates of the same caption edit, and the held-out ones are new to it: the difference
+   mixes the change of domain with caption-edit coverage, which
+   ``examples/shapes/caption_coverage.py`` separates (it was coverage: the same scenes
+   re-rendered edit as well as drawn);
 4. ``sampler``: with ``--schedulers``, the oracle's scores with each sampler (same noise seeds;
    ``--steps``: sampler steps, the run's by default).
 """

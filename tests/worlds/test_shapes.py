@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from instructedit.captions import CaptionEdit, Rejection
+from instructedit.testing import seeded
+from instructedit.worlds.reading import read_scene
 from instructedit.worlds.shapes import (
     COLOURS,
     EDIT_FAMILIES,
@@ -20,6 +22,7 @@ from instructedit.worlds.shapes import (
     region_masks,
     render,
     scene_edit,
+    scene_from_caption,
 )
 
 
@@ -68,13 +71,15 @@ def test_captions_round_trip_through_the_grammar():
 def test_caption_editor_covers_every_family_with_varied_phrasings():
     editor = ShapesCaptionEditor(seed=0)
     captions = [caption(s) for s in _scenes(300)]
-    results = editor.edit(captions)
+    with seeded(0):
+        results = editor.edit(captions)
     edits = [r for r in results if isinstance(r, CaptionEdit)]
     assert len(edits) == len(captions)
     assert all(parse_caption(e.output) is not None and e.output != e.input for e in edits)
     first_words = {e.instruction.split()[0] for e in edits}
     assert {"make", "turn", "add", "remove", "change"} <= first_words
-    assert editor.edit(captions[:5]) == results[:5]
+    with seeded(0):
+        assert editor.edit(captions[:5]) == results[:5]
     assert editor.edit(["a photo of a cat"]) == [Rejection("a photo of a cat", "unparseable")]
     # Every family gets its share: an "add" needs room for a second shape, which a caption does
     # not place, so the editor must not refuse adds for lack of space.
@@ -82,6 +87,39 @@ def test_caption_editor_covers_every_family_with_varied_phrasings():
     removes = sum(len(parse_caption(e.output)[0]) < len(parse_caption(e.input)[0]) for e in edits)
     assert adds >= 0.1 * len(edits)
     assert removes >= 0.1 * len(edits)
+
+
+def test_caption_editor_gives_repeated_captions_their_own_edits():
+    # A run's captions repeat (168 one-shape captions exist): the dataset generator seeds each
+    # caption index, and every repeat must get its own edit, not the same one, or the editor
+    # trained on them sees a few dozen additions however many captions it is given.
+    editor = ShapesCaptionEditor(seed=0)
+    text = "a red circle on a white background"
+    edits = []
+    for index in range(60):
+        with seeded(1000 + index):
+            (edit,) = editor.edit([text])
+        edits.append(edit)
+    assert all(isinstance(e, CaptionEdit) and e.input == text for e in edits)
+    assert len({(e.instruction, e.output) for e in edits}) >= 30
+    additions = {e.output for e in edits if " and " in e.output}
+    assert len(additions) >= 5  # a one-shape caption gains many different shapes
+    with seeded(1000):
+        assert editor.edit([text]) == edits[:1]
+
+
+def test_scene_from_caption_lays_out_what_the_caption_says():
+    rng = random.Random(0)
+    text = "a red circle and a blue triangle on a white background"
+    layouts = [scene_from_caption(text, rng) for _ in range(20)]
+    assert all(caption(scene) == text for scene in layouts)
+    assert len({scene.shapes for scene in layouts}) == 20
+    for scene in layouts:
+        masks = region_masks(scene)
+        assert (masks.sum(axis=0) <= 1.0 + 1e-6).all()  # the two shapes do not overlap
+        assert read_scene(render(scene)).shows(text)
+    with pytest.raises(ValueError, match="not a caption"):
+        scene_from_caption("a photo of a cat", rng)
 
 
 @pytest.mark.parametrize("family", EDIT_FAMILIES)

@@ -19,7 +19,7 @@ from instructedit.captions._language_model import (
     SamplingConfig,
     finetune_caption_editor,
 )
-from instructedit.captions._template import TemplateCaptionEditor, TemplateRule
+from instructedit.captions._template import TemplateCaptionEditor, TemplateRule, caption_rng
 
 __all__ = [
     "END",
@@ -32,6 +32,7 @@ __all__ = [
     "SamplingConfig",
     "TemplateCaptionEditor",
     "TemplateRule",
+    "caption_rng",
     "finetune_caption_editor",
     "format_completion",
     "format_prompt",

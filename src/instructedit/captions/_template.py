@@ -7,9 +7,26 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from instructedit.captions._format import CaptionEdit, Rejection, is_identity_edit
 
-__all__ = ["TemplateCaptionEditor", "TemplateRule"]
+__all__ = ["TemplateCaptionEditor", "TemplateRule", "caption_rng"]
+
+
+def caption_rng(seed: int, caption: str) -> random.Random:
+    """The random source of one rule-based caption edit: ``seed``, the caption and one draw from
+    torch's global generator.
+
+    A language model samples its edits from torch's global generator; rule-based editors draw
+    from it as well, so a caption that occurs twice in a dataset gets two independent edits
+    (seeding by the text alone gave every repeat the same one).
+    :func:`~instructedit.datagen.generate_dataset` seeds the generator per caption index, so a
+    run's edits are reproducible; around a direct call, :func:`~instructedit.testing.seeded`
+    does the same.
+    """
+    draw = int(torch.randint(0, 2**62, (1,)).item())
+    return random.Random(f"{seed}:{draw}:{caption}")
 
 
 @dataclass(frozen=True)
@@ -36,8 +53,9 @@ class TemplateRule:
 class TemplateCaptionEditor:
     """Edits captions by rules: the first rule whose pattern matches rewrites the caption.
 
-    :meth:`edit` seeds each caption's choices from ``seed`` and the caption text, so results
-    depend neither on batching nor on order.
+    :meth:`edit` draws each caption's choices from :func:`caption_rng` (``seed``, the caption and
+    torch's global generator): a caption that occurs twice gets two independent edits, and the
+    same generator state gives the same edits.
 
     Args:
         rules: tried in order; a caption no rule matches is rejected with reason ``"no_rule"``.
@@ -71,4 +89,4 @@ class TemplateCaptionEditor:
 
     def edit(self, captions: Sequence[str]) -> list[CaptionEdit | Rejection]:
         """Returns one edit or rejection per caption."""
-        return [self.edit_one(c, random.Random(f"{self.seed}:{c}")) for c in captions]
+        return [self.edit_one(c, caption_rng(self.seed, c)) for c in captions]
