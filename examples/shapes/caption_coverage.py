@@ -124,7 +124,9 @@ def main() -> None:
         (f"held-out ({overlap} of them trained on)", held_out),
         ("trained on", seen),
     ):
-        outputs = pipeline_edits(pipe, edits, size=size, num_inference_steps=steps, progress=False)
+        outputs = pipeline_edits(
+            pipe, edits, size=size, num_inference_steps=steps, seed=config["seed"], progress=False
+        )
         _print_summary(label, oracle_summary(edits, outputs, size=size, tolerance=tolerance))
 
 

@@ -201,3 +201,40 @@ def test_only_stale_temporary_index_files_are_removed(tmp_path):
     _clean_stale_index(tmp_path)
     assert not old.exists()
     assert fresh.exists()
+
+
+def test_repeated_captions_get_their_own_edits_reproducibly(tmp_path):
+    # A dataset's captions can repeat; a rule-based editor must give each repeat its own edit (as
+    # a language model's sampling does), the same ones on every run.
+    import open_clip
+
+    from instructedit.captions import TemplateCaptionEditor, TemplateRule
+    from instructedit.clip import ClipDirectionalFilter, ClipScorer
+    from instructedit.datagen import generate_dataset
+    from instructedit.p2p import PromptToPrompt
+    from instructedit.testing import tiny_components, tiny_open_clip
+
+    p2p = PromptToPrompt(**tiny_components(in_channels=4, seed=0))
+    scorer = ClipScorer(tiny_open_clip(seed=0), open_clip.get_tokenizer("ViT-B-32"))
+    colours = ["blue", "green", "yellow", "purple", "orange", "white", "black", "pink"]
+    rule = TemplateRule(r"\b(red)\b", colours, ["make it {new}", "turn the ball {new}"])
+    config = GenerationConfig(
+        samples_per_pair=1, keep_per_pair=1, batch_size=1, num_inference_steps=1
+    )
+
+    def edits(folder):
+        generate_dataset(
+            ["a red ball on the grass"] * 8,
+            folder,
+            caption_editor=TemplateCaptionEditor([rule], seed=0),
+            p2p=p2p,
+            clip_filter=ClipDirectionalFilter(scorer, -1.0, -1.0, -1.0),
+            config=config,
+            progress=False,
+        )
+        return [(p.parent.name, p.read_text()) for p in sorted(folder.glob("*/prompt.json"))]
+
+    first = edits(tmp_path / "a")
+    assert len(first) == 8
+    assert len({prompt for _, prompt in first}) >= 4
+    assert edits(tmp_path / "b") == first

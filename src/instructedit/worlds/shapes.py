@@ -410,7 +410,7 @@ class ShapesCaptionEditor:
 
     The captions of a ShapesWorld run repeat (there are 168 one-shape captions), and each repeat
     gets its own edit, as GPT-3's sampling would give it. Seeding by the caption alone, as this
-    editor once did, gave every repeat the same edit: the recipe's 3000 captions made 1326 distinct
+    editor once did, gave every repeat the same edit: the fifth run's 3000 captions made 1326 distinct
     caption edits, 62 of them additions (2914 and 501 now), and the editor trained on them
     succeeded on 47.5 % of fresh renders of those caption edits and on 35 % of new ones.
     """
