@@ -27,24 +27,25 @@ from collections import defaultdict
 from pathlib import Path
 
 from instructedit import EditPipeline, load_default
+from instructedit.captions import CaptionEdit
 from instructedit.worlds.evaluation import held_out_edits, oracle_summary, pipeline_edits
 from instructedit.worlds.reading import pair_family
+from instructedit.worlds.recipe import selection_folders
 from instructedit.worlds.shapes import caption, scene_edit, scene_from_caption
 
 FAMILIES = ("recolour", "background", "add", "remove")
-CaptionEdit = tuple[str, str, str]
 
 
 def _caption_edit(folder: Path) -> CaptionEdit:
     prompt = json.loads((folder / "prompt.json").read_text(encoding="utf-8"))
-    return prompt["input"], prompt["edit"], prompt["output"]
+    return CaptionEdit(prompt["input"], prompt["edit"], prompt["output"])
 
 
-def _count(edits: list[CaptionEdit]) -> dict[str, tuple[int, int]]:
-    by_family: dict[str, list[CaptionEdit]] = defaultdict(list)
+def _by_family(edits: list[CaptionEdit]) -> dict[str, list[CaptionEdit]]:
+    grouped: dict[str, list[CaptionEdit]] = defaultdict(list)
     for edit in edits:
-        by_family[pair_family(edit[0], edit[2])].append(edit)
-    return {f: (len(by_family[f]), len(set(by_family[f]))) for f in FAMILIES}
+        grouped[pair_family(edit.input, edit.output)].append(edit)
+    return grouped
 
 
 def _print_summary(label: str, summary: dict[str, dict[str, float]]) -> None:
@@ -72,46 +73,46 @@ def main() -> None:
     args = parser.parse_args()
     config = json.loads((args.run / "config.json").read_text(encoding="utf-8"))
     size, steps, tolerance = config["size"], config["eval_steps"], config["tolerance"]
-    pairs = args.run / "pairs"
-
     candidates = [
         _caption_edit(folder)
-        for candidate_set in sorted(p for p in pairs.glob("candidates*") if p.is_dir())
+        for candidate_set in sorted(
+            p for p in (args.run / "pairs").glob("candidates*") if p.is_dir()
+        )
         for folder in sorted(p for p in candidate_set.iterdir() if (p / "prompt.json").is_file())
     ]
-    selections = json.loads((pairs / "selections.json").read_text(encoding="utf-8"))
-    # An entry is [folder, seed] or [folder, seed, candidate set]; one caption edit per folder.
-    trained = [
-        _caption_edit(pairs / (entry[2] if len(entry) > 2 else "candidates") / entry[0])
-        for entry in selections["filtered"]
-    ]
+    trained = [_caption_edit(folder) for folder, _ in selection_folders(args.run, "filtered")]
     print("coverage | family | candidates: caption edits, distinct | training pairs, distinct")
-    for family, (total, distinct), (pairs_total, pairs_distinct) in zip(
-        FAMILIES, _count(candidates).values(), _count(trained).values(), strict=True
-    ):
-        print(f"coverage | {family} | {total}, {distinct} | {pairs_total}, {pairs_distinct}")
+    all_families, trained_families = _by_family(candidates), _by_family(trained)
+    for family in FAMILIES:
+        every, kept = all_families[family], trained_families[family]
+        print(
+            f"coverage | {family} | {len(every)}, {len(set(every))} | {len(kept)}, {len(set(kept))}"
+        )
 
     # Fresh renders of distinct training caption edits, an equal share per family (as the
     # held-out edits have).
     rng = random.Random(f"caption-coverage:{config['seed']}")
-    by_family: dict[str, list[CaptionEdit]] = defaultdict(list)
-    for edit in sorted(set(trained)):
-        by_family[pair_family(edit[0], edit[2])].append(edit)
     seen = []
     for family in FAMILIES:
-        rng.shuffle(by_family[family])
+        distinct = sorted(
+            set(trained_families[family]), key=lambda e: (e.input, e.instruction, e.output)
+        )
+        rng.shuffle(distinct)
         chosen = []
-        for before, instruction, after in by_family[family]:
+        for known in distinct:
             if len(chosen) == args.examples // len(FAMILIES):
                 break
-            scene = scene_from_caption(before, rng)
-            edit = scene_edit(scene, instruction, seed=rng.randrange(2**31))
-            if edit is not None and caption(edit.target) == after:
+            scene = scene_from_caption(known.input, rng)
+            edit = scene_edit(scene, known.instruction, seed=rng.randrange(2**31))
+            if edit is not None and caption(edit.target) == known.output:
                 chosen.append(edit)
         seen.extend(chosen)
     held_out = held_out_edits(args.examples, seed=config["seed"])
-    known = set(trained)
-    overlap = sum((caption(e.source), e.instruction, caption(e.target)) in known for e in held_out)
+    trained_set = set(trained)
+    overlap = sum(
+        CaptionEdit(caption(e.source), e.instruction, caption(e.target)) in trained_set
+        for e in held_out
+    )
 
     if args.editor == "default":
         pipe = load_default()

@@ -25,6 +25,7 @@ from instructedit.worlds.recipe import (
     load_selection,
     read_back_pairs,
     select_pairs,
+    selection_folders,
 )
 from instructedit.worlds.shapes import EDIT_FAMILIES, apply_edit, render
 
@@ -265,6 +266,13 @@ def test_select_pairs_pools_extra_candidate_sets(tmp_path):
     write_json_atomic(pairs / "selections.json", selections)
     loaded = load_selection(tmp_path, "filtered")
     assert [r.metadata["clip_sim_dir"] for r in loaded] == [0.6, 0.4, 0.7, 0.8]
+    # The same pairs named without decoding them: folder and seed.
+    assert selection_folders(tmp_path, "filtered") == [
+        (first / "0000000", 1),
+        (first / "0000001", 100),
+        (second / "0000000", 0),
+        (second / "0000001", 100),
+    ]
     with pytest.raises(ValueError, match="extra: each set must be a sibling folder"):
         select_pairs(first, ClipDirectionalFilter(None), config, extra=[tmp_path])
     with pytest.raises(ValueError, match="key must be one of"):

@@ -57,6 +57,7 @@ __all__ = [
     "reproduce",
     "select_pairs",
     "select_training_sets",
+    "selection_folders",
     "shapes_command",
 ]
 
@@ -744,30 +745,46 @@ def select_pairs(
     return selections, record
 
 
-def _load_entries(candidates: Path, entries: Sequence[Sequence[Any]]) -> list[Any]:
-    """The records of selection entries: ``[folder, seed]`` in ``candidates``,
+def _entry_folder(candidates: Path, entry: Sequence[Any]) -> tuple[Path, int]:
+    """A selection entry's (caption folder, seed): ``[folder, seed]`` in ``candidates``,
     ``[folder, seed, set]`` in its sibling set folder."""
+    root = candidates.parent / entry[2] if len(entry) > 2 else candidates
+    return root / entry[0], int(entry[1])
+
+
+def _load_entries(candidates: Path, entries: Sequence[Sequence[Any]]) -> list[Any]:
+    """The :class:`~instructedit.data.EditRecord` s of selection entries."""
     from instructedit.data import load_folder_sample
 
     return [
-        load_folder_sample(
-            candidates.parent / entry[2] if len(entry) > 2 else candidates, *entry[:2]
-        )
-        for entry in entries
+        load_folder_sample(folder.parent, folder.name, seed)
+        for folder, seed in (_entry_folder(candidates, entry) for entry in entries)
     ]
 
 
-def load_selection(run: str | Path, key: str = "filtered") -> list[Any]:
-    """The :class:`~instructedit.data.EditRecord` s of one of a run's training sets
-    (``pairs/selections.json``: ``"filtered"``, ``"unfiltered"``, ``"fewer"``, ``"clip_only"``),
-    whichever candidate set each pair comes from."""
+def _selections(run: str | Path, key: str) -> list[Any]:
     path = Path(run) / "pairs" / "selections.json"
     if not path.is_file():
         raise FileNotFoundError(f"no pairs stage in {run}: {path} is missing")
     selections = json.loads(path.read_text(encoding="utf-8"))
     if key not in selections:
         raise ValueError(f"key must be one of {sorted(selections)}, got {key!r}")
-    return _load_entries(Path(run) / "pairs" / "candidates", selections[key])
+    return list(selections[key])
+
+
+def selection_folders(run: str | Path, key: str = "filtered") -> list[tuple[Path, int]]:
+    """The (caption folder, seed) of every pair of one of a run's training sets, as
+    :func:`load_selection` names them, without decoding an image (each folder's ``prompt.json``
+    holds its caption edit)."""
+    candidates = Path(run) / "pairs" / "candidates"
+    return [_entry_folder(candidates, entry) for entry in _selections(run, key)]
+
+
+def load_selection(run: str | Path, key: str = "filtered") -> list[Any]:
+    """The :class:`~instructedit.data.EditRecord` s of one of a run's training sets
+    (``pairs/selections.json``: ``"filtered"``, ``"unfiltered"``, ``"fewer"``, ``"clip_only"``),
+    whichever candidate set each pair comes from."""
+    return _load_entries(Path(run) / "pairs" / "candidates", _selections(run, key))
 
 
 def _ground_truth_records(
@@ -992,8 +1009,7 @@ def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict
             else "model"
         )
     )
-    selections = json.loads((root / "pairs" / "selections.json").read_text(encoding="utf-8"))
-    filtered_pairs = len(selections["filtered"])  # counted, not decoded
+    filtered_pairs = len(selection_folders(root, "filtered"))  # counted, not decoded
     # name → (training set, config): the paper's two ablations, two this world allows, and the
     # paper's zero-initialised image channels against this recipe's copied ones.
     training_sets: dict[str, tuple[Callable[[], list[Any]], RecipeConfig]] = {
