@@ -125,6 +125,9 @@ def main() -> None:
         (f"held-out ({overlap} of them trained on)", held_out),
         ("trained on", seen),
     ):
+        if not edits:
+            print(f"seen | {label} | no edits")
+            continue
         outputs = pipeline_edits(
             pipe, edits, size=size, num_inference_steps=steps, seed=config["seed"], progress=False
         )

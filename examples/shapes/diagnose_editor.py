@@ -46,7 +46,7 @@ from instructedit.worlds.reading import (
     pair_unchanged_error,
     read_scene,
 )
-from instructedit.worlds.recipe import load_selection
+from instructedit.worlds.recipe import load_selection, selection_folders
 from instructedit.worlds.shapes import caption, judge, render
 
 FAMILIES = ("recolour", "background", "add", "remove")
@@ -92,7 +92,6 @@ def main() -> None:
         share = np.mean(np.asarray(values) <= tolerance) if values else float("nan")
         print(f"held-out | {family} | {len(values)} | {_quantiles(values)} | {share:.2f}")
 
-    selections = json.loads((args.run / "pairs" / "selections.json").read_text())
     pair_errors: dict[str, list[float]] = defaultdict(list)
     for record in load_selection(args.run, "filtered"):
         family = pair_family(record.input_caption, record.output_caption)
@@ -112,10 +111,9 @@ def main() -> None:
         print(f"pairs | {family} | {len(values)} | {_quantiles(values)} | {mean}")
 
     # Generated inputs the editor did not train on, that show their captions, in a seeded order
-    # (from every candidate set of the run; a selection entry names its set when not the first).
+    # (from every candidate set of the run).
     trained = {
-        (entry[2] if len(entry) > 2 else "candidates", entry[0], int(entry[1]))
-        for entry in selections["filtered"]
+        (folder.parent.name, folder.name, seed) for folder, seed in selection_folders(args.run)
     }
     untrained = [
         (candidates.name, folder.name, int(path.name.split("_")[0]))
@@ -134,13 +132,17 @@ def main() -> None:
             generated.append(record)
     inputs = [r.input_image for r in generated]
     # Example i gets the noise of seed i, as the held-out edits above did.
-    edited = pipe(
-        inputs,
-        [r.edit_prompt for r in generated],
-        num_inference_steps=steps,
-        generator=[torch.Generator().manual_seed(i) for i in range(len(inputs))],
-        progress=False,
-    ).images
+    edited = (
+        pipe(
+            inputs,
+            [r.edit_prompt for r in generated],
+            num_inference_steps=steps,
+            generator=[torch.Generator().manual_seed(i) for i in range(len(inputs))],
+            progress=False,
+        ).images
+        if generated
+        else []
+    )
     gap = {
         "generated": _read_back(
             inputs, edited, [(r.input_caption, r.output_caption) for r in generated], size

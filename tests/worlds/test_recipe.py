@@ -170,6 +170,26 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
         (output / "pairs" / "selections.json").read_text()
     )
 
+    # The run's diagnostic examples read its folder as the recipe wrote it.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "shapes"
+    for script, options, expected in (
+        ("caption_coverage.py", ["--examples", "4"], ["coverage | add |", "seen | trained on |"]),
+        ("diagnose_editor.py", ["--gap-examples", "2"], ["held-out | remove |", "pairs | add |"]),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(examples / script), str(output), *options],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        for line in expected:
+            assert line in done.stdout, done.stdout
+
     capsys.readouterr()
     # A second run finds every stage done and does no work.
     assert main(["shapes", "reproduce", "--output", str(output), "--smoke"]) == 0
