@@ -177,7 +177,11 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
 
     examples = Path(__file__).resolve().parents[2] / "examples" / "shapes"
     for script, options, expected in (
-        ("caption_coverage.py", ["--examples", "4"], ["coverage | add |", "seen | trained on |"]),
+        (
+            "caption_coverage.py",
+            ["--examples", "4"],
+            ["coverage | add |", "seen | held-out (", "seen | edits | count"],
+        ),
         ("diagnose_editor.py", ["--gap-examples", "2"], ["held-out | remove |", "pairs | add |"]),
     ):
         done = subprocess.run(

@@ -134,11 +134,12 @@ class RecipeConfig:
     name in place; ``None``: none (this world's small model's attention maps are too flat for
     it to help)."""
     pair_guidance_range: tuple[float, float] = (7.5, 7.5)
-    """Text guidance s ~ U(range) of the candidates: a fixed 7.5, the shipped editor's (the
+    """Text guidance s ~ U(range) of the candidates: a fixed 7.5, the fifth run's (the
     paper's U(7.5, 15): ``(7.5, 15.0)``). A lower one draws this world's captions more often
     (at 3: 92.6 % of samples with the right colours against 73.4 %) and made 52 % of the
     sixth run's candidates correct against 36.5 %, but its editor, trained on 17 % fewer
-    correct pairs, did worse (success 30.5 % against 35 %; the results page)."""
+    correct pairs, did worse (success 30.5 % against 35 %); the shipped tenth run used 3 with
+    two candidates per caption (the results page)."""
     pair_extra_guidance: tuple[float, ...] = ()
     """Further fixed text guidance scales for the candidates: every caption edit's
     ``samples_per_pair`` candidates (the same seeds and control strengths) are rendered again
@@ -146,7 +147,7 @@ class RecipeConfig:
     ``keep_per_pair`` per caption edit from each set). ``()``: one set. The fifth run's
     candidates rendered again at 3, all of each set's passing ones kept, gave 22 057 training
     pairs, 76.4 % of them correct (the first set alone: 9295, 71.2 %), three and a half times
-    the shipped editor's correct pairs, and an editor no better than it (success 34 % against
+    the fifth run's correct pairs, and an editor no better than its (success 34 % against
     35 %; the results page)."""
     min_image_similarity: float | None = None
     """CLIP filter threshold on cos(I₀, I₁); ``None``: calibrated (see ``calibration_quantile``).
