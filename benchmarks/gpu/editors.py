@@ -1,8 +1,8 @@
 """ShapesWorld's editor and ablation editors on a lent GPU, side by side, until a deadline.
 
-This trained the second run's editor, shipped then (see the ShapesWorld results page). Each variant runs the
-recipe's own :func:`~instructedit.worlds.recipe.editor_trainer` in its own process (an editor
-step is bound by the CPU side, so six share one card well), checkpointing every
+This trained the second run's editor, shipped then (see the ShapesWorld results page). Each
+variant runs the recipe's own :func:`~instructedit.worlds.recipe.editor_trainer` in its own
+process (an editor step is bound by the CPU side, so six share one card well), checkpointing every
 ``GPU_CHECKPOINT_EVERY`` steps. At the deadline all are stopped and each is exported at the last
 step every variant checkpointed: the EMA UNet as float16 safetensors in ``$OUT``, with
 ``train.json``. The learning rate is constant, so stopping at step S is the run with

@@ -31,9 +31,7 @@ from instructedit.captions import CaptionEdit
 from instructedit.worlds.evaluation import held_out_edits, oracle_summary, pipeline_edits
 from instructedit.worlds.reading import pair_family
 from instructedit.worlds.recipe import selection_folders
-from instructedit.worlds.shapes import caption, scene_edit, scene_from_caption
-
-FAMILIES = ("recolour", "background", "add", "remove")
+from instructedit.worlds.shapes import EDIT_FAMILIES, caption, scene_edit, scene_from_caption
 
 
 def _caption_edit(folder: Path) -> CaptionEdit:
@@ -52,7 +50,7 @@ def _print_summary(label: str, summary: dict[str, dict[str, float]]) -> None:
     cells = [
         f"{f} {summary[f]['realised']:.0%} / {summary[f]['unchanged_error']:.3f} / "
         f"{summary[f]['success']:.0%}"
-        for f in FAMILIES
+        for f in EDIT_FAMILIES
         if f in summary
     ]
     total = summary["all"]
@@ -83,7 +81,7 @@ def main() -> None:
     trained = [_caption_edit(folder) for folder, _ in selection_folders(args.run, "filtered")]
     print("coverage | family | candidates: caption edits, distinct | training pairs, distinct")
     all_families, trained_families = _by_family(candidates), _by_family(trained)
-    for family in FAMILIES:
+    for family in EDIT_FAMILIES:
         every, kept = all_families[family], trained_families[family]
         print(
             f"coverage | {family} | {len(every)}, {len(set(every))} | {len(kept)}, {len(set(kept))}"
@@ -93,14 +91,14 @@ def main() -> None:
     # held-out edits have).
     rng = random.Random(f"caption-coverage:{config['seed']}")
     seen = []
-    for family in FAMILIES:
+    for family in EDIT_FAMILIES:
         distinct = sorted(
             set(trained_families[family]), key=lambda e: (e.input, e.instruction, e.output)
         )
         rng.shuffle(distinct)
         chosen = []
         for known in distinct:
-            if len(chosen) == args.examples // len(FAMILIES):
+            if len(chosen) == args.examples // len(EDIT_FAMILIES):
                 break
             scene = scene_from_caption(known.input, rng)
             edit = scene_edit(scene, known.instruction, seed=rng.randrange(2**31))

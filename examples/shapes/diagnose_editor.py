@@ -47,9 +47,7 @@ from instructedit.worlds.reading import (
     read_scene,
 )
 from instructedit.worlds.recipe import load_selection, selection_folders
-from instructedit.worlds.shapes import caption, judge, render
-
-FAMILIES = ("recolour", "background", "add", "remove")
+from instructedit.worlds.shapes import EDIT_FAMILIES, caption, judge, render
 
 
 def _quantiles(values: list[float]) -> str:
@@ -87,7 +85,7 @@ def main() -> None:
     for edit, output in zip(edits, outputs, strict=True):
         errors[edit.family].append(judge(edit, output, size=size).unchanged_error)
     print(f"held-out | family | n | error quantiles 10/25/50/75/90 % | share <= {tolerance}")
-    for family in FAMILIES:
+    for family in EDIT_FAMILIES:
         values = errors[family]
         share = np.mean(np.asarray(values) <= tolerance) if values else float("nan")
         print(f"held-out | {family} | {len(values)} | {_quantiles(values)} | {share:.2f}")
@@ -105,7 +103,7 @@ def main() -> None:
         if error is not None:
             pair_errors[family].append(error)
     print("pairs | family | n | error quantiles 10/25/50/75/90 % | mean")
-    for family in FAMILIES:
+    for family in EDIT_FAMILIES:
         values = pair_errors[family]
         mean = f"{np.mean(values):.3f}" if values else "none"
         print(f"pairs | {family} | {len(values)} | {_quantiles(values)} | {mean}")
@@ -155,13 +153,13 @@ def main() -> None:
             size,
         ),
     }
-    print("gap | inputs | " + " | ".join(FAMILIES) + " (edits read back as correct)")
+    print("gap | inputs | " + " | ".join(EDIT_FAMILIES) + " (edits read back as correct)")
     for name, counts in gap.items():
         shares = [
             f"{counts[f]['correct'] / counts[f]['n']:.0%} of {counts[f]['n']}"
             if counts[f]["n"]
             else "none"
-            for f in FAMILIES
+            for f in EDIT_FAMILIES
         ]
         print(f"gap | {name} | " + " | ".join(shares))
 

@@ -147,7 +147,7 @@ class RecipeConfig:
     ``keep_per_pair`` per caption edit from each set). ``()``: one set. The fifth run's
     candidates rendered again at 3, all of each set's passing ones kept, gave 22 057 training
     pairs, 76.4 % of them correct (the first set alone: 9295, 71.2 %), three and a half times
-    the fifth run's correct pairs, and an editor no better than its (success 34 % against
+    the fifth run's correct pairs, and an editor no better than the fifth run's (success 34 % against
     35 %; the results page)."""
     min_image_similarity: float | None = None
     """CLIP filter threshold on cos(I₀, I₁); ``None``: calibrated (see ``calibration_quantile``).
