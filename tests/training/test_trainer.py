@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler, StableDiffusionInstructPix2PixPipeline
+from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionInstructPix2PixPipeline
 
 from instructedit import EditPipeline
 from instructedit.data import write_parquet
@@ -176,6 +176,52 @@ def test_train_config_validation():
     with pytest.raises(ValueError, match="cache_latents needs resize_resolution"):
         TrainConfig(resolution=16, resize_resolution=24, cache_latents=True)
     assert TrainConfig(resolution=16, resize_resolution=16, cache_latents=True).cache_latents
+    with pytest.raises(
+        ValueError, match=r"sampler must be one of \[.*'ddim'.*\] or None, got 'dpm'"
+    ):
+        TrainConfig(sampler="dpm")
+    with pytest.raises(ValueError, match="sampler 'euler_ancestral' cannot sample a 'sample'"):
+        TrainConfig(sampler="euler_ancestral", prediction_type="sample")
+
+
+def test_the_export_samples_with_the_configured_sampler(tmp_path, records):
+    from dataclasses import replace
+
+    trainer = _trainer(tmp_path, records, max_steps=1, batch_size=4)
+    trainer.train(progress=False)
+    paper = trainer.export(tmp_path / "paper")
+    trainer.config = replace(trainer.config, sampler="ddim")
+    ddim = trainer.export(tmp_path / "ddim")
+    index = json.loads((ddim / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
+    saved = json.loads((ddim / "scheduler" / "scheduler_config.json").read_text())
+    # The training noise schedule, without DDIM's default clipping (which ruins latents).
+    assert saved["clip_sample"] is False
+    for key in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps"):
+        assert saved[key] == SD_SCHEDULER_CONFIG[key]
+
+    def edit(pipe):
+        return pipe(
+            records[0].input_image,
+            "make the square red",
+            num_inference_steps=3,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        ).images
+
+    # The export samples as diffusers' DDIM built on the training noise schedule does, and not
+    # as the default (Euler ancestral) export does.
+    shipped = edit(EditPipeline.from_pretrained(ddim))
+    expected = EditPipeline.from_pretrained(paper)
+    expected.scheduler = DDIMScheduler.from_config(
+        trainer.noise_scheduler.config, clip_sample=False
+    )
+    np.testing.assert_allclose(shipped, edit(expected), atol=1e-6)
+    assert type(EditPipeline.from_pretrained(paper).scheduler).__name__ == (
+        "EulerAncestralDiscreteScheduler"
+    )
+    assert np.abs(shipped - edit(EditPipeline.from_pretrained(paper))).max() > 1e-3
 
 
 def test_text_to_image_unet_is_rejected(tmp_path, records):

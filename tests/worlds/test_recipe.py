@@ -214,6 +214,7 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
     [
         ("editor_init", "ones", "editor_init must be 'zeros' or 'copy'"),
         ("editor_prediction_type", "flow", "editor_prediction_type must be one of"),
+        ("editor_sampler", "euler_a", r"editor_sampler must be one of \[.*'euler'.*\] or None"),
         ("editor_steps", 0, "editor_steps must be an int >= 1"),
         ("size", 30, "size must be a multiple of 8"),
         ("ground_truth_large_pairs", 2.5, "ground_truth_large_pairs must be an int"),
@@ -235,6 +236,12 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
 def test_bad_sizes_are_refused_when_the_config_is_made(field, value, message):
     with pytest.raises(ValueError, match=message):
         RecipeConfig(**{field: value})
+
+
+def test_the_editor_sampler_must_take_the_editor_target():
+    assert RecipeConfig(editor_sampler="euler", editor_prediction_type="sample")
+    with pytest.raises(ValueError, match="editor_sampler 'euler_ancestral' cannot sample"):
+        RecipeConfig(editor_sampler="euler_ancestral", editor_prediction_type="sample")
 
 
 def test_local_blend_needs_the_cross_attention_control():

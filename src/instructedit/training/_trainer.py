@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from instructedit.sampling import scheduler_from_name
 from instructedit.training._config import PREDICTION_TYPES, TrainConfig
 from instructedit.training._data import (
     EditSource,
@@ -495,13 +496,17 @@ class Trainer:
 
         from instructedit.pipeline import EditPipeline
 
-        # diffusers' Euler ancestral step cannot take a clean-latent prediction; plain Euler can.
-        sampler = (
-            EulerDiscreteScheduler
-            if self.noise_scheduler.config.prediction_type == "sample"
-            else EulerAncestralDiscreteScheduler
-        )
-        scheduler = sampler.from_config(self.noise_scheduler.config)
+        if self.config.sampler is not None:
+            scheduler = scheduler_from_name(self.config.sampler, self.noise_scheduler.config)
+        else:
+            # diffusers' Euler ancestral step cannot take a clean-latent prediction; plain Euler
+            # can.
+            sampler = (
+                EulerDiscreteScheduler
+                if self.noise_scheduler.config.prediction_type == "sample"
+                else EulerAncestralDiscreteScheduler
+            )
+            scheduler = sampler.from_config(self.noise_scheduler.config)
         return EditPipeline(
             unet=unet,
             vae=self.vae,
@@ -539,8 +544,9 @@ class Trainer:
     def export(self, directory: str | Path | None = None) -> Path:
         """Writes the EMA weights (or the raw ones without EMA) as an ``EditPipeline`` folder in the
         diffusers layout, loadable by diffusers' ``StableDiffusionInstructPix2PixPipeline`` too.
-        Its scheduler is Euler ancestral on the training noise schedule and prediction type
-        (plain Euler for ``"sample"``, which diffusers' ancestral step cannot take)."""
+        Its scheduler is ``config.sampler`` on the training noise schedule and prediction type
+        (by default Euler ancestral; plain Euler for ``"sample"``, which diffusers' ancestral
+        step cannot take)."""
         target = Path(directory) if directory is not None else self.config.path / "pipeline"
         pipe = self._pipeline(self._ema_unet(self.unet))
         return pipe.save_pretrained(target)

@@ -38,6 +38,7 @@ from instructedit.clip._filter import check_structure_threshold
 from instructedit.data import folder_index, write_json_atomic
 from instructedit.evaluation import PAPER_IMAGE_SCALES
 from instructedit.p2p import PAIR_CONTROLS, check_local_blend
+from instructedit.sampling import SCHEDULERS
 from instructedit.training._config import PREDICTION_TYPES
 from instructedit.worlds._models import check_text_to_image_training
 
@@ -200,6 +201,11 @@ class RecipeConfig:
     (:attr:`TrainConfig.cache_latents <instructedit.training.TrainConfig.cache_latents>`): the
     same losses, faster steps (1.3× on two CPU cores; on a GPU, where the data pipeline bounded
     this tiny editor's step, far more)."""
+    editor_sampler: str | None = None
+    """The scheduler the editors are exported with, and so the one the evaluation, the sweep and
+    an exported default sample with (:attr:`TrainConfig.sampler
+    <instructedit.training.TrainConfig.sampler>`, a name of
+    :data:`~instructedit.sampling.SCHEDULERS`); ``None``: Euler ancestral, the paper's."""
     loader_workers: int = 0
     """Worker processes that prepare training data: the text-to-image stage's scenes (rendered and
     tokenized ahead of the step; the same batches for any count, see
@@ -276,6 +282,16 @@ class RecipeConfig:
             raise ValueError(
                 f"editor_prediction_type must be one of {PREDICTION_TYPES}, got "
                 f"{self.editor_prediction_type!r}"
+            )
+        if self.editor_sampler is not None and self.editor_sampler not in SCHEDULERS:
+            raise ValueError(
+                f"editor_sampler must be one of {sorted(SCHEDULERS)} or None, got "
+                f"{self.editor_sampler!r}"
+            )
+        if self.editor_sampler == "euler_ancestral" and self.editor_prediction_type == "sample":
+            raise ValueError(
+                "editor_sampler 'euler_ancestral' cannot sample editor_prediction_type 'sample' "
+                "(diffusers' ancestral step needs epsilon or v_prediction): use 'euler'"
             )
         if self.editor_init not in ("zeros", "copy"):
             raise ValueError(f"editor_init must be 'zeros' or 'copy', got {self.editor_init!r}")
@@ -835,6 +851,7 @@ def editor_trainer(
             num_workers=config.loader_workers,
             cache_latents=config.editor_cache_latents,
             prediction_type=config.editor_prediction_type,
+            sampler=config.editor_sampler,
         ),
         unet=unet,
         vae=parts["vae"],
