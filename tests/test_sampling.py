@@ -3,7 +3,10 @@ import torch
 
 from instructedit.guidance import DualGuidance, dual_guidance
 from instructedit.sampling import (
+    NO_SAMPLE_PREDICTION,
+    SCHEDULERS,
     BranchConditioning,
+    check_sampler,
     denoise,
     scheduler_from_name,
     scheduler_step_kwargs,
@@ -182,3 +185,50 @@ def test_scheduler_from_name_turns_clipping_off_and_keeps_the_schedule():
     assert dpm.config.algorithm_type == "dpmsolver++"
     with pytest.raises(ValueError, match="scheduler must be one of"):
         scheduler_from_name("fast", euler.config)
+
+
+_BACKENDS = {"lms": "scipy", "dpm_solver_sde": "torchsde"}
+
+
+def _steps(name, prediction_type):
+    """Five steps of the named scheduler on Stable Diffusion's schedule, with a constant model."""
+    from diffusers import DDPMScheduler
+
+    from instructedit.testing import SD_SCHEDULER_CONFIG
+
+    if name in _BACKENDS:
+        pytest.importorskip(_BACKENDS[name])
+    base = DDPMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": prediction_type})
+    scheduler = scheduler_from_name(name, base.config)
+    scheduler.set_timesteps(5)
+    sample = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    sample = sample * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(sample, t)
+        output = torch.zeros_like(sample) if prediction_type != "sample" else 0.1 * model_input
+        sample = scheduler.step(output, t, sample).prev_sample
+    return sample
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_named_scheduler_samples(name):
+    assert torch.isfinite(_steps(name, "epsilon")).all()
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_the_schedulers_refused_for_clean_latent_models_are_those_diffusers_cannot_step(name):
+    if name in NO_SAMPLE_PREDICTION:
+        with pytest.raises((ValueError, NotImplementedError)):
+            _steps(name, "sample")
+        with pytest.raises(ValueError, match=f"sampler {name!r} cannot sample a 'sample'"):
+            check_sampler(name, "sample", argument="sampler")
+    else:
+        assert torch.isfinite(_steps(name, "sample")).all()
+        check_sampler(name, "sample", argument="sampler")
+    check_sampler(name, "epsilon", argument="sampler")
+
+
+def test_check_sampler_names_the_argument():
+    check_sampler(None, "sample", argument="sampler")
+    with pytest.raises(ValueError, match=r"config.sampler must be one of \[.*\] or None, got 'x'"):
+        check_sampler("x", "epsilon", argument="config.sampler")

@@ -23,10 +23,12 @@ from instructedit.guidance import (
 
 __all__ = [
     "CALLBACK_TENSORS",
+    "NO_SAMPLE_PREDICTION",
     "SCHEDULERS",
     "BranchConditioning",
     "StepAware",
     "StepCallback",
+    "check_sampler",
     "denoise",
     "scheduler_from_name",
     "scheduler_step_kwargs",
@@ -75,13 +77,37 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
     "dpm_solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "dpm_solver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}),
+    # diffusers refuses first-order DPM-Solver with its default final sigma of zero.
+    "dpm_solver": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"},
+    ),
     "dpm_solver_sde": ("DPMSolverSDEScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "deis": ("DEISMultistepScheduler", {}),
     "kdpm2": ("KDPM2DiscreteScheduler", {}),
 }
 """Scheduler names accepted by :func:`scheduler_from_name` (and ``--scheduler``)."""
+
+NO_SAMPLE_PREDICTION: frozenset[str] = frozenset(
+    {"euler_ancestral", "kdpm2", "dpm_solver_sde", "pndm"}
+)
+"""Names of :data:`SCHEDULERS` whose diffusers ``step`` cannot take a model that predicts the
+clean latent (``prediction_type="sample"``)."""
+
+
+def check_sampler(name: str | None, prediction_type: str | None, *, argument: str) -> None:
+    """Refuses a scheduler name that is not in :data:`SCHEDULERS` (``None`` passes), or one that
+    cannot sample a model predicting ``prediction_type``, naming ``argument`` in the error."""
+    if name is None:
+        return
+    if name not in SCHEDULERS:
+        raise ValueError(f"{argument} must be one of {sorted(SCHEDULERS)} or None, got {name!r}")
+    if prediction_type == "sample" and name in NO_SAMPLE_PREDICTION:
+        raise ValueError(
+            f"{argument} {name!r} cannot sample a 'sample'-prediction model (diffusers' step needs "
+            f"epsilon or v_prediction): use one of {sorted(set(SCHEDULERS) - NO_SAMPLE_PREDICTION)}"
+        )
 
 
 def scheduler_from_name(name: str, config: Mapping[str, Any]) -> Any:

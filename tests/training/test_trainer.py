@@ -189,6 +189,8 @@ def test_the_export_samples_with_the_configured_sampler(tmp_path, records):
 
     trainer = _trainer(tmp_path, records, max_steps=1, batch_size=4)
     trainer.train(progress=False)
+    # A training schedule that clips (DDPMScheduler's default), which DDIM would inherit.
+    trainer.noise_scheduler = DDPMScheduler(**SD_SCHEDULER_CONFIG)
     paper = trainer.export(tmp_path / "paper")
     trainer.config = replace(trainer.config, sampler="ddim")
     ddim = trainer.export(tmp_path / "ddim")
@@ -312,6 +314,22 @@ def test_resuming_with_another_prediction_type_is_refused(tmp_path, records):
         other.train(progress=False)
     # The same target resumes.
     assert len(_trainer(tmp_path, records, **settings).train(progress=False)) == 1
+
+
+def test_a_sampler_that_cannot_take_the_schedules_target_is_refused(tmp_path, records):
+    # The target comes from the noise scheduler (prediction_type=None), so only the Trainer
+    # knows it: it refuses before training, not at the export.
+    parts = tiny_components(in_channels=4, seed=0)
+    with pytest.raises(ValueError, match=r"config\.sampler 'pndm' cannot sample a 'sample'"):
+        Trainer(
+            TrainConfig(output_dir=str(tmp_path), resolution=16, sampler="pndm"),
+            unet=to_edit_unet(parts["unet"]),
+            vae=parts["vae"],
+            text_encoder=parts["text_encoder"],
+            tokenizer=parts["tokenizer"],
+            noise_scheduler=DDPMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": "sample"}),
+            train_dataset=records,
+        )
 
 
 def test_prediction_type_is_checked(tmp_path, records):

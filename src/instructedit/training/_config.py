@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from instructedit._checks import check_counts
-from instructedit.sampling import SCHEDULERS
+from instructedit.sampling import check_sampler
 
 __all__ = ["PREDICTION_TYPES", "TrainConfig"]
 
@@ -69,7 +69,9 @@ class TrainConfig:
     """The scheduler of the exported pipeline and of the validation edits, on the training noise
     schedule: a name of :data:`~instructedit.sampling.SCHEDULERS` (``"euler"``, ``"ddim"``, ...);
     ``None``: Euler ancestral, the paper's (plain Euler for ``"sample"`` prediction, which
-    diffusers' ancestral step cannot take). A user can still pick any other at load time."""
+    diffusers' ancestral step cannot take; nor can the others in
+    :data:`~instructedit.sampling.NO_SAMPLE_PREDICTION`, refused for such a model). A user can
+    still pick another at load time."""
     seed: int = 0
     """Every random draw of step n derives from (seed, n): resuming reproduces the run."""
     max_steps: int = 1000
@@ -142,15 +144,7 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.sampler is not None and self.sampler not in SCHEDULERS:
-            raise ValueError(
-                f"sampler must be one of {sorted(SCHEDULERS)} or None, got {self.sampler!r}"
-            )
-        if self.sampler == "euler_ancestral" and self.prediction_type == "sample":
-            raise ValueError(
-                "sampler 'euler_ancestral' cannot sample a 'sample'-prediction model (diffusers' "
-                "ancestral step needs epsilon or v_prediction): use 'euler' or another sampler"
-            )
+        check_sampler(self.sampler, self.prediction_type, argument="sampler")
         if self.validation_prompts and self.validation_image is None:
             raise ValueError("validation_prompts need a validation_image")
         if self.cache_latents and self.resize_resolution not in (None, self.resolution):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from instructedit.sampling import scheduler_from_name
+from instructedit.sampling import check_sampler, scheduler_from_name
 from instructedit.training._config import PREDICTION_TYPES, TrainConfig
 from instructedit.training._data import (
     EditSource,
@@ -100,6 +100,11 @@ class Trainer:
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
         self.noise_scheduler = _with_prediction_type(noise_scheduler, config.prediction_type)
+        # A target left to the noise scheduler is known only now: refuse a sampler that cannot
+        # take it before training, not at the first validation edit or export.
+        check_sampler(
+            config.sampler, self.noise_scheduler.config.prediction_type, argument="config.sampler"
+        )
         self.source: EditSource = (
             train_dataset
             if isinstance(train_dataset, EditSource)

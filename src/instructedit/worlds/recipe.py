@@ -38,7 +38,7 @@ from instructedit.clip._filter import check_structure_threshold
 from instructedit.data import folder_index, write_json_atomic
 from instructedit.evaluation import PAPER_IMAGE_SCALES
 from instructedit.p2p import PAIR_CONTROLS, check_local_blend
-from instructedit.sampling import SCHEDULERS
+from instructedit.sampling import check_sampler
 from instructedit.training._config import PREDICTION_TYPES
 from instructedit.worlds._models import check_text_to_image_training
 
@@ -202,10 +202,12 @@ class RecipeConfig:
     same losses, faster steps (1.3× on two CPU cores; on a GPU, where the data pipeline bounded
     this tiny editor's step, far more)."""
     editor_sampler: str | None = None
-    """The scheduler the editors are exported with, and so the one the evaluation, the sweep and
-    an exported default sample with (:attr:`TrainConfig.sampler
+    """The scheduler the editors are exported with (:attr:`TrainConfig.sampler
     <instructedit.training.TrainConfig.sampler>`, a name of
-    :data:`~instructedit.sampling.SCHEDULERS`); ``None``: Euler ancestral, the paper's."""
+    :data:`~instructedit.sampling.SCHEDULERS`), and so the one the evaluation and the sweep
+    sample with, and the embedded default when
+    :func:`~instructedit.default.export_default_model` ships the run; ``None``: Euler ancestral,
+    the paper's (plain Euler for ``editor_prediction_type="sample"``)."""
     loader_workers: int = 0
     """Worker processes that prepare training data: the text-to-image stage's scenes (rendered and
     tokenized ahead of the step; the same batches for any count, see
@@ -283,16 +285,7 @@ class RecipeConfig:
                 f"editor_prediction_type must be one of {PREDICTION_TYPES}, got "
                 f"{self.editor_prediction_type!r}"
             )
-        if self.editor_sampler is not None and self.editor_sampler not in SCHEDULERS:
-            raise ValueError(
-                f"editor_sampler must be one of {sorted(SCHEDULERS)} or None, got "
-                f"{self.editor_sampler!r}"
-            )
-        if self.editor_sampler == "euler_ancestral" and self.editor_prediction_type == "sample":
-            raise ValueError(
-                "editor_sampler 'euler_ancestral' cannot sample editor_prediction_type 'sample' "
-                "(diffusers' ancestral step needs epsilon or v_prediction): use 'euler'"
-            )
+        check_sampler(self.editor_sampler, self.editor_prediction_type, argument="editor_sampler")
         if self.editor_init not in ("zeros", "copy"):
             raise ValueError(f"editor_init must be 'zeros' or 'copy', got {self.editor_init!r}")
         if not (math.isfinite(self.editor_learning_rate) and self.editor_learning_rate > 0):
