@@ -210,11 +210,19 @@ def _steps(name, prediction_type):
     return sample
 
 
+# Some diffusers schedulers hand torch tensors to numpy, which warns thousands of times.
+_NUMPY_WRAP = pytest.mark.filterwarnings(
+    "ignore:__array_wrap__ must accept context:DeprecationWarning"
+)
+
+
+@_NUMPY_WRAP
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_named_scheduler_samples(name):
     assert torch.isfinite(_steps(name, "epsilon")).all()
 
 
+@_NUMPY_WRAP
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_the_schedulers_refused_for_clean_latent_models_are_those_diffusers_cannot_step(name):
     if name in NO_SAMPLE_PREDICTION:
