@@ -36,6 +36,17 @@ def _trainer(tmp_path, records, **overrides):
     )
 
 
+def _edit(pipe, image, steps=2):
+    return pipe(
+        image,
+        "make the square red",
+        num_inference_steps=steps,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    ).images
+
+
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_the_export_loads_everywhere(tmp_path, records):
     from PIL import Image
@@ -202,28 +213,15 @@ def test_the_export_samples_with_the_configured_sampler(tmp_path, records):
     for key in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps"):
         assert saved[key] == SD_SCHEDULER_CONFIG[key]
 
-    def edit(pipe):
-        return pipe(
-            records[0].input_image,
-            "make the square red",
-            num_inference_steps=3,
-            output_type="np",
-            generator=torch.Generator().manual_seed(0),
-            progress=False,
-        ).images
-
     # The export samples as diffusers' DDIM built on the training noise schedule does, and not
     # as the default (Euler ancestral) export does.
-    shipped = edit(EditPipeline.from_pretrained(ddim))
-    expected = EditPipeline.from_pretrained(paper)
-    expected.scheduler = DDIMScheduler.from_config(
-        trainer.noise_scheduler.config, clip_sample=False
-    )
-    np.testing.assert_allclose(shipped, edit(expected), atol=1e-6)
-    assert type(EditPipeline.from_pretrained(paper).scheduler).__name__ == (
-        "EulerAncestralDiscreteScheduler"
-    )
-    assert np.abs(shipped - edit(EditPipeline.from_pretrained(paper))).max() > 1e-3
+    image = records[0].input_image
+    shipped = _edit(EditPipeline.from_pretrained(ddim), image, steps=3)
+    default = EditPipeline.from_pretrained(paper)
+    assert type(default.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    assert np.abs(shipped - _edit(default, image, steps=3)).max() > 1e-3
+    default.scheduler = DDIMScheduler.from_config(trainer.noise_scheduler.config, clip_sample=False)
+    np.testing.assert_allclose(shipped, _edit(default, image, steps=3), atol=1e-6)
 
 
 def test_text_to_image_unet_is_rejected(tmp_path, records):
@@ -294,14 +292,7 @@ def test_the_loss_targets_the_configured_prediction(tmp_path, records, predictio
     assert config["prediction_type"] == prediction_type
     pipe = EditPipeline.from_pretrained(folder)
     assert pipe.scheduler.config.prediction_type == prediction_type
-    image = pipe(
-        records[0].input_image,
-        "make the square red",
-        num_inference_steps=2,
-        output_type="np",
-        generator=torch.Generator().manual_seed(0),
-        progress=False,
-    ).images
+    image = _edit(pipe, records[0].input_image)
     assert image.shape == (1, 16, 16, 3)
     assert np.isfinite(image).all()
 

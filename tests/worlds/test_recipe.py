@@ -239,7 +239,10 @@ def test_bad_sizes_are_refused_when_the_config_is_made(field, value, message):
 
 
 def test_the_editor_sampler_must_take_the_editor_target():
-    assert RecipeConfig(editor_sampler="euler", editor_prediction_type="sample")
+    assert (
+        RecipeConfig(editor_sampler="euler", editor_prediction_type="sample").editor_sampler
+        == "euler"
+    )
     with pytest.raises(ValueError, match="editor_sampler 'euler_ancestral' cannot sample"):
         RecipeConfig(editor_sampler="euler_ancestral", editor_prediction_type="sample")
 

@@ -497,21 +497,16 @@ class Trainer:
         return copied.eval()
 
     def _pipeline(self, unet: Any) -> Any:
-        from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
-
         from instructedit.pipeline import EditPipeline
 
-        if self.config.sampler is not None:
-            scheduler = scheduler_from_name(self.config.sampler, self.noise_scheduler.config)
-        else:
-            # diffusers' Euler ancestral step cannot take a clean-latent prediction; plain Euler
-            # can.
-            sampler = (
-                EulerDiscreteScheduler
-                if self.noise_scheduler.config.prediction_type == "sample"
-                else EulerAncestralDiscreteScheduler
-            )
-            scheduler = sampler.from_config(self.noise_scheduler.config)
+        # By default the paper's Euler ancestral, whose diffusers step cannot take a clean-latent
+        # prediction; plain Euler can.
+        name = self.config.sampler or (
+            "euler"
+            if self.noise_scheduler.config.prediction_type == "sample"
+            else "euler_ancestral"
+        )
+        scheduler = scheduler_from_name(name, self.noise_scheduler.config)
         return EditPipeline(
             unet=unet,
             vae=self.vae,
