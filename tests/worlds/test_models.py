@@ -278,6 +278,22 @@ def test_a_wider_unet_keeps_the_interface_and_refuses_odd_widths():
             shapes_unet(0, block_out_channels=bad)
 
 
+def test_the_autoencoder_downsamples_as_asked_and_the_unet_takes_its_latents():
+    scenes = torch.rand(2, 3, 32, 32) * 2 - 1
+    for downsampling, side in ((4, 8), (2, 16)):
+        vae = shapes_autoencoder(0, downsampling)
+        with torch.no_grad():
+            latents = vae.encode(scenes).latent_dist.mode()
+            assert latents.shape == (2, 4, side, side)
+            assert vae.decode(latents).sample.shape == scenes.shape
+            unet = shapes_unet(0, sample_size=side)
+            assert unet.config.sample_size == side
+            out = unet(latents, torch.tensor([10, 500]), torch.randn(2, 77, 64)).sample
+        assert out.shape == latents.shape
+    with pytest.raises(ValueError, match="downsampling must be 2 or 4, got 8"):
+        shapes_autoencoder(0, 8)
+
+
 @pytest.mark.slow
 def test_text_to_image_trains_the_same_with_data_workers():
     # Each step's scenes come from the run seed and the step: processes rendering ahead of the

@@ -217,6 +217,7 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("editor_sampler", "euler_a", r"editor_sampler must be one of \[.*'euler'.*\] or None"),
         ("editor_steps", 0, "editor_steps must be an int >= 1"),
         ("size", 30, "size must be a multiple of 8"),
+        ("latent_downsampling", 8, "latent_downsampling must be 2 or 4, got 8"),
         ("ground_truth_large_pairs", 2.5, "ground_truth_large_pairs must be an int"),
         ("editor_learning_rate", -1e-4, "editor_learning_rate must be a finite number > 0"),
         ("loader_workers", -1, "loader_workers must be an int >= 0"),
@@ -267,6 +268,24 @@ def test_the_cli_offers_exactly_the_recipes_stages():
     annotation = inspect.signature(shapes_command, eval_str=True).parameters["until"].annotation
     (literal, _none) = get_args(annotation)
     assert get_args(literal) == STAGES
+
+
+@pytest.mark.slow
+def test_a_2x_latent_run_draws_full_size_scenes_by_default(tmp_path):
+    from dataclasses import replace
+
+    from diffusers import StableDiffusionPipeline
+
+    config = replace(RecipeConfig.smoke(str(tmp_path / "shapes")), latent_downsampling=2)
+    reproduce(config, until="text_to_image", progress=False)
+    model = tmp_path / "shapes" / "text_to_image" / "model"
+    pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
+    assert pipe.vae_scale_factor == 2
+    assert pipe.unet.config.sample_size == 16
+    pipe.set_progress_bar_config(disable=True)
+    # No size given: the UNet's latent side × the autoencoder's factor, the scenes' 32².
+    image = pipe("a red circle on a white background", num_inference_steps=2).images[0]
+    assert image.size == (config.size, config.size)
 
 
 def test_a_finished_autoencoder_sub_stage_is_loaded_not_retrained(tmp_path):

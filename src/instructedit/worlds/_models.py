@@ -43,18 +43,22 @@ logger = logging.getLogger(__name__)
 TEXT_WIDTH = 64
 
 
-def shapes_autoencoder(seed: int = 0) -> Any:
-    """A 4×-downsampling ``AutoencoderKL`` (blocks 32/64/64, 4 latent channels)."""
+def shapes_autoencoder(seed: int = 0, downsampling: int = 4) -> Any:
+    """An ``AutoencoderKL`` with 4 latent channels that downsamples ``downsampling``× (4: blocks
+    32/64/64, a 32² scene is an 8² latent; 2: blocks 32/64, a 16² latent)."""
     from diffusers import AutoencoderKL
 
+    blocks = {2: (32, 64), 4: (32, 64, 64)}
+    if downsampling not in blocks:
+        raise ValueError(f"downsampling must be 2 or 4, got {downsampling!r}")
     with seeded(seed):
         return AutoencoderKL(
             in_channels=3,
             out_channels=3,
             latent_channels=4,
-            block_out_channels=(32, 64, 64),
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
+            block_out_channels=blocks[downsampling],
+            down_block_types=("DownEncoderBlock2D",) * len(blocks[downsampling]),
+            up_block_types=("UpDecoderBlock2D",) * len(blocks[downsampling]),
             layers_per_block=1,
             norm_num_groups=16,
             sample_size=32,
@@ -67,10 +71,15 @@ def shapes_text_encoder(seed: int = 0) -> Any:
 
 
 def shapes_unet(
-    seed: int = 0, in_channels: int = 4, block_out_channels: tuple[int, int] = (64, 128)
+    seed: int = 0,
+    in_channels: int = 4,
+    block_out_channels: tuple[int, int] = (64, 128),
+    sample_size: int = 8,
 ) -> Any:
     """A ~4M-parameter ``UNet2DConditionModel`` (blocks 64/128, cross-attention width 64);
-    ``block_out_channels`` widens it (``(96, 192)``: 9.3M parameters)."""
+    ``block_out_channels`` widens it (``(96, 192)``: 9.3M parameters); ``sample_size`` is the
+    latent side it is configured for (8: a 32² scene under a 4× autoencoder; it runs on any
+    even side)."""
     from diffusers import UNet2DConditionModel
 
     if len(block_out_channels) != 2 or any(
@@ -82,7 +91,7 @@ def shapes_unet(
         )
     with seeded(seed):
         return UNet2DConditionModel(
-            sample_size=8,
+            sample_size=sample_size,
             in_channels=in_channels,
             out_channels=4,
             block_out_channels=tuple(block_out_channels),

@@ -80,6 +80,11 @@ class RecipeConfig:
     """Seed of every stage."""
     size: int = 32
     """Scene side in pixels."""
+    latent_downsampling: Literal[2, 4] = 4
+    """How much the autoencoder downsamples (:func:`~instructedit.worlds._models.shapes_autoencoder`):
+    4, Stable Diffusion's 8× scaled to this world (a 32² scene is an 8² latent), or 2 (a 16²
+    latent, 4× the UNet's work per step). The text-to-image UNet is configured for the latent
+    side; the editor, made from it, follows."""
     autoencoder_steps: int = 600
     """Autoencoder training steps (batch 64; ~0.7 s each on two CPU cores)."""
     decoder_steps: int = 1000
@@ -251,6 +256,10 @@ class RecipeConfig:
         if self.size % 8:
             # The editor's Trainer crops at multiples of 8: refuse now, not hours later.
             raise ValueError(f"size must be a multiple of 8, got {self.size}")
+        if self.latent_downsampling not in (2, 4):
+            raise ValueError(
+                f"latent_downsampling must be 2 or 4, got {self.latent_downsampling!r}"
+            )
         if self.pair_control not in PAIR_CONTROLS:
             raise ValueError(
                 "pair_control must be 'self_attention' or 'cross_attention', "
@@ -394,7 +403,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
     device = _device(config)
 
     def autoencoder() -> tuple[Any, list[float]]:
-        vae = shapes_autoencoder(config.seed)
+        vae = shapes_autoencoder(config.seed, config.latent_downsampling)
         losses = train_autoencoder(
             vae,
             steps=config.autoencoder_steps,
@@ -422,7 +431,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
 
     vae, decoder_losses = _autoencoder_sub_stage(folder / "decoder", decoder)
     unet, text_encoder, tokenizer = (
-        shapes_unet(config.seed),
+        shapes_unet(config.seed, sample_size=config.size // config.latent_downsampling),
         shapes_text_encoder(config.seed),
         clip_tokenizer(),
     )
