@@ -4,7 +4,9 @@ from the better one, all within one device call (the eighth run of the ShapesWor
     python benchmarks/gpu/shapes_t2i.py launch T0      # T0: the call's start, epoch seconds
     python benchmarks/gpu/shapes_t2i.py t2i VARIANT    # one text-to-image variant (launch runs it)
     python benchmarks/gpu/shapes_t2i.py generate I N   # shard I of N of the candidate pairs
-    python benchmarks/gpu/shapes_t2i.py editor         # the editor
+    python benchmarks/gpu/shapes_t2i.py editor NAME    # an editor of EDITORS
+    python benchmarks/gpu/shapes_t2i.py decoder        # T2I_VAE's decoder fine-tuned
+    python benchmarks/gpu/shapes_t2i.py autoencoder    # trains T2I_VAE (before the lease)
 
 Phases, each ended at its deadline (seconds after T0, from the environment: ``T2I_END``,
 ``GEN_END``, ``EDITOR_END``); a killed process keeps what it finished, since every stage
@@ -20,7 +22,13 @@ checkpoints atomically:
    (:func:`~instructedit.worlds.recipe.pair_generation_config` with ``shard``), then the
    recipe's selection (:func:`~instructedit.worlds.recipe.select_training_sets`);
 3. the editor (:func:`~instructedit.worlds.recipe.editor_trainer`, batch ``EDITOR_BATCH``),
-   exported at its last checkpoint.
+   exported at its last checkpoint; with ``GT_EDITOR=1`` an editor on the renderer's
+   ground-truth pairs trains too, from the end of phase 1.
+
+The run's autoencoder is ``T2I_VAE`` (a saved ``AutoencoderKL``; the shipped editor's by default)
+downsampling ``LATENT_DOWNSAMPLING``× (``RecipeConfig.latent_downsampling``), its decoder
+fine-tuned ``DECODER_STEPS`` in phase 1 beside the text-to-image model; ``CAPTIONS`` caption
+edits × ``SAMPLES`` candidates are asked for (the deadline decides how many are rendered).
 
 The run folder then travels back in ``$OUT/models.tar.*`` and ``$OUT/pairs.tar.*`` (the candidate
 pairs), split into 15 MiB parts (weights in float16; no checkpoints, tokenizers or the editor's
@@ -53,7 +61,17 @@ T2I_BATCH = int(os.environ.get("T2I_BATCH", "256"))
 EDITOR_BATCH = int(os.environ.get("EDITOR_BATCH", "128"))
 GEN_WORKERS = int(os.environ.get("GEN_WORKERS", "12"))
 CAPTIONS = int(os.environ.get("CAPTIONS", "3000"))
+SAMPLES = int(os.environ.get("SAMPLES", "8"))  # candidates per caption edit, all kept if they pass
 DEVICE = os.environ.get("GPU_DEVICE", "cuda")
+# The autoencoder of the run (a saved AutoencoderKL folder; the shipped editor's by default) and
+# how much it downsamples (RecipeConfig.latent_downsampling): the eleventh run's was a 2× one
+# trained on the CPU beforehand (the recipe's autoencoder and decoder sub-stages), carried in.
+VAE = Path(os.environ.get("T2I_VAE", str(ASSETS / "editor" / "vae")))
+DOWNSAMPLING = int(os.environ.get("LATENT_DOWNSAMPLING", "4"))
+# Steps fine-tuning that autoencoder's decoder (RecipeConfig.decoder_steps) beside the
+# text-to-image training of phase 1, which reads the encoder alone (0: none).
+DECODER_STEPS = int(os.environ.get("DECODER_STEPS", "0"))
+DECODED = WORK / "decoder" / "vae"  # the autoencoder with its decoder fine-tuned
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # The shipped editor's UNet (its noisy-latent input channels) and text encoder, trained on.
@@ -77,9 +95,13 @@ def run_config() -> Any:
         output_dir=str(RUN),
         device=DEVICE,
         captions=CAPTIONS,
-        keep_per_pair=8,
+        samples_per_pair=SAMPLES,
+        keep_per_pair=SAMPLES,
         pair_guidance_range=(3.0, 3.0),
         editor_batch_size=EDITOR_BATCH,
+        latent_downsampling=DOWNSAMPLING,
+        ground_truth_large_pairs=int(os.environ.get("GT_PAIRS", "20000")),
+        autoencoder_steps=int(os.environ.get("AUTOENCODER_STEPS", "600")),
     )
     if os.environ.get("PERMISSIVE") == "1":  # a dry run on the CPU: keep every candidate
         config = replace(
@@ -102,11 +124,13 @@ def t2i_parts(name: str) -> tuple[Any, Any, Any, Any]:
     from instructedit.worlds._models import shapes_unet
 
     spec = VARIANTS[name]
-    vae = AutoencoderKL.from_pretrained(ASSETS / "editor" / "vae", torch_dtype=torch.float32)
+    if spec["warm_unet"] and DOWNSAMPLING != 4:
+        raise SystemExit(f"variant {name!r} starts from the shipped 4x editor's UNet")
+    vae = AutoencoderKL.from_pretrained(VAE, torch_dtype=torch.float32)
     text_encoder = CLIPTextModel.from_pretrained(
         ASSETS / "editor" / "text_encoder", torch_dtype=torch.float32
     )
-    unet = shapes_unet(0, block_out_channels=spec["blocks"])
+    unet = shapes_unet(0, block_out_channels=spec["blocks"], sample_size=32 // DOWNSAMPLING)
     if spec["warm_unet"]:
         editor = UNet2DConditionModel.from_pretrained(
             ASSETS / "editor" / "unet", torch_dtype=torch.float32
@@ -144,6 +168,51 @@ def t2i(name: str) -> None:
     )
 
 
+def autoencoder() -> None:
+    """Trains a ``LATENT_DOWNSAMPLING``× autoencoder as the recipe does (``autoencoder_steps``,
+    resumable) and saves it to ``T2I_VAE``: run it on the CPU before the lease (600 steps of the
+    2× one took 941 s of two cores)."""
+    from instructedit.data import write_json_atomic
+    from instructedit.worlds._models import shapes_autoencoder, train_autoencoder
+
+    config = run_config()
+    vae = shapes_autoencoder(config.seed, DOWNSAMPLING)
+    losses = train_autoencoder(
+        vae,
+        steps=config.autoencoder_steps,
+        size=config.size,
+        seed=config.seed,
+        checkpoint=WORK / "autoencoder.pt",
+        device=DEVICE,
+    )
+    vae.to("cpu").save_pretrained(VAE, safe_serialization=True)
+    write_json_atomic(VAE / "losses.json", losses)
+    tail = losses[-50:]
+    print(f"[autoencoder] {len(losses)} steps, last 50: {sum(tail) / max(1, len(tail)):.4f}")
+
+
+def decoder() -> None:
+    """Fine-tunes ``VAE``'s decoder (its encoder, and so the latents, stay as they are)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from instructedit.data import write_json_atomic
+    from instructedit.worlds._models import finetune_decoder
+
+    torch.set_num_threads(2)
+    vae = AutoencoderKL.from_pretrained(VAE, torch_dtype=torch.float32)
+    losses = finetune_decoder(
+        vae,
+        steps=DECODER_STEPS,
+        progress=False,
+        checkpoint=WORK / "decoder" / "decoder.pt",
+        device=DEVICE,
+    )
+    vae.to("cpu").save_pretrained(DECODED, safe_serialization=True)
+    write_json_atomic(WORK / "decoder" / "losses.json", losses)
+    print(f"[decoder] {len(losses)} steps, last loss {losses[-1]:.4f}", flush=True)
+
+
 def t2i_pipeline(name: str) -> tuple[Any, dict[str, Any]]:
     """A variant's averaged weights at its last checkpoint, as a pipeline on ``DEVICE``."""
     import torch
@@ -155,6 +224,10 @@ def t2i_pipeline(name: str) -> tuple[Any, dict[str, Any]]:
     unet, text_encoder, tokenizer, vae = t2i_parts(name)
     unet.load_state_dict(state["modules"]["ema_unet"])
     text_encoder.load_state_dict(state["modules"]["ema_text_encoder"])
+    if (DECODED / "config.json").is_file():
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(DECODED, torch_dtype=torch.float32)
     vae.register_to_config(scaling_factor=_latent_scale(vae, 32, 0))
     pipe = _text_to_image_pipeline(unet.eval(), text_encoder, tokenizer, vae).to(DEVICE)
     losses = state["losses"]
@@ -203,25 +276,72 @@ def generate(shard: int, count: int) -> None:
     )
 
 
-def editor() -> None:
+# Editors the call can train: the run's, on its filtered pairs, and (``GT_EDITOR=1``) one on the
+# renderer's ground-truth pairs (the ``ground_truth_large`` ablation's training set), which starts
+# as soon as the text-to-image model is chosen and trains beside the pairs stage: how far the
+# latent lets an editor keep the unchanged region when its pairs are exact.
+EDITORS = {"editor": Path("editor"), "ground_truth": Path("ablations") / "ground_truth_large"}
+
+
+def editor_records(name: str, config: Any) -> list[Any]:
+    from instructedit.worlds.recipe import _ground_truth_records, load_selection
+
+    if name == "editor":
+        return load_selection(RUN, "filtered")
+    return _ground_truth_records(
+        config.ground_truth_large_pairs, config, stream="ground-truth-large"
+    )
+
+
+def editor(name: str) -> None:
     import torch
 
-    from instructedit.worlds.recipe import editor_trainer, load_selection
+    from instructedit.worlds.recipe import editor_trainer
 
-    torch.set_num_threads(4)
+    torch.set_num_threads(4 if name == "editor" else 2)
     config = run_config()
-    records = load_selection(RUN, "filtered")
-    print(f"[editor] {len(records)} pairs, batch {config.editor_batch_size}", flush=True)
-    trainer = editor_trainer(config, RUN, records, RUN / "editor", 10**7)
-    trainer.config = replace(trainer.config, checkpoint_every=250, log_every=100)
+    records = editor_records(name, config)
+    print(f"[{name}] {len(records)} pairs, batch {config.editor_batch_size}", flush=True)
+    trainer = editor_trainer(config, RUN, records, RUN / EDITORS[name], 10**7)
+    every = int(os.environ.get("EDITOR_CHECKPOINT_EVERY", "250"))
+    trainer.config = replace(trainer.config, checkpoint_every=every, log_every=100)
     trainer.train(progress=False)
 
 
-def editor_checkpoints() -> list[int]:
-    folder = RUN / "editor" / "run" / "checkpoints"
+def editor_checkpoints(name: str) -> list[int]:
+    folder = RUN / EDITORS[name] / "run" / "checkpoints"
     return sorted(
         int(p.name[5:]) for p in folder.glob("step-*") if (p / "trainer_state.json").is_file()
     )
+
+
+def export_editor(name: str, config: Any, seconds: float) -> dict[str, Any]:
+    """Exports an editor at its last checkpoint (marking the recipe stage done for the run's)."""
+    from instructedit.data import write_json_atomic
+    from instructedit.worlds.recipe import _train_editor
+
+    steps = editor_checkpoints(name)
+    if not steps:
+        return {"error": "no checkpoint"}
+    try:  # whatever happens, the run still travels back (finish packs it)
+        folder = RUN / EDITORS[name]
+        at = replace(config, editor_steps=steps[-1])
+        records = editor_records(name, config)
+        record = _train_editor(at, RUN, records, folder, steps[-1], progress=False)
+        # The export resumed at the last checkpoint and ran no step: the losses are the log's.
+        metrics = folder / "run" / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.is_file() else []
+        losses = [json.loads(line)["loss"] for line in lines if '"loss"' in line]
+        record["loss"] = sum(losses[-10:]) / max(1, len(losses[-10:]))
+        record["logged_losses"] = losses[::5]
+        if name == "editor":
+            done("editor", record, seconds)
+            (RUN / "config.json").write_text(json.dumps(asdict(at), indent=2))
+        else:
+            write_json_atomic(folder / "GPU.json", record)
+        return {"seconds": round(seconds), **record}
+    except Exception as error:
+        return {"error": repr(error), "checkpoints": steps}
 
 
 @contextlib.contextmanager
@@ -246,8 +366,11 @@ def processes(commands: dict[str, list[str]], deadline: float) -> Any:
             p.wait()
         yield {name: p.returncode for name, p in procs.items()}
     for name in commands:
-        lines = (WORK / f"{name}.log").read_text(errors="replace").splitlines()
-        print(f"---- {name} (last lines)\n" + "\n".join(lines[-6:]), flush=True)
+        print(f"---- {name} (last lines)\n" + tail(WORK / f"{name}.log"), flush=True)
+
+
+def tail(log: Path) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-6:])
 
 
 def done(stage: str, record: dict[str, Any], seconds: float) -> None:
@@ -262,12 +385,7 @@ def launch(t0: float) -> None:
     import torch
 
     from instructedit.data import write_seeds_index
-    from instructedit.worlds.recipe import (
-        _scorer,
-        _train_editor,
-        load_selection,
-        select_training_sets,
-    )
+    from instructedit.worlds.recipe import _scorer, select_training_sets
 
     ends = {key: t0 + float(os.environ[key]) for key in ("T2I_END", "GEN_END", "EDITOR_END")}
     summary: dict[str, Any] = {
@@ -279,9 +397,23 @@ def launch(t0: float) -> None:
 
     # 1. Text-to-image variants.
     start = time.time()
-    with processes({n: ["t2i", n] for n in ONLY}, ends["T2I_END"]) as codes:
+    commands = {n: ["t2i", n] for n in ONLY}
+    if DECODER_STEPS:
+        commands["decoder"] = ["decoder"]
+    with processes(commands, ends["T2I_END"]) as codes:
         print("text-to-image exit codes", codes, flush=True)
     summary["t2i_seconds"] = round(time.time() - start)
+    if DECODER_STEPS:
+        losses = WORK / "decoder" / "losses.json"
+        decoder_losses = json.loads(losses.read_text())[-50:] if losses.is_file() else []
+        summary["decoder"] = (
+            {
+                "steps": DECODER_STEPS,
+                "loss_last_50": sum(decoder_losses) / max(1, len(decoder_losses)),
+            }
+            if decoder_losses
+            else {"error": "not finished: the run keeps the autoencoder's own decoder"}
+        )
     fidelity = fidelity_module()
     captions = fidelity.eval_captions(int(os.environ.get("FIDELITY_CAPTIONS", "256")))
     variants: dict[str, Any] = {}
@@ -310,6 +442,13 @@ def launch(t0: float) -> None:
     shutil.copytree(ASSETS / "clip", RUN / "clip" / "model", dirs_exist_ok=True)
     done("clip", {"model": "the shipped editor's CLIP (src/instructedit/assets/shapes/clip)"}, 0)
     print(f"chose {name} at +{time.time() - t0:.0f} s", flush=True)
+    ground_truth = None
+    if os.environ.get("GT_EDITOR") == "1":
+        ground_truth = subprocess.Popen(
+            [sys.executable, __file__, "editor", "ground_truth"],
+            stdout=open(WORK / "ground_truth.log", "w"),  # noqa: SIM115 (killed at EDITOR_END)
+            stderr=subprocess.STDOUT,
+        )
 
     # 2. Candidate pairs, then the recipe's selection.
     start = time.time()
@@ -324,8 +463,12 @@ def launch(t0: float) -> None:
     start = time.time()
     try:
         record = select_training_sets(config, RUN / "pairs", _scorer(config), read_back=False)
-    except Exception as error:  # keep the text-to-image model
+    except Exception as error:  # keep the text-to-image model (and the ground-truth editor)
         summary["pairs"] = {"error": repr(error)}
+        if ground_truth is not None:
+            while time.time() < ends["EDITOR_END"] and ground_truth.poll() is None:
+                time.sleep(1)
+            stop(ground_truth, summary, config)
         finish(summary)
         return
     count = sum(len(list(p.glob("*_0.jpg"))) for p in folders)
@@ -334,24 +477,22 @@ def launch(t0: float) -> None:
     summary["pairs"] = {"seconds": round(time.time() - start), **record}
     print(f"pairs {summary['pairs']} at +{time.time() - t0:.0f} s", flush=True)
 
-    # 3. The editor.
+    # 3. The editor (beside the ground-truth one, started after the text-to-image stage).
     start = time.time()
-    with processes({"editor": ["editor"]}, ends["EDITOR_END"]) as codes:
+    with processes({"editor": ["editor", "editor"]}, ends["EDITOR_END"]) as codes:
         print("editor exit codes", codes, flush=True)
-    steps = editor_checkpoints()
-    if steps:
-        records = load_selection(RUN, "filtered")
-        at = replace(config, editor_steps=steps[-1])
-        record = _train_editor(at, RUN, records, RUN / "editor", steps[-1], progress=False)
-        # The export resumed at the last checkpoint and ran no step: the losses are the log's.
-        lines = (RUN / "editor" / "run" / "metrics.jsonl").read_text().splitlines()
-        losses = [json.loads(line)["loss"] for line in lines if '"loss"' in line]
-        record["loss"] = sum(losses[-10:]) / max(1, len(losses[-10:]))
-        record["logged_losses"] = losses[::5]
-        done("editor", record, time.time() - start)
-        (RUN / "config.json").write_text(json.dumps(asdict(at), indent=2))
-        summary["editor"] = {"seconds": round(time.time() - start), **record}
+    summary["editor"] = export_editor("editor", config, time.time() - start)
+    if ground_truth is not None:
+        stop(ground_truth, summary, config)
     finish(summary)
+
+
+def stop(ground_truth: subprocess.Popen[bytes], summary: dict[str, Any], config: Any) -> None:
+    """Ends the ground-truth editor's process and exports it at its last checkpoint."""
+    ground_truth.send_signal(signal.SIGKILL)
+    ground_truth.wait()
+    print("---- ground_truth (last lines)\n" + tail(WORK / "ground_truth.log"), flush=True)
+    summary["ground_truth_editor"] = export_editor("ground_truth", config, 0.0)
 
 
 def finish(summary: dict[str, Any]) -> None:
@@ -370,8 +511,9 @@ def pack() -> None:
     shutil.rmtree(staging.parent, ignore_errors=True)
     skip = shutil.ignore_patterns("checkpoints", "run", "tokenizer", "*.pt")
     shutil.copytree(RUN, staging, ignore=skip)
-    for duplicate in ("text_encoder", "vae", "tokenizer"):
-        shutil.rmtree(staging / "editor" / "model" / duplicate, ignore_errors=True)
+    for folder in EDITORS.values():
+        for duplicate in ("text_encoder", "vae", "tokenizer"):
+            shutil.rmtree(staging / folder / "model" / duplicate, ignore_errors=True)
     cast_weights(staging, torch.float16)
     OUT.mkdir(parents=True, exist_ok=True)
     candidates = staging / "pairs" / "candidates"
@@ -427,7 +569,11 @@ if __name__ == "__main__":
     elif command == "generate":
         generate(int(sys.argv[2]), int(sys.argv[3]))
     elif command == "editor":
-        editor()
+        editor(sys.argv[2])
+    elif command == "autoencoder":
+        autoencoder()
+    elif command == "decoder":
+        decoder()
     elif command == "pack":
         pack()
     else:

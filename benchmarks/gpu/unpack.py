@@ -4,10 +4,10 @@
 
 ``FILES_DIR`` holds ``models.tar.*`` (and ``pairs.tar.*``, the candidate pairs); the run lands in
 ``TARGET`` (its folder name is the GPU run's). Weights go back to float32, the tokenizers are
-rebuilt from open_clip's BPE file and the editor gets the text-to-image model's text encoder and
-autoencoder (both frozen while it trained). Where the packer's budget left candidate folders
-behind, ``seeds.json`` is rewritten from the folders that came and the training sets lose the
-entries they cannot load (both counted). The recipe then runs the evaluate stage:
+rebuilt from open_clip's BPE file and the editor (and the ground-truth editor of ``GT_EDITOR=1``)
+gets the text-to-image model's text encoder and autoencoder (both frozen while it trained). Where
+the packer's budget left candidate folders behind, ``seeds.json`` is rewritten from the folders
+that came and the training sets lose the entries they cannot load (both counted). The recipe then runs the evaluate stage:
 ``reproduce(config, until="evaluate")`` with the run's ``config.json`` (``output_dir`` and
 ``device`` changed); the ablations need the editor's snapshot at ``ablation_steps``, which the
 GPU call does not export.
@@ -72,13 +72,14 @@ def main() -> None:
         write_json_atomic(path, kept)
     tokenizer = clip_tokenizer()
     t2i = run / "text_to_image" / "model"
-    editor = run / "editor" / "model"
-    for model in (t2i, editor):
+    editors = [run / "editor" / "model", run / "ablations" / "ground_truth_large" / "model"]
+    for model in (t2i, *editors):
         if model.is_dir():
             tokenizer.save_pretrained(model / "tokenizer")
-    if editor.is_dir():
-        for part in ("text_encoder", "vae"):
-            shutil.copytree(t2i / part, editor / part, dirs_exist_ok=True)
+    for editor in editors:
+        if editor.is_dir():
+            for part in ("text_encoder", "vae"):
+                shutil.copytree(t2i / part, editor / part, dirs_exist_ok=True)
     print(run)
 
 
