@@ -286,12 +286,15 @@ def test_the_autoencoder_downsamples_as_asked_and_the_unet_takes_its_latents():
             latents = vae.encode(scenes).latent_dist.mode()
             assert latents.shape == (2, 4, side, side)
             assert vae.decode(latents).sample.shape == scenes.shape
-            unet = shapes_unet(0, sample_size=side)
-            assert unet.config.sample_size == side
-            out = unet(latents, torch.tensor([10, 500]), torch.randn(2, 77, 64)).sample
+            out = shapes_unet(0, sample_size=side)(
+                latents, torch.tensor([10, 500]), torch.randn(2, 77, 64)
+            ).sample
         assert out.shape == latents.shape
     with pytest.raises(ValueError, match="downsampling must be 2 or 4, got 8"):
         shapes_autoencoder(0, 8)
+    for bad in (0, 16.0, True):
+        with pytest.raises(ValueError, match="sample_size must be an int >= 2"):
+            shapes_unet(0, sample_size=bad)
 
 
 @pytest.mark.slow

@@ -218,6 +218,8 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("editor_steps", 0, "editor_steps must be an int >= 1"),
         ("size", 30, "size must be a multiple of 8"),
         ("latent_downsampling", 8, "latent_downsampling must be 2 or 4, got 8"),
+        ("latent_downsampling", 2.0, "latent_downsampling must be 2 or 4, got 2.0"),
+        ("latent_downsampling", True, "latent_downsampling must be 2 or 4, got True"),
         ("ground_truth_large_pairs", 2.5, "ground_truth_large_pairs must be an int"),
         ("editor_learning_rate", -1e-4, "editor_learning_rate must be a finite number > 0"),
         ("loader_workers", -1, "loader_workers must be an int >= 0"),
@@ -279,6 +281,12 @@ def test_a_2x_latent_run_draws_full_size_scenes_by_default(tmp_path):
     config = replace(RecipeConfig.smoke(str(tmp_path / "shapes")), latent_downsampling=2)
     reproduce(config, until="text_to_image", progress=False)
     model = tmp_path / "shapes" / "text_to_image" / "model"
+    # The run's autoencoder is 2x: a stage killed after it, resumed as a 4x run, is refused
+    # before any training.
+    (tmp_path / "shapes" / "text_to_image" / "DONE.json").rename(tmp_path / "DONE.json")
+    with pytest.raises(ValueError, match="latent_downsampling is 4 but the run's autoencoder"):
+        reproduce(replace(config, latent_downsampling=4), until="text_to_image", progress=False)
+    (tmp_path / "DONE.json").rename(tmp_path / "shapes" / "text_to_image" / "DONE.json")
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
     assert pipe.vae_scale_factor == 2
     assert pipe.unet.config.sample_size == 16

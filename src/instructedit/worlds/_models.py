@@ -89,6 +89,8 @@ def shapes_unet(
             "block_out_channels must be two multiples of 32 (the norm groups), got "
             f"{block_out_channels!r}"
         )
+    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 2:
+        raise ValueError(f"sample_size must be an int >= 2 (the latent side), got {sample_size!r}")
     with seeded(seed):
         return UNet2DConditionModel(
             sample_size=sample_size,
