@@ -14,12 +14,15 @@ if [ "${PROFILE_S:-0}" -gt 0 ]; then  # the eighth run's call profiled with PROF
 fi
 # The eighth run: PROFILE_S=80 T2I_END=255 GEN_END=380 EDITOR_END=535 T2I_VARIANTS=warm,wide,scratch
 # A 2x-latent run (prepared and dry-run on the CPU 2026-11-28; the lease was withdrawn before it
-# ran): an autoencoder trained beforehand on the CPU (GPU_DEVICE=cpu LATENT_DOWNSAMPLING=2
-# T2I_VAE=.gpu/vae2 python benchmarks/gpu/shapes_t2i.py autoencoder) carried in .gpu/vae2, its decoder fine-tuned here beside the text-to-image model, an editor on
-# the renderer's pairs beside the pairs stage (carry .whl and .gpu):
+# ran). Its autoencoder is trained beforehand on the CPU and carried in .gpu/vae2:
+#   GPU_DEVICE=cpu LATENT_DOWNSAMPLING=2 T2I_VAE=.gpu/vae2 \
+#     python benchmarks/gpu/shapes_t2i.py autoencoder
+# then its decoder is fine-tuned here beside the text-to-image model, and an editor on the
+# renderer's pairs trains beside the pairs stage (carry .whl and .gpu):
 #   PROFILE_S=0 T2I_END=235 GEN_END=365 EDITOR_END=540 T2I_VARIANTS=scratch T2I_DATA_WORKERS=10
 #   DECODER_STEPS=1000 GT_EDITOR=1 SAMPLES=2 CAPTIONS=8000 T2I_VAE=$PWD/.gpu/vae2
-#   LATENT_DOWNSAMPLING=2 EDITOR_BATCH=128 EDITOR_CHECKPOINT_EVERY=200 bash benchmarks/gpu/run_t2i.sh
+#   LATENT_DOWNSAMPLING=2 EDITOR_BATCH=128 EDITOR_CHECKPOINT_EVERY=200 \
+#     bash benchmarks/gpu/run_t2i.sh
 export T2I_END=${T2I_END:-300} GEN_END=${GEN_END:-420} EDITOR_END=${EDITOR_END:-550}
 python3 benchmarks/gpu/shapes_t2i.py launch "$T0"
 echo "all done at +$(( $(date +%s) - T0 )) s"

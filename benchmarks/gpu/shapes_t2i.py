@@ -64,8 +64,8 @@ CAPTIONS = int(os.environ.get("CAPTIONS", "3000"))
 SAMPLES = int(os.environ.get("SAMPLES", "8"))  # candidates per caption edit, all kept if they pass
 DEVICE = os.environ.get("GPU_DEVICE", "cuda")
 # The autoencoder of the run (a saved AutoencoderKL folder; the shipped editor's by default) and
-# how much it downsamples (RecipeConfig.latent_downsampling): the eleventh run's was a 2× one
-# trained on the CPU beforehand (the recipe's autoencoder and decoder sub-stages), carried in.
+# how much it downsamples (RecipeConfig.latent_downsampling, checked against the autoencoder): a
+# 2× one is trained on the CPU beforehand (the ``autoencoder`` command) and carried in.
 VAE = Path(os.environ.get("T2I_VAE", str(ASSETS / "editor" / "vae")))
 DOWNSAMPLING = int(os.environ.get("LATENT_DOWNSAMPLING", "4"))
 # Steps fine-tuning that autoencoder's decoder (RecipeConfig.decoder_steps) beside the
@@ -127,10 +127,14 @@ def t2i_parts(name: str) -> tuple[Any, Any, Any, Any]:
     if spec["warm_unet"] and DOWNSAMPLING != 4:
         raise SystemExit(f"variant {name!r} starts from the shipped 4x editor's UNet")
     vae = AutoencoderKL.from_pretrained(VAE, torch_dtype=torch.float32)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if factor != DOWNSAMPLING:
+        raise SystemExit(f"T2I_VAE downsamples {factor}x but LATENT_DOWNSAMPLING={DOWNSAMPLING}")
     text_encoder = CLIPTextModel.from_pretrained(
         ASSETS / "editor" / "text_encoder", torch_dtype=torch.float32
     )
-    unet = shapes_unet(0, block_out_channels=spec["blocks"], sample_size=32 // DOWNSAMPLING)
+    side = run_config().size // DOWNSAMPLING
+    unet = shapes_unet(0, block_out_channels=spec["blocks"], sample_size=side)
     if spec["warm_unet"]:
         editor = UNet2DConditionModel.from_pretrained(
             ASSETS / "editor" / "unet", torch_dtype=torch.float32
@@ -175,6 +179,8 @@ def autoencoder() -> None:
     from instructedit.data import write_json_atomic
     from instructedit.worlds._models import shapes_autoencoder, train_autoencoder
 
+    if "T2I_VAE" not in os.environ or ASSETS in (VAE.resolve(), *VAE.resolve().parents):
+        raise SystemExit("autoencoder: set T2I_VAE to a new folder (not the shipped model's)")
     config = run_config()
     vae = shapes_autoencoder(config.seed, DOWNSAMPLING)
     losses = train_autoencoder(
@@ -182,13 +188,13 @@ def autoencoder() -> None:
         steps=config.autoencoder_steps,
         size=config.size,
         seed=config.seed,
-        checkpoint=WORK / "autoencoder.pt",
+        checkpoint=WORK / f"autoencoder-{DOWNSAMPLING}x.pt",
         device=DEVICE,
     )
     vae.to("cpu").save_pretrained(VAE, safe_serialization=True)
     write_json_atomic(VAE / "losses.json", losses)
-    tail = losses[-50:]
-    print(f"[autoencoder] {len(losses)} steps, last 50: {sum(tail) / max(1, len(tail)):.4f}")
+    last = losses[-50:]
+    print(f"[autoencoder] {len(losses)} steps, last 50: {sum(last) / max(1, len(last)):.4f}")
 
 
 def decoder() -> None:
@@ -224,19 +230,18 @@ def t2i_pipeline(name: str) -> tuple[Any, dict[str, Any]]:
     unet, text_encoder, tokenizer, vae = t2i_parts(name)
     unet.load_state_dict(state["modules"]["ema_unet"])
     text_encoder.load_state_dict(state["modules"]["ema_text_encoder"])
-    if (DECODED / "config.json").is_file():
+    if DECODER_STEPS and (WORK / "decoder" / "losses.json").is_file():  # written last
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(DECODED, torch_dtype=torch.float32)
-    vae.register_to_config(scaling_factor=_latent_scale(vae, 32, 0))
+    vae.register_to_config(scaling_factor=_latent_scale(vae, run_config().size, 0))
     pipe = _text_to_image_pipeline(unet.eval(), text_encoder, tokenizer, vae).to(DEVICE)
-    losses = state["losses"]
-    tail = losses[-200:]
+    last = state["losses"][-200:]
     return pipe, {
         "steps": state["step"],
         "batch": T2I_BATCH,
         "examples": state["step"] * T2I_BATCH,
-        "loss_last_200": round(sum(tail) / max(1, len(tail)), 5),
+        "loss_last_200": round(sum(last) / max(1, len(last)), 5),
         "parameters_m": round(sum(p.numel() for p in unet.parameters()) / 1e6, 2),
     }
 
@@ -277,20 +282,22 @@ def generate(shard: int, count: int) -> None:
 
 
 # Editors the call can train: the run's, on its filtered pairs, and (``GT_EDITOR=1``) one on the
-# renderer's ground-truth pairs (the ``ground_truth_large`` ablation's training set), which starts
-# as soon as the text-to-image model is chosen and trains beside the pairs stage: how far the
-# latent lets an editor keep the unchanged region when its pairs are exact.
-EDITORS = {"editor": Path("editor"), "ground_truth": Path("ablations") / "ground_truth_large"}
+# renderer's ground-truth pairs (the ``ground_truth_large`` ablation's training set, in a folder of
+# its own: the recipe's ablations stage does not know it), which starts as soon as the
+# text-to-image model is chosen and trains beside the pairs stage: how far the latent lets an
+# editor keep the unchanged region when its pairs are exact. On the CPU after unpack.py:
+# ``evaluate_editor(run / "ground_truth_editor" / "model", config)``.
+EDITORS = {"editor": Path("editor"), "ground_truth": Path("ground_truth_editor")}
 
 
-def editor_records(name: str, config: Any) -> list[Any]:
+def editor_records(name: str, config: Any, limit: int | None = None) -> list[Any]:
+    """An editor's training set (its first ``limit`` pairs: enough to export at a checkpoint)."""
     from instructedit.worlds.recipe import _ground_truth_records, load_selection
 
     if name == "editor":
-        return load_selection(RUN, "filtered")
-    return _ground_truth_records(
-        config.ground_truth_large_pairs, config, stream="ground-truth-large"
-    )
+        return load_selection(RUN, "filtered")[:limit]
+    count = config.ground_truth_large_pairs
+    return _ground_truth_records(min(count, limit or count), config, stream="ground-truth-large")
 
 
 def editor(name: str) -> None:
@@ -316,29 +323,42 @@ def editor_checkpoints(name: str) -> list[int]:
 
 
 def export_editor(name: str, config: Any, seconds: float) -> dict[str, Any]:
-    """Exports an editor at its last checkpoint (marking the recipe stage done for the run's)."""
+    """Exports an editor at its last checkpoint (marking the recipe stage done for the run's).
+    No step runs: the trainer gets one batch of its pairs and no latent cache, so the export
+    takes seconds, not a re-render and re-encode of the training set."""
     from instructedit.data import write_json_atomic
-    from instructedit.worlds.recipe import _train_editor
+    from instructedit.worlds.recipe import editor_trainer, selection_folders
 
     steps = editor_checkpoints(name)
     if not steps:
         return {"error": "no checkpoint"}
     try:  # whatever happens, the run still travels back (finish packs it)
         folder = RUN / EDITORS[name]
-        at = replace(config, editor_steps=steps[-1])
-        records = editor_records(name, config)
-        record = _train_editor(at, RUN, records, folder, steps[-1], progress=False)
-        # The export resumed at the last checkpoint and ran no step: the losses are the log's.
+        at = replace(config, editor_steps=steps[-1], editor_cache_latents=False)
+        records = editor_records(name, config, limit=config.editor_batch_size)
+        trainer = editor_trainer(at, RUN, records, folder, steps[-1])
+        trainer.train(progress=False)
+        trainer.export(folder / "model")
+        examples = (
+            len(selection_folders(RUN, "filtered"))
+            if name == "editor"
+            else config.ground_truth_large_pairs
+        )
+        # The losses are the training log's.
         metrics = folder / "run" / "metrics.jsonl"
         lines = metrics.read_text().splitlines() if metrics.is_file() else []
         losses = [json.loads(line)["loss"] for line in lines if '"loss"' in line]
-        record["loss"] = sum(losses[-10:]) / max(1, len(losses[-10:]))
-        record["logged_losses"] = losses[::5]
+        record: dict[str, Any] = {
+            "loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
+            "examples": examples,
+            "steps": steps[-1],
+            "logged_losses": losses[::5],
+        }
         if name == "editor":
             done("editor", record, seconds)
             (RUN / "config.json").write_text(json.dumps(asdict(at), indent=2))
         else:
-            write_json_atomic(folder / "GPU.json", record)
+            write_json_atomic(folder / "GPU.json", {**record, "seconds": round(seconds, 1)})
         return {"seconds": round(seconds), **record}
     except Exception as error:
         return {"error": repr(error), "checkpoints": steps}
@@ -354,19 +374,25 @@ def processes(commands: dict[str, list[str]], deadline: float) -> Any:
                 [sys.executable, __file__, *argv],
                 stdout=logs.enter_context(open(WORK / f"{name}.log", "w")),
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: see kill()
             )
             for name, argv in commands.items()
         }
         while time.time() < deadline and any(p.poll() is None for p in procs.values()):
             time.sleep(1)
         for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-        for p in procs.values():
-            p.wait()
+            kill(p)
         yield {name: p.returncode for name, p in procs.items()}
     for name in commands:
         print(f"---- {name} (last lines)\n" + tail(WORK / f"{name}.log"), flush=True)
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """Ends a stage process and everything it started (its data workers would otherwise live on,
+    orphaned, to the end of the call), then waits for it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def tail(log: Path) -> str:
@@ -383,9 +409,6 @@ def done(stage: str, record: dict[str, Any], seconds: float) -> None:
 
 def launch(t0: float) -> None:
     import torch
-
-    from instructedit.data import write_seeds_index
-    from instructedit.worlds.recipe import _scorer, select_training_sets
 
     ends = {key: t0 + float(os.environ[key]) for key in ("T2I_END", "GEN_END", "EDITOR_END")}
     summary: dict[str, Any] = {
@@ -442,13 +465,44 @@ def launch(t0: float) -> None:
     shutil.copytree(ASSETS / "clip", RUN / "clip" / "model", dirs_exist_ok=True)
     done("clip", {"model": "the shipped editor's CLIP (src/instructedit/assets/shapes/clip)"}, 0)
     print(f"chose {name} at +{time.time() - t0:.0f} s", flush=True)
-    ground_truth = None
+    ground_truth, ground_truth_start = None, time.time()
     if os.environ.get("GT_EDITOR") == "1":
         ground_truth = subprocess.Popen(
             [sys.executable, __file__, "editor", "ground_truth"],
             stdout=open(WORK / "ground_truth.log", "w"),  # noqa: SIM115 (killed at EDITOR_END)
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: see kill()
         )
+    editor_start = time.time()
+    try:
+        editor_start = pairs_and_editor(config, summary, ends, t0)
+    except Exception as error:  # keep what finished: the models, the ground-truth editor
+        summary["error"] = repr(error)
+        print(f"stopped: {error!r}", flush=True)
+    finally:
+        try:
+            if ground_truth is not None:  # to EDITOR_END, also when the pairs stage failed
+                while time.time() < ends["EDITOR_END"] and ground_truth.poll() is None:
+                    time.sleep(1)
+                kill(ground_truth)
+                print("---- ground_truth (last lines)\n" + tail(WORK / "ground_truth.log"))
+            if editor_checkpoints("editor"):
+                summary["editor"] = export_editor("editor", config, time.time() - editor_start)
+            if ground_truth is not None:
+                summary["ground_truth_editor"] = {
+                    "returncode": ground_truth.returncode,
+                    **export_editor("ground_truth", config, time.time() - ground_truth_start),
+                }
+        finally:
+            finish(summary)
+
+
+def pairs_and_editor(
+    config: Any, summary: dict[str, Any], ends: dict[str, float], t0: float
+) -> float:
+    """Phases 2 and 3 (the editor's training, not its export); returns when phase 3 started."""
+    from instructedit.data import write_seeds_index
+    from instructedit.worlds.recipe import _scorer, select_training_sets
 
     # 2. Candidate pairs, then the recipe's selection.
     start = time.time()
@@ -461,16 +515,7 @@ def launch(t0: float) -> None:
     folders = [p for p in candidates.iterdir() if p.is_dir() and p.name.isdigit()]
     summary["generation"] = {"seconds": round(time.time() - start), "caption_folders": len(folders)}
     start = time.time()
-    try:
-        record = select_training_sets(config, RUN / "pairs", _scorer(config), read_back=False)
-    except Exception as error:  # keep the text-to-image model (and the ground-truth editor)
-        summary["pairs"] = {"error": repr(error)}
-        if ground_truth is not None:
-            while time.time() < ends["EDITOR_END"] and ground_truth.poll() is None:
-                time.sleep(1)
-            stop(ground_truth, summary, config)
-        finish(summary)
-        return
+    record = select_training_sets(config, RUN / "pairs", _scorer(config), read_back=False)
     count = sum(len(list(p.glob("*_0.jpg"))) for p in folders)
     record = {"candidates": count, "caption_folders": len(folders), **record}
     done("pairs", record, summary["generation"]["seconds"] + time.time() - start)
@@ -481,18 +526,7 @@ def launch(t0: float) -> None:
     start = time.time()
     with processes({"editor": ["editor", "editor"]}, ends["EDITOR_END"]) as codes:
         print("editor exit codes", codes, flush=True)
-    summary["editor"] = export_editor("editor", config, time.time() - start)
-    if ground_truth is not None:
-        stop(ground_truth, summary, config)
-    finish(summary)
-
-
-def stop(ground_truth: subprocess.Popen[bytes], summary: dict[str, Any], config: Any) -> None:
-    """Ends the ground-truth editor's process and exports it at its last checkpoint."""
-    ground_truth.send_signal(signal.SIGKILL)
-    ground_truth.wait()
-    print("---- ground_truth (last lines)\n" + tail(WORK / "ground_truth.log"), flush=True)
-    summary["ground_truth_editor"] = export_editor("ground_truth", config, 0.0)
+    return start
 
 
 def finish(summary: dict[str, Any]) -> None:

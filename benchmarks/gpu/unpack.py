@@ -7,10 +7,11 @@
 rebuilt from open_clip's BPE file and the editor (and the ground-truth editor of ``GT_EDITOR=1``)
 gets the text-to-image model's text encoder and autoencoder (both frozen while it trained). Where
 the packer's budget left candidate folders behind, ``seeds.json`` is rewritten from the folders
-that came and the training sets lose the entries they cannot load (both counted). The recipe then runs the evaluate stage:
-``reproduce(config, until="evaluate")`` with the run's ``config.json`` (``output_dir`` and
+that came and the training sets lose the entries they cannot load (both counted). The recipe then
+runs the evaluate stage: ``reproduce(config, until="evaluate")`` with the run's ``config.json`` (``output_dir`` and
 ``device`` changed); the ablations need the editor's snapshot at ``ablation_steps``, which the
-GPU call does not export.
+GPU call does not export. The ground-truth editor is evaluated alone:
+``evaluate_editor(run / "ground_truth_editor" / "model", config)``.
 """
 
 from __future__ import annotations
@@ -62,17 +63,19 @@ def main() -> None:
         write_seeds_index(candidates)
         present = {name for name, _ in folder_index(candidates)}
         path = run / "pairs" / "selections.json"
-        selections = json.loads(path.read_text(encoding="utf-8"))
+        # None when the call's selection failed: the candidates and models still come.
+        selections = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         kept = {key: [e for e in entries if e[0] in present] for key, entries in selections.items()}
         for key, entries in selections.items():
             if len(kept[key]) < len(entries):
                 print(
                     f"{key}: {len(entries) - len(kept[key])} of {len(entries)} pairs did not travel"
                 )
-        write_json_atomic(path, kept)
+        if selections:
+            write_json_atomic(path, kept)
     tokenizer = clip_tokenizer()
     t2i = run / "text_to_image" / "model"
-    editors = [run / "editor" / "model", run / "ablations" / "ground_truth_large" / "model"]
+    editors = [run / "editor" / "model", run / "ground_truth_editor" / "model"]
     for model in (t2i, *editors):
         if model.is_dir():
             tokenizer.save_pretrained(model / "tokenizer")
