@@ -120,6 +120,7 @@ def t2i_parts(name: str) -> tuple[Any, Any, Any, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
+    from instructedit.components import vae_scale_factor
     from instructedit.testing import clip_tokenizer
     from instructedit.worlds._models import shapes_unet
 
@@ -127,7 +128,7 @@ def t2i_parts(name: str) -> tuple[Any, Any, Any, Any]:
     if spec["warm_unet"] and DOWNSAMPLING != 4:
         raise SystemExit(f"variant {name!r} starts from the shipped 4x editor's UNet")
     vae = AutoencoderKL.from_pretrained(VAE, torch_dtype=torch.float32)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = vae_scale_factor(vae)
     if factor != DOWNSAMPLING:
         raise SystemExit(f"T2I_VAE downsamples {factor}x but LATENT_DOWNSAMPLING={DOWNSAMPLING}")
     text_encoder = CLIPTextModel.from_pretrained(

@@ -11,7 +11,7 @@ from instructedit.testing import SD_SCHEDULER_CONFIG, tiny_components
 from instructedit.training import FolderSource, ParquetSource, TrainConfig, Trainer, to_edit_unet
 
 
-def _trainer(tmp_path, records, **overrides):
+def _trainer(tmp_path, records, noise_scheduler=None, **overrides):
     parts = tiny_components(in_channels=4, seed=0)
     settings = {
         "output_dir": str(tmp_path / "run"),
@@ -31,7 +31,7 @@ def _trainer(tmp_path, records, **overrides):
         vae=parts["vae"],
         text_encoder=parts["text_encoder"],
         tokenizer=parts["tokenizer"],
-        noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
+        noise_scheduler=noise_scheduler or DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
         train_dataset=records,
     )
 
@@ -310,30 +310,14 @@ def test_resuming_with_another_prediction_type_is_refused(tmp_path, records):
 def test_a_sampler_that_cannot_take_the_schedules_target_is_refused(tmp_path, records):
     # The target comes from the noise scheduler (prediction_type=None), so only the Trainer
     # knows it: it refuses before training, not at the export.
-    parts = tiny_components(in_channels=4, seed=0)
+    schedule = DDPMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": "sample"})
     with pytest.raises(ValueError, match=r"config\.sampler 'pndm' cannot sample a 'sample'"):
-        Trainer(
-            TrainConfig(output_dir=str(tmp_path), resolution=16, sampler="pndm"),
-            unet=to_edit_unet(parts["unet"]),
-            vae=parts["vae"],
-            text_encoder=parts["text_encoder"],
-            tokenizer=parts["tokenizer"],
-            noise_scheduler=DDPMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": "sample"}),
-            train_dataset=records,
-        )
+        _trainer(tmp_path, records, noise_scheduler=schedule, sampler="pndm")
 
 
 def test_prediction_type_is_checked(tmp_path, records):
     with pytest.raises(ValueError, match="prediction_type must be one of"):
         TrainConfig(prediction_type="flow")  # type: ignore[arg-type]
-    parts = tiny_components(in_channels=4, seed=0)
+    schedule = DDPMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": "flow"})
     with pytest.raises(ValueError, match=r"noise_scheduler.config.prediction_type must be one of"):
-        Trainer(
-            TrainConfig(output_dir=str(tmp_path), resolution=16),
-            unet=to_edit_unet(parts["unet"]),
-            vae=parts["vae"],
-            text_encoder=parts["text_encoder"],
-            tokenizer=parts["tokenizer"],
-            noise_scheduler=DDPMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": "flow"}),
-            train_dataset=records,
-        )
+        _trainer(tmp_path, records, noise_scheduler=schedule)

@@ -43,22 +43,26 @@ logger = logging.getLogger(__name__)
 TEXT_WIDTH = 64
 
 
+AUTOENCODER_BLOCKS: dict[int, tuple[int, ...]] = {2: (32, 64), 4: (32, 64, 64)}
+"""The block widths of :func:`shapes_autoencoder` for each downsampling it offers."""
+
+
 def shapes_autoencoder(seed: int = 0, downsampling: int = 4) -> Any:
     """An ``AutoencoderKL`` with 4 latent channels that downsamples ``downsampling``× (4: blocks
     32/64/64, a 32² scene is an 8² latent; 2: blocks 32/64, a 16² latent)."""
     from diffusers import AutoencoderKL
 
-    blocks = {2: (32, 64), 4: (32, 64, 64)}
-    if downsampling not in blocks:
+    if downsampling not in AUTOENCODER_BLOCKS:
         raise ValueError(f"downsampling must be 2 or 4, got {downsampling!r}")
+    blocks = AUTOENCODER_BLOCKS[downsampling]
     with seeded(seed):
         return AutoencoderKL(
             in_channels=3,
             out_channels=3,
             latent_channels=4,
-            block_out_channels=blocks[downsampling],
-            down_block_types=("DownEncoderBlock2D",) * len(blocks[downsampling]),
-            up_block_types=("UpDecoderBlock2D",) * len(blocks[downsampling]),
+            block_out_channels=blocks,
+            down_block_types=("DownEncoderBlock2D",) * len(blocks),
+            up_block_types=("UpDecoderBlock2D",) * len(blocks),
             layers_per_block=1,
             norm_num_groups=16,
             sample_size=32,

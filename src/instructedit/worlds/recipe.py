@@ -40,7 +40,7 @@ from instructedit.evaluation import PAPER_IMAGE_SCALES
 from instructedit.p2p import PAIR_CONTROLS, check_local_blend
 from instructedit.sampling import check_sampler
 from instructedit.training._config import PREDICTION_TYPES
-from instructedit.worlds._models import check_text_to_image_training
+from instructedit.worlds._models import AUTOENCODER_BLOCKS, check_text_to_image_training
 
 if TYPE_CHECKING:
     from instructedit.datagen import GenerationConfig
@@ -257,7 +257,7 @@ class RecipeConfig:
             # The editor's Trainer crops at multiples of 8: refuse now, not hours later.
             raise ValueError(f"size must be a multiple of 8, got {self.size}")
         value = self.latent_downsampling
-        if isinstance(value, bool) or not isinstance(value, int) or value not in (2, 4):
+        if isinstance(value, bool) or not isinstance(value, int) or value not in AUTOENCODER_BLOCKS:
             raise ValueError(
                 f"latent_downsampling must be 2 or 4, got {self.latent_downsampling!r}"
             )
@@ -391,6 +391,7 @@ def _text_to_image_pipeline(unet: Any, text_encoder: Any, tokenizer: Any, vae: A
 def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
     from diffusers import DDPMScheduler
 
+    from instructedit.components import vae_scale_factor
     from instructedit.testing import SD_SCHEDULER_CONFIG, clip_tokenizer
     from instructedit.worlds._models import (
         finetune_decoder,
@@ -431,7 +432,7 @@ def _stage_text_to_image(config: RecipeConfig, folder: Path, progress: bool) -> 
         return vae, losses
 
     vae, decoder_losses = _autoencoder_sub_stage(folder / "decoder", decoder)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = vae_scale_factor(vae)
     if factor != config.latent_downsampling:  # a run resumed with another latent_downsampling
         raise ValueError(
             f"latent_downsampling is {config.latent_downsampling} but the run's autoencoder in "
