@@ -23,6 +23,15 @@ fi
 #   DECODER_STEPS=1000 GT_EDITOR=1 SAMPLES=2 CAPTIONS=8000 T2I_VAE=$PWD/.gpu/vae2
 #   LATENT_DOWNSAMPLING=2 EDITOR_BATCH=128 EDITOR_CHECKPOINT_EVERY=200 \
 #     bash benchmarks/gpu/run_t2i.sh
+# It ran on 2026-11-28 (the twelfth run, the ShapesWorld results page); a second, 186 s call
+# continued its pairs stage (no phase 1, no editor) from the unpacked run, carried in .gpu/run14:
+#   python benchmarks/gpu/shapes_t2i.py carry RUN .gpu/run14     # on the CPU, from unpack.py's RUN
+#   PROFILE_S=0 T2I_END=0 GEN_END=170 EDITOR_END=170 CONTINUE_FROM=$PWD/.gpu/run14 SAMPLES=2
+#   CAPTIONS=8000 LATENT_DOWNSAMPLING=2 bash benchmarks/gpu/run_t2i.sh    (carry .whl and .gpu)
+# The next lease continues it again, now with its editor (one 600 s call):
+#   PROFILE_S=0 T2I_END=0 GEN_END=320 EDITOR_END=560 CONTINUE_FROM=$PWD/.gpu/run14 SAMPLES=2
+#   CAPTIONS=8000 LATENT_DOWNSAMPLING=2 EDITOR_BATCH=128 EDITOR_CHECKPOINT_EVERY=200 \
+#     bash benchmarks/gpu/run_t2i.sh
 export T2I_END=${T2I_END:-300} GEN_END=${GEN_END:-420} EDITOR_END=${EDITOR_END:-550}
 python3 benchmarks/gpu/shapes_t2i.py launch "$T0"
 echo "all done at +$(( $(date +%s) - T0 )) s"

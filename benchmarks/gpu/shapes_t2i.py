@@ -7,6 +7,7 @@ from the better one, all within one device call (the eighth run of the ShapesWor
     python benchmarks/gpu/shapes_t2i.py editor NAME    # an editor of EDITORS
     python benchmarks/gpu/shapes_t2i.py decoder        # T2I_VAE's decoder fine-tuned
     python benchmarks/gpu/shapes_t2i.py autoencoder    # trains T2I_VAE (before the lease)
+    python benchmarks/gpu/shapes_t2i.py carry RUN DEST # a run to continue (before the lease)
 
 Phases, each ended at its deadline (seconds after T0, from the environment: ``T2I_END``,
 ``GEN_END``, ``EDITOR_END``); a killed process keeps what it finished, since every stage
@@ -24,6 +25,11 @@ checkpoints atomically:
 3. the editor (:func:`~instructedit.worlds.recipe.editor_trainer`, batch ``EDITOR_BATCH``),
    exported at its last checkpoint; with ``GT_EDITOR=1`` an editor on the renderer's
    ground-truth pairs trains too, from the end of phase 1.
+
+With ``CONTINUE_FROM`` (a folder written by the ``carry`` command from an unpacked run), phase 1
+is skipped: the call starts from that run's text-to-image model and candidate pairs, and phase 2
+renders the caption edits they lack (the same ``CAPTIONS``, ``SAMPLES`` and seed, checked);
+phase 3 runs only when ``EDITOR_END`` is after ``GEN_END``.
 
 The run's autoencoder is ``T2I_VAE`` (a saved ``AutoencoderKL``; the shipped editor's by default)
 downsampling ``LATENT_DOWNSAMPLING``× (``RecipeConfig.latent_downsampling``), its decoder
@@ -72,6 +78,12 @@ DOWNSAMPLING = int(os.environ.get("LATENT_DOWNSAMPLING", "4"))
 # text-to-image training of phase 1, which reads the encoder alone (0: none).
 DECODER_STEPS = int(os.environ.get("DECODER_STEPS", "0"))
 DECODED = WORK / "decoder" / "vae"  # the autoencoder with its decoder fine-tuned
+# A run to continue (see ``carry``): its text-to-image model and candidates, no phase 1.
+CONTINUE_FROM = Path(os.environ["CONTINUE_FROM"]) if os.environ.get("CONTINUE_FROM") else None
+# What must match between a continued run's config and this call's: the captions' indices and
+# the candidates' seeds depend on them.
+CONTINUE_KEYS = ("seed", "size", "captions", "samples_per_pair", "latent_downsampling")
+CARRIED_CANDIDATES = "candidates.tar.gz"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # The shipped editor's UNet (its noisy-latent input channels) and text encoder, trained on.
@@ -416,15 +428,55 @@ def launch(t0: float) -> None:
         "device": torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
     }
     config = run_config()
-    RUN.mkdir(parents=True, exist_ok=True)
-    (RUN / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    if CONTINUE_FROM is not None:
+        continue_run(config)
+        summary["continued_from"] = json.loads((RUN / "text_to_image" / "DONE.json").read_text())
+        print(f"continuing {CONTINUE_FROM} at +{time.time() - t0:.0f} s", flush=True)
+    else:
+        RUN.mkdir(parents=True, exist_ok=True)
+        (RUN / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        text_to_image_phase(summary, ends["T2I_END"], t0)
+    shutil.copytree(ASSETS / "clip", RUN / "clip" / "model", dirs_exist_ok=True)
+    done("clip", {"model": "the shipped editor's CLIP (src/instructedit/assets/shapes/clip)"}, 0)
+    ground_truth, ground_truth_start = None, time.time()
+    if os.environ.get("GT_EDITOR") == "1":
+        ground_truth = subprocess.Popen(
+            [sys.executable, __file__, "editor", "ground_truth"],
+            stdout=open(WORK / "ground_truth.log", "w"),  # noqa: SIM115 (killed at EDITOR_END)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: see kill()
+        )
+    editor_start = time.time()
+    try:
+        editor_start = pairs_and_editor(config, summary, ends, t0)
+    except Exception as error:  # keep what finished: the models, the ground-truth editor
+        summary["error"] = repr(error)
+        print(f"stopped: {error!r}", flush=True)
+    finally:
+        try:
+            if ground_truth is not None:  # to EDITOR_END, also when the pairs stage failed
+                while time.time() < ends["EDITOR_END"] and ground_truth.poll() is None:
+                    time.sleep(1)
+                kill(ground_truth)
+                print("---- ground_truth (last lines)\n" + tail(WORK / "ground_truth.log"))
+            if editor_checkpoints("editor"):
+                summary["editor"] = export_editor("editor", config, time.time() - editor_start)
+            if ground_truth is not None:
+                summary["ground_truth_editor"] = {
+                    "returncode": ground_truth.returncode,
+                    **export_editor("ground_truth", config, time.time() - ground_truth_start),
+                }
+        finally:
+            finish(summary)
 
-    # 1. Text-to-image variants.
+
+def text_to_image_phase(summary: dict[str, Any], end: float, t0: float) -> None:
+    """Phase 1: the variants trained until ``end``, read back; the best becomes the run's model."""
     start = time.time()
     commands = {n: ["t2i", n] for n in ONLY}
     if DECODER_STEPS:
         commands["decoder"] = ["decoder"]
-    with processes(commands, ends["T2I_END"]) as codes:
+    with processes(commands, end) as codes:
         print("text-to-image exit codes", codes, flush=True)
     summary["t2i_seconds"] = round(time.time() - start)
     if DECODER_STEPS:
@@ -463,39 +515,60 @@ def launch(t0: float) -> None:
     name, _, pipe = best
     pipe.to("cpu").save_pretrained(RUN / "text_to_image" / "model", safe_serialization=True)
     done("text_to_image", {"variant": name, **variants[name]}, summary["t2i_seconds"])
-    shutil.copytree(ASSETS / "clip", RUN / "clip" / "model", dirs_exist_ok=True)
-    done("clip", {"model": "the shipped editor's CLIP (src/instructedit/assets/shapes/clip)"}, 0)
     print(f"chose {name} at +{time.time() - t0:.0f} s", flush=True)
-    ground_truth, ground_truth_start = None, time.time()
-    if os.environ.get("GT_EDITOR") == "1":
-        ground_truth = subprocess.Popen(
-            [sys.executable, __file__, "editor", "ground_truth"],
-            stdout=open(WORK / "ground_truth.log", "w"),  # noqa: SIM115 (killed at EDITOR_END)
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: see kill()
+
+
+def continue_run(config: Any) -> None:
+    """Starts ``RUN`` from ``CONTINUE_FROM`` (written by ``carry``): its text-to-image model back in
+    float32 (its tokenizer rebuilt) and its candidates kept, so the pairs stage renders only the
+    caption edits they lack."""
+    import torch
+    from unpack import cast_weights  # beside this script
+
+    from instructedit.testing import clip_tokenizer
+
+    assert CONTINUE_FROM is not None
+    carried = json.loads((CONTINUE_FROM / "config.json").read_text())
+    wanted = asdict(config)
+    if differ := [k for k in CONTINUE_KEYS if carried.get(k) != wanted[k]]:
+        raise SystemExit(
+            f"CONTINUE_FROM: {', '.join(f'{k}={carried.get(k)!r}' for k in differ)}, "
+            f"this call: {', '.join(f'{k}={wanted[k]!r}' for k in differ)}"
         )
-    editor_start = time.time()
-    try:
-        editor_start = pairs_and_editor(config, summary, ends, t0)
-    except Exception as error:  # keep what finished: the models, the ground-truth editor
-        summary["error"] = repr(error)
-        print(f"stopped: {error!r}", flush=True)
-    finally:
-        try:
-            if ground_truth is not None:  # to EDITOR_END, also when the pairs stage failed
-                while time.time() < ends["EDITOR_END"] and ground_truth.poll() is None:
-                    time.sleep(1)
-                kill(ground_truth)
-                print("---- ground_truth (last lines)\n" + tail(WORK / "ground_truth.log"))
-            if editor_checkpoints("editor"):
-                summary["editor"] = export_editor("editor", config, time.time() - editor_start)
-            if ground_truth is not None:
-                summary["ground_truth_editor"] = {
-                    "returncode": ground_truth.returncode,
-                    **export_editor("ground_truth", config, time.time() - ground_truth_start),
-                }
-        finally:
-            finish(summary)
+    shutil.rmtree(RUN, ignore_errors=True)
+    shutil.copytree(CONTINUE_FROM, RUN)
+    cast_weights(RUN / "text_to_image", torch.float32)
+    clip_tokenizer().save_pretrained(RUN / "text_to_image" / "model" / "tokenizer")
+    if (archive := RUN / "pairs" / CARRIED_CANDIDATES).is_file():
+        with tarfile.open(archive) as tar:
+            tar.extractall(RUN / "pairs", filter="data")
+        archive.unlink()
+    (RUN / "config.json").write_text(json.dumps(wanted, indent=2))
+
+
+def carry(run: Path, dest: Path) -> None:
+    """Writes ``dest`` for ``CONTINUE_FROM`` from an unpacked run (``unpack.py``): its config, its
+    finished text-to-image stage (weights in float16, to travel; no tokenizer) and its candidate
+    pairs (a gzipped tar); not its selections, which the continued pairs stage makes anew."""
+    import torch
+    from unpack import cast_weights  # beside this script
+
+    if not (run / "text_to_image" / "DONE.json").is_file():
+        raise SystemExit(f"carry: {run} has no finished text_to_image stage")
+    if dest.exists():
+        raise SystemExit(f"carry: {dest} exists")
+    # The tokenizer (3.5 MiB) is rebuilt on arrival, from open_clip's BPE file.
+    shutil.copytree(
+        run / "text_to_image", dest / "text_to_image", ignore=shutil.ignore_patterns("tokenizer")
+    )
+    cast_weights(dest / "text_to_image", torch.float16)
+    if (run / "pairs" / "candidates").is_dir():  # gzipped: the JPEGs' headers repeat
+        (dest / "pairs").mkdir(parents=True)
+        with tarfile.open(dest / "pairs" / CARRIED_CANDIDATES, "w:gz") as tar:
+            tar.add(run / "pairs" / "candidates", arcname="candidates")
+    shutil.copy2(run / "config.json", dest / "config.json")
+    size = sum(path.stat().st_size for path in dest.rglob("*") if path.is_file())
+    print(f"{dest}: {size / 2**20:.1f} MiB")
 
 
 def pairs_and_editor(
@@ -525,6 +598,9 @@ def pairs_and_editor(
 
     # 3. The editor (beside the ground-truth one, started after the text-to-image stage).
     start = time.time()
+    if ends["EDITOR_END"] <= ends["GEN_END"]:
+        print("no editor: EDITOR_END is not after GEN_END", flush=True)
+        return start
     with processes({"editor": ["editor", "editor"]}, ends["EDITOR_END"]) as codes:
         print("editor exit codes", codes, flush=True)
     return start
@@ -607,6 +683,8 @@ if __name__ == "__main__":
         editor(sys.argv[2])
     elif command == "autoencoder":
         autoencoder()
+    elif command == "carry":
+        carry(Path(sys.argv[2]), Path(sys.argv[3]))
     elif command == "decoder":
         decoder()
     elif command == "pack":
