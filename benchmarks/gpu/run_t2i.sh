@@ -28,7 +28,9 @@ fi
 #   python benchmarks/gpu/shapes_t2i.py carry RUN .gpu/run14     # on the CPU, from unpack.py's RUN
 #   PROFILE_S=0 T2I_END=0 GEN_END=170 EDITOR_END=170 CONTINUE_FROM=$PWD/.gpu/run14 SAMPLES=2
 #   CAPTIONS=8000 LATENT_DOWNSAMPLING=2 bash benchmarks/gpu/run_t2i.sh    (carry .whl and .gpu)
-# The next lease continues it again, now with its editor (one 600 s call):
+# .gpu/run14 was then carried again from the second call's unpacked run (2158 caption edits,
+# 27.7 MiB; carry refuses an existing folder, so remove the old one first). The next lease
+# continues it, now with its editor (one 600 s call; carry .whl and .gpu):
 #   PROFILE_S=0 T2I_END=0 GEN_END=320 EDITOR_END=560 CONTINUE_FROM=$PWD/.gpu/run14 SAMPLES=2
 #   CAPTIONS=8000 LATENT_DOWNSAMPLING=2 EDITOR_BATCH=128 EDITOR_CHECKPOINT_EVERY=200 \
 #     bash benchmarks/gpu/run_t2i.sh

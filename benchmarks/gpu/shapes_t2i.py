@@ -29,7 +29,8 @@ checkpoints atomically:
 With ``CONTINUE_FROM`` (a folder written by the ``carry`` command from an unpacked run), phase 1
 is skipped: the call starts from that run's text-to-image model and candidate pairs, and phase 2
 renders the caption edits they lack (the same ``CAPTIONS``, ``SAMPLES`` and seed, checked);
-phase 3 runs only when ``EDITOR_END`` is after ``GEN_END``.
+phase 3 runs only when ``EDITOR_END`` is after ``GEN_END``. (The carried model's weights travel in
+float16, so a continued call draws from them rounded; ``GT_EDITOR=1`` trains its editor anew.)
 
 The run's autoencoder is ``T2I_VAE`` (a saved ``AutoencoderKL``; the shipped editor's by default)
 downsampling ``LATENT_DOWNSAMPLING``× (``RecipeConfig.latent_downsampling``), its decoder
@@ -80,9 +81,22 @@ DECODER_STEPS = int(os.environ.get("DECODER_STEPS", "0"))
 DECODED = WORK / "decoder" / "vae"  # the autoencoder with its decoder fine-tuned
 # A run to continue (see ``carry``): its text-to-image model and candidates, no phase 1.
 CONTINUE_FROM = Path(os.environ["CONTINUE_FROM"]) if os.environ.get("CONTINUE_FROM") else None
-# What must match between a continued run's config and this call's: the captions' indices and
-# the candidates' seeds depend on them.
-CONTINUE_KEYS = ("seed", "size", "captions", "samples_per_pair", "latent_downsampling")
+# What must match between a continued run's config and this call's: the captions and the
+# candidates' seeds follow the seed, and the rest decides how a candidate is drawn. ``captions``
+# may grow (the captions are drawn in sequence, so more of them extend the list).
+CONTINUE_KEYS = (
+    "seed",
+    "size",
+    "latent_downsampling",
+    "samples_per_pair",
+    "keep_per_pair",
+    "generation_steps",
+    "pair_control",
+    "pair_control_range",
+    "pair_local_blend",
+    "pair_guidance_range",
+    "pair_extra_guidance",
+)
 CARRIED_CANDIDATES = "candidates.tar.gz"
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -428,9 +442,16 @@ def launch(t0: float) -> None:
         "device": torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
     }
     config = run_config()
+    WORK.mkdir(parents=True, exist_ok=True)
     if CONTINUE_FROM is not None:
         continue_run(config)
         summary["continued_from"] = json.loads((RUN / "text_to_image" / "DONE.json").read_text())
+        carried = RUN / "pairs" / "candidates"
+        summary["carried_caption_folders"] = (
+            sum(p.is_dir() and p.name.isdigit() for p in carried.iterdir())
+            if carried.is_dir()
+            else 0
+        )
         print(f"continuing {CONTINUE_FROM} at +{time.time() - t0:.0f} s", flush=True)
     else:
         RUN.mkdir(parents=True, exist_ok=True)
@@ -528,13 +549,19 @@ def continue_run(config: Any) -> None:
     from instructedit.testing import clip_tokenizer
 
     assert CONTINUE_FROM is not None
+    source, target = CONTINUE_FROM.resolve(), RUN.resolve()
+    if source == target or target in source.parents or source in target.parents:
+        raise SystemExit(f"CONTINUE_FROM ({source}) and GPU_RUN ({target}) must not overlap")
     carried = json.loads((CONTINUE_FROM / "config.json").read_text())
-    wanted = asdict(config)
-    if differ := [k for k in CONTINUE_KEYS if carried.get(k) != wanted[k]]:
+    wanted = json.loads(json.dumps(asdict(config)))  # tuples as JSON lists, as carried
+    differ = [k for k in CONTINUE_KEYS if carried.get(k) != wanted[k]]
+    if differ or wanted["captions"] < carried["captions"]:
+        keys = [*differ, "captions"]
         raise SystemExit(
-            f"CONTINUE_FROM: {', '.join(f'{k}={carried.get(k)!r}' for k in differ)}, "
-            f"this call: {', '.join(f'{k}={wanted[k]!r}' for k in differ)}"
+            f"CONTINUE_FROM: {', '.join(f'{k}={carried.get(k)!r}' for k in keys)}; this call: "
+            f"{', '.join(f'{k}={wanted[k]!r}' for k in keys)} (only captions may differ, upward)"
         )
+    # Raised before the try of launch(): nothing was computed, so nothing is packed.
     shutil.rmtree(RUN, ignore_errors=True)
     shutil.copytree(CONTINUE_FROM, RUN)
     cast_weights(RUN / "text_to_image", torch.float32)
@@ -592,6 +619,8 @@ def pairs_and_editor(
     record = select_training_sets(config, RUN / "pairs", _scorer(config), read_back=False)
     count = sum(len(list(p.glob("*_0.jpg"))) for p in folders)
     record = {"candidates": count, "caption_folders": len(folders), **record}
+    if "carried_caption_folders" in summary:  # a continued run: the seconds are this call's
+        record["carried_caption_folders"] = summary["carried_caption_folders"]
     done("pairs", record, summary["generation"]["seconds"] + time.time() - start)
     summary["pairs"] = {"seconds": round(time.time() - start), **record}
     print(f"pairs {summary['pairs']} at +{time.time() - t0:.0f} s", flush=True)
