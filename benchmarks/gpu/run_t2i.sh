@@ -29,11 +29,14 @@ fi
 #   PROFILE_S=0 T2I_END=0 GEN_END=170 EDITOR_END=170 CONTINUE_FROM=$PWD/.gpu/run14 SAMPLES=2
 #   CAPTIONS=8000 LATENT_DOWNSAMPLING=2 bash benchmarks/gpu/run_t2i.sh    (carry .whl and .gpu)
 # .gpu/run14 was then carried again from the second call's unpacked run (2158 caption edits,
-# 27.7 MiB; carry refuses an existing folder, so remove the old one first). The next lease
-# continues it, now with its editor (one 600 s call; carry .whl and .gpu):
-#   PROFILE_S=0 T2I_END=0 GEN_END=320 EDITOR_END=560 CONTINUE_FROM=$PWD/.gpu/run14 SAMPLES=2
-#   CAPTIONS=8000 LATENT_DOWNSAMPLING=2 EDITOR_BATCH=128 EDITOR_CHECKPOINT_EVERY=200 \
-#     bash benchmarks/gpu/run_t2i.sh
+# 27.7 MiB; carry refuses an existing folder, so remove the old one first). Its additions fail
+# at control strength 0.8 on this latent (the results page), so the next lease starts a new pairs
+# stage from its model, the strength drawn per candidate in 0.3-0.8, and trains the editor (one
+# 600 s call; .gpu/run14m is `carry ... --no-candidates`, 15.5 MiB; carry .whl and .gpu/run14m):
+#   PROFILE_S=0 T2I_END=0 GEN_END=320 EDITOR_END=560 CONTINUE_FROM=$PWD/.gpu/run14m SAMPLES=2
+#   CAPTIONS=8000 LATENT_DOWNSAMPLING=2 PAIR_CONTROL_RANGE=0.3,0.8 EDITOR_BATCH=128 \
+#   EDITOR_CHECKPOINT_EVERY=200 bash benchmarks/gpu/run_t2i.sh
+# (CONTINUE_FROM=$PWD/.gpu/run14, carrying .gpu/run14, instead continues the 2158 edits at 0.8.)
 export T2I_END=${T2I_END:-300} GEN_END=${GEN_END:-420} EDITOR_END=${EDITOR_END:-550}
 python3 benchmarks/gpu/shapes_t2i.py launch "$T0"
 echo "all done at +$(( $(date +%s) - T0 )) s"

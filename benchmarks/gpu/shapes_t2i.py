@@ -7,7 +7,7 @@ from the better one, all within one device call (the eighth run of the ShapesWor
     python benchmarks/gpu/shapes_t2i.py editor NAME    # an editor of EDITORS
     python benchmarks/gpu/shapes_t2i.py decoder        # T2I_VAE's decoder fine-tuned
     python benchmarks/gpu/shapes_t2i.py autoencoder    # trains T2I_VAE (before the lease)
-    python benchmarks/gpu/shapes_t2i.py carry RUN DEST # a run to continue (before the lease)
+    python benchmarks/gpu/shapes_t2i.py carry RUN DEST [--no-candidates]  # (before the lease)
 
 Phases, each ended at its deadline (seconds after T0, from the environment: ``T2I_END``,
 ``GEN_END``, ``EDITOR_END``); a killed process keeps what it finished, since every stage
@@ -79,15 +79,18 @@ DOWNSAMPLING = int(os.environ.get("LATENT_DOWNSAMPLING", "4"))
 # text-to-image training of phase 1, which reads the encoder alone (0: none).
 DECODER_STEPS = int(os.environ.get("DECODER_STEPS", "0"))
 DECODED = WORK / "decoder" / "vae"  # the autoencoder with its decoder fine-tuned
+# The pairs' cross-attention control strength, drawn per candidate from this range
+# (RecipeConfig.pair_control_range; "LOW,HIGH"): on the 2x latent, additions need it weaker.
+CONTROL_RANGE = tuple(float(v) for v in os.environ.get("PAIR_CONTROL_RANGE", "0.8,0.8").split(","))
 # A run to continue (see ``carry``): its text-to-image model and candidates, no phase 1.
 CONTINUE_FROM = Path(os.environ["CONTINUE_FROM"]) if os.environ.get("CONTINUE_FROM") else None
-# What must match between a continued run's config and this call's: the captions and the
-# candidates' seeds follow the seed, and the rest decides how a candidate is drawn. ``captions``
-# may grow (the captions are drawn in sequence, so more of them extend the list).
+# What must match between a continued run's config and this call's: the model's (always) and,
+# when candidates were carried, the candidates' (the captions and their seeds follow the seed, the
+# rest decides how a candidate is drawn). ``captions`` may grow (the captions are drawn in
+# sequence, so more of them extend the list).
+MODEL_KEYS = ("size", "latent_downsampling")
 CONTINUE_KEYS = (
     "seed",
-    "size",
-    "latent_downsampling",
     "samples_per_pair",
     "keep_per_pair",
     "generation_steps",
@@ -124,6 +127,7 @@ def run_config() -> Any:
         samples_per_pair=SAMPLES,
         keep_per_pair=SAMPLES,
         pair_guidance_range=(3.0, 3.0),
+        pair_control_range=CONTROL_RANGE,
         editor_batch_size=EDITOR_BATCH,
         latent_downsampling=DOWNSAMPLING,
         ground_truth_large_pairs=int(os.environ.get("GT_PAIRS", "20000")),
@@ -554,12 +558,15 @@ def continue_run(config: Any) -> None:
         raise SystemExit(f"CONTINUE_FROM ({source}) and GPU_RUN ({target}) must not overlap")
     carried = json.loads((CONTINUE_FROM / "config.json").read_text())
     wanted = json.loads(json.dumps(asdict(config)))  # tuples as JSON lists, as carried
-    differ = [k for k in CONTINUE_KEYS if carried.get(k) != wanted[k]]
-    if differ or wanted["captions"] < carried["captions"]:
+    candidates = (CONTINUE_FROM / "pairs" / CARRIED_CANDIDATES).is_file()
+    keys = [*MODEL_KEYS, *(CONTINUE_KEYS if candidates else ())]
+    differ = [k for k in keys if carried.get(k) != wanted[k]]
+    if differ or (candidates and wanted["captions"] < carried["captions"]):
         keys = [*differ, "captions"]
         raise SystemExit(
             f"CONTINUE_FROM: {', '.join(f'{k}={carried.get(k)!r}' for k in keys)}; this call: "
-            f"{', '.join(f'{k}={wanted[k]!r}' for k in keys)} (only captions may differ, upward)"
+            f"{', '.join(f'{k}={wanted[k]!r}' for k in keys)} (only captions may differ, upward; "
+            "carried without candidates, only the model's size and latent must match)"
         )
     # Raised before the try of launch(): nothing was computed, so nothing is packed.
     shutil.rmtree(RUN, ignore_errors=True)
@@ -573,10 +580,12 @@ def continue_run(config: Any) -> None:
     (RUN / "config.json").write_text(json.dumps(wanted, indent=2))
 
 
-def carry(run: Path, dest: Path) -> None:
+def carry(run: Path, dest: Path, candidates: bool = True) -> None:
     """Writes ``dest`` for ``CONTINUE_FROM`` from an unpacked run (``unpack.py``): its config, its
-    finished text-to-image stage (weights in float16, to travel; no tokenizer) and its candidate
-    pairs (a gzipped tar); not its selections, which the continued pairs stage makes anew."""
+    finished text-to-image stage (weights in float16, to travel; no tokenizer) and, unless
+    ``candidates`` is false (``--no-candidates``: a new pairs stage, with other settings, from the
+    run's model), its candidate pairs (a gzipped tar); not its selections, which the continued
+    pairs stage makes anew."""
     import torch
     from unpack import cast_weights  # beside this script
 
@@ -589,7 +598,7 @@ def carry(run: Path, dest: Path) -> None:
         run / "text_to_image", dest / "text_to_image", ignore=shutil.ignore_patterns("tokenizer")
     )
     cast_weights(dest / "text_to_image", torch.float16)
-    if (run / "pairs" / "candidates").is_dir():  # gzipped: the JPEGs' headers repeat
+    if candidates and (run / "pairs" / "candidates").is_dir():  # gzipped: JPEG headers repeat
         (dest / "pairs").mkdir(parents=True)
         with tarfile.open(dest / "pairs" / CARRIED_CANDIDATES, "w:gz") as tar:
             tar.add(run / "pairs" / "candidates", arcname="candidates")
@@ -713,7 +722,7 @@ if __name__ == "__main__":
     elif command == "autoencoder":
         autoencoder()
     elif command == "carry":
-        carry(Path(sys.argv[2]), Path(sys.argv[3]))
+        carry(Path(sys.argv[2]), Path(sys.argv[3]), candidates="--no-candidates" not in sys.argv)
     elif command == "decoder":
         decoder()
     elif command == "pack":

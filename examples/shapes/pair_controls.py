@@ -2,6 +2,7 @@
 
     python examples/shapes/pair_controls.py outputs/shapes                   # 100 caption edits
     python examples/shapes/pair_controls.py outputs/shapes --captions 400 --samples 8
+    python examples/shapes/pair_controls.py outputs/shapes --family add --only "guidance 3"
 
 Renders candidates for the run's first caption edits with the run's text-to-image model, through
 :meth:`PromptToPrompt.sample_pairs` with each control (the recipe's sampler steps; the paper's
@@ -11,7 +12,8 @@ squares read as circles). Prints, per control and
 edit family, the share of pairs whose input shows its caption, whose edited image shows the
 edited caption, whose untouched shapes stay put, and that are all three (correct), and the
 median of :func:`~instructedit.worlds.reading.pair_unchanged_error` (how much the pair changes
-where its edit should change nothing). ``--only TEXT`` runs the controls whose name has TEXT.
+where its edit should change nothing). ``--only TEXT`` runs the controls whose name has TEXT;
+``--family`` takes the first caption edits of one family.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from instructedit.p2p import PromptToPrompt
-from instructedit.worlds.reading import check_pair, pair_unchanged_error
+from instructedit.worlds.reading import check_pair, pair_family, pair_unchanged_error
 
 PAPER_GUIDANCE = (7.5, 15.0)
 FIXED_GUIDANCE = (7.5, 7.5)
@@ -46,6 +48,9 @@ CONTROLS = {
         0.3,
     ),
     "cross_attention p=0.8, guidance 3": ("cross_attention", (0.8, 0.8), LOW_GUIDANCE, None),
+    # Weaker controls at the recipe's guidance: on a 2x latent additions need them.
+    "cross_attention p=0.4, guidance 3": ("cross_attention", (0.4, 0.4), LOW_GUIDANCE, None),
+    "cross_attention p=0.1, guidance 3": ("cross_attention", (0.1, 0.1), LOW_GUIDANCE, None),
 }
 
 
@@ -58,11 +63,19 @@ def main() -> None:
     parser.add_argument(
         "--only", default="", help="run only the controls whose name contains this text"
     )
+    parser.add_argument(
+        "--family",
+        choices=("recolour", "background", "add", "remove"),
+        help="only caption edits of this family",
+    )
     args = parser.parse_args()
 
     p2p = PromptToPrompt.from_pretrained(args.run / "text_to_image" / "model")
     folders = sorted(p for p in (args.run / "pairs" / "candidates").iterdir() if p.is_dir())
-    prompts = [json.loads((f / "prompt.json").read_text()) for f in folders[: args.captions]]
+    prompts = [json.loads((f / "prompt.json").read_text()) for f in folders]
+    if args.family:
+        prompts = [p for p in prompts if pair_family(p["input"], p["output"]) == args.family]
+    prompts = prompts[: args.captions]
     print(
         "control | family | n | input shown | edited shown | layout kept | correct"
         " | unchanged error (median)"

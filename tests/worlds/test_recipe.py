@@ -183,6 +183,11 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
             ["coverage | add |", "seen | held-out (", "seen | edits | count"],
         ),
         ("diagnose_editor.py", ["--gap-examples", "2"], ["held-out | remove |", "pairs | add |"]),
+        (
+            "pair_controls.py",
+            ["--family", "recolour", "--captions", "1", "--samples", "1", "--steps", "2"],
+            ["cross_attention p=0.4, guidance 3 | recolour | 1 |", "guidance 3 | add | 0 |"],
+        ),
     ):
         done = subprocess.run(
             [sys.executable, str(examples / script), str(output), *options],
