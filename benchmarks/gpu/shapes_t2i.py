@@ -28,8 +28,10 @@ checkpoints atomically:
 
 With ``CONTINUE_FROM`` (a folder written by the ``carry`` command from an unpacked run), phase 1
 is skipped: the call starts from that run's text-to-image model and candidate pairs, and phase 2
-renders the caption edits they lack (the same ``CAPTIONS``, ``SAMPLES`` and seed, checked);
-phase 3 runs only when ``EDITOR_END`` is after ``GEN_END``. (The carried model's weights travel in
+renders the caption edits they lack (what decides how a candidate is drawn must match, checked;
+``CAPTIONS`` may grow); carried ``--no-candidates``, phase 2 is a new pairs stage from the model
+(``PAIR_CONTROL_RANGE`` and the rest may change). Phase 3 runs only when ``EDITOR_END`` is after
+``GEN_END``. (The carried model's weights travel in
 float16, so a continued call draws from them rounded; ``GT_EDITOR=1`` trains its editor anew.)
 
 The run's autoencoder is ``T2I_VAE`` (a saved ``AutoencoderKL``; the shipped editor's by default)
@@ -426,6 +428,13 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
+def caption_folders(candidates: Path) -> list[Path]:
+    """The caption folders of a candidate set (in order; none when it does not exist yet)."""
+    if not candidates.is_dir():
+        return []
+    return sorted(p for p in candidates.iterdir() if p.is_dir() and p.name.isdigit())
+
+
 def tail(log: Path) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-6:])
 
@@ -450,12 +459,7 @@ def launch(t0: float) -> None:
     if CONTINUE_FROM is not None:
         continue_run(config)
         summary["continued_from"] = json.loads((RUN / "text_to_image" / "DONE.json").read_text())
-        carried = RUN / "pairs" / "candidates"
-        summary["carried_caption_folders"] = (
-            sum(p.is_dir() and p.name.isdigit() for p in carried.iterdir())
-            if carried.is_dir()
-            else 0
-        )
+        summary["carried_caption_folders"] = len(caption_folders(RUN / "pairs" / "candidates"))
         print(f"continuing {CONTINUE_FROM} at +{time.time() - t0:.0f} s", flush=True)
     else:
         RUN.mkdir(parents=True, exist_ok=True)
@@ -545,8 +549,8 @@ def text_to_image_phase(summary: dict[str, Any], end: float, t0: float) -> None:
 
 def continue_run(config: Any) -> None:
     """Starts ``RUN`` from ``CONTINUE_FROM`` (written by ``carry``): its text-to-image model back in
-    float32 (its tokenizer rebuilt) and its candidates kept, so the pairs stage renders only the
-    caption edits they lack."""
+    float32 (its tokenizer rebuilt) and its candidates, when carried, kept, so the pairs stage
+    renders only the caption edits they lack."""
     import torch
     from unpack import cast_weights  # beside this script
 
@@ -622,7 +626,7 @@ def pairs_and_editor(
     with processes(commands, ends["GEN_END"]) as codes:
         print("generation exit codes", codes, flush=True)
     write_seeds_index(candidates)
-    folders = [p for p in candidates.iterdir() if p.is_dir() and p.name.isdigit()]
+    folders = caption_folders(candidates)
     summary["generation"] = {"seconds": round(time.time() - start), "caption_folders": len(folders)}
     start = time.time()
     record = select_training_sets(config, RUN / "pairs", _scorer(config), read_back=False)
@@ -677,7 +681,7 @@ def pack() -> None:
         index = staging / "pairs" / "selections.json"
         selections = json.loads(index.read_text()) if index.is_file() else {}
         chosen = {entry[0] for entry in selections.get("filtered", [])}
-        folders = sorted(p for p in candidates.iterdir() if p.is_dir() and p.name.isdigit())
+        folders = caption_folders(candidates)
         others = [p for p in candidates.iterdir() if not p.name.isdigit()]
         for path in sorted(p for p in others if not p.name.startswith(".")):
             members += [path, *sorted(path.rglob("*"))]

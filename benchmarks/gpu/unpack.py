@@ -8,9 +8,9 @@ rebuilt from open_clip's BPE file and the editor (and the ground-truth editor of
 gets the text-to-image model's text encoder and autoencoder (both frozen while it trained). Where
 the packer's budget left candidate folders behind, ``seeds.json`` is rewritten from the folders
 that came and the training sets lose the entries they cannot load (both counted). The recipe then
-runs the evaluate stage: ``reproduce(config, until="evaluate")`` with the run's ``config.json`` (``output_dir`` and
-``device`` changed); the ablations need the editor's snapshot at ``ablation_steps``, which the
-GPU call does not export. The ground-truth editor is evaluated alone:
+runs the evaluate stage: ``reproduce(config, until="evaluate")`` with the run's ``config.json``
+(``output_dir`` and ``device`` changed); the ablations need the editor's snapshot at
+``ablation_steps``, which the GPU call does not export. The ground-truth editor is evaluated alone:
 ``evaluate_editor(run / "ground_truth_editor" / "model", config)``.
 """
 

@@ -53,7 +53,8 @@ def shapes_autoencoder(seed: int = 0, downsampling: int = 4) -> Any:
     from diffusers import AutoencoderKL
 
     if downsampling not in AUTOENCODER_BLOCKS:
-        raise ValueError(f"downsampling must be 2 or 4, got {downsampling!r}")
+        offered = " or ".join(map(str, AUTOENCODER_BLOCKS))
+        raise ValueError(f"downsampling must be {offered}, got {downsampling!r}")
     blocks = AUTOENCODER_BLOCKS[downsampling]
     with seeded(seed):
         return AutoencoderKL(

@@ -258,9 +258,8 @@ class RecipeConfig:
             raise ValueError(f"size must be a multiple of 8, got {self.size}")
         value = self.latent_downsampling
         if isinstance(value, bool) or not isinstance(value, int) or value not in AUTOENCODER_BLOCKS:
-            raise ValueError(
-                f"latent_downsampling must be 2 or 4, got {self.latent_downsampling!r}"
-            )
+            offered = " or ".join(map(str, AUTOENCODER_BLOCKS))
+            raise ValueError(f"latent_downsampling must be {offered}, got {value!r}")
         if self.pair_control not in PAIR_CONTROLS:
             raise ValueError(
                 "pair_control must be 'self_attention' or 'cross_attention', "
