@@ -3,18 +3,25 @@
     python examples/shapes/diagnose_editor.py outputs/shapes
     python examples/shapes/diagnose_editor.py outputs/shapes --editor outputs/shapes/editor/model-2500
     python examples/shapes/diagnose_editor.py outputs/shapes --schedulers euler_ancestral euler ddim
+    python examples/shapes/diagnose_editor.py outputs/shapes --worst 8 --figures diagnosis/
 
-Prints four measurements of the editor of a run of ``instructedit shapes reproduce`` (or of
+Prints five measurements of the editor of a run of ``instructedit shapes reproduce`` (or of
 ``--editor``):
 
 1. ``held-out``: per edit family, the spread of its unchanged-region error on the run's held-out
    rendered scenes (the oracle's :func:`~instructedit.worlds.shapes.judge`, default guidance):
    quantiles and the share under the run's tolerance;
-2. ``pairs``: the same error in the run's training pairs, read from the generated images
+2. ``rest``: per edit family, what became of the regions the edit leaves alone
+   (:attr:`~instructedit.worlds.shapes.Judgement.rest`): all intact, the edit's new colour spilled
+   onto one (a recolour painting the background, a removal erasing both shapes, an addition drawn
+   over a kept shape), or one redrawn in another colour. With ``--worst K``, ``--figures`` gets
+   ``worst-FAMILY.png``: the family's ``K`` worst edits (input, ground truth, output; those whose
+   rest is not intact first, then by unchanged error), whose instructions are printed;
+3. ``pairs``: the same error in the run's training pairs, read from the generated images
    themselves (:func:`~instructedit.worlds.reading.pair_unchanged_error`: the mean absolute
    difference between edited and input image where the edit family says nothing changes). An
    editor cannot be expected to keep more than its pairs kept;
-3. ``gap``: the editor's edits of generated inputs it did not train on (candidates the filter did
+4. ``gap``: the editor's edits of generated inputs it did not train on (candidates the filter did
    not keep, whose input shows its caption) against its edits of rendered inputs, both read back
    with :func:`~instructedit.worlds.reading.check_pair` (colours and layout, not kinds). The
    generated inputs' caption edits are the run's own, which the editor trained on through other
@@ -22,7 +29,7 @@ Prints four measurements of the editor of a run of ``instructedit shapes reprodu
    mixes the change of domain with caption-edit coverage, which
    ``examples/shapes/caption_coverage.py`` separates (it was coverage: the same scenes
    re-rendered edit as well as drawn);
-4. ``sampler``: with ``--schedulers``, the oracle's scores with each sampler (same noise seeds;
+5. ``sampler``: with ``--schedulers``, the oracle's scores with each sampler (same noise seeds;
    ``--steps``: sampler steps, the run's by default).
 """
 
@@ -39,7 +46,12 @@ import torch
 
 from instructedit import EditPipeline
 from instructedit.data import load_folder_sample
-from instructedit.worlds.evaluation import held_out_edits, oracle_summary, pipeline_edits
+from instructedit.worlds.evaluation import (
+    edit_grid,
+    held_out_edits,
+    oracle_summary,
+    pipeline_edits,
+)
 from instructedit.worlds.reading import (
     check_pair,
     pair_family,
@@ -73,6 +85,8 @@ def main() -> None:
     parser.add_argument("--gap-examples", type=int, default=160)
     parser.add_argument("--schedulers", nargs="*", default=[])
     parser.add_argument("--steps", type=int, help="sampler steps of --schedulers (the run's)")
+    parser.add_argument("--worst", type=int, default=0, help="figure of each family's K worst")
+    parser.add_argument("--figures", type=Path, default=Path("."), help="folder for --worst")
     args = parser.parse_args()
     config = json.loads((args.run / "config.json").read_text())
     size, steps, tolerance = config["size"], config["eval_steps"], config["tolerance"]
@@ -81,14 +95,39 @@ def main() -> None:
 
     edits = held_out_edits(config["eval_scenes"], seed=config["seed"])
     outputs = pipeline_edits(pipe, edits, size=size, num_inference_steps=steps, progress=False)
+    verdicts = [judge(e, o, size=size) for e, o in zip(edits, outputs, strict=True)]
     errors: dict[str, list[float]] = defaultdict(list)
-    for edit, output in zip(edits, outputs, strict=True):
-        errors[edit.family].append(judge(edit, output, size=size).unchanged_error)
+    rests: dict[str, Counter[str]] = defaultdict(Counter)
+    for edit, verdict in zip(edits, verdicts, strict=True):
+        errors[edit.family].append(verdict.unchanged_error)
+        rests[edit.family][verdict.rest] += 1
     print(f"held-out | family | n | error quantiles 10/25/50/75/90 % | share <= {tolerance}")
     for family in EDIT_FAMILIES:
         values = errors[family]
         share = np.mean(np.asarray(values) <= tolerance) if values else float("nan")
         print(f"held-out | {family} | {len(values)} | {_quantiles(values)} | {share:.2f}")
+    print("rest | family | intact | new colour spilled onto a kept region | one redrawn")
+    for family in EDIT_FAMILIES:
+        counts, total = rests[family], max(1, sum(rests[family].values()))
+        print(
+            f"rest | {family} | {counts['intact'] / total:.0%} | "
+            f"{counts['spilled'] / total:.0%} | {counts['redrawn'] / total:.0%}"
+        )
+    if args.worst:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        for family in EDIT_FAMILIES:
+            # Those whose rest is not intact first, then by unchanged error.
+            worst = sorted(
+                (i for i, edit in enumerate(edits) if edit.family == family),
+                key=lambda i: (verdicts[i].rest == "intact", -verdicts[i].unchanged_error),
+            )[: args.worst]
+            for i in worst:
+                print(
+                    f"worst | {family} | {verdicts[i].rest} | {verdicts[i].unchanged_error:.3f} | "
+                    f"{edits[i].instruction}"
+                )
+            figure = edit_grid([edits[i] for i in worst], {"editor": [outputs[i] for i in worst]})
+            figure.save(args.figures / f"worst-{family}.png")
 
     pair_errors: dict[str, list[float]] = defaultdict(list)
     for record in load_selection(args.run, "filtered"):

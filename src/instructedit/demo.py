@@ -112,7 +112,8 @@ def _log_verdict(instruction: str, edited: Image.Image) -> None:
         return
     verdict = judge(edit, edited)
     logger.info(
-        "oracle: edit %s; unchanged-region error %.3f (pixels in [0, 1])",
+        "oracle: edit %s; unchanged-region error %.3f (pixels in [0, 1]); the rest %s",
         "realised" if verdict.realised else "NOT realised",
         verdict.unchanged_error,
+        verdict.rest,
     )

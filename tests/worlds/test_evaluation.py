@@ -27,7 +27,7 @@ from instructedit.worlds.recipe import (
     select_pairs,
     selection_folders,
 )
-from instructedit.worlds.shapes import EDIT_FAMILIES, apply_edit, render
+from instructedit.worlds.shapes import EDIT_FAMILIES, Scene, apply_edit, judge, render
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,13 @@ def test_held_out_edits_cycle_the_families_and_are_reproducible(edits):
 def test_oracle_summary_gives_ground_truth_full_marks_and_identity_none(edits):
     truth = oracle_summary(edits, [apply_edit(e) for e in edits])
     assert list(truth) == [*EDIT_FAMILIES, "all"]
-    assert truth["all"] == {"realised": 1.0, "unchanged_error": 0.0, "success": 1.0, "count": 16}
+    assert truth["all"] == {
+        "realised": 1.0,
+        "unchanged_error": 0.0,
+        "intact": 1.0,
+        "success": 1.0,
+        "count": 16,
+    }
     identity = oracle_summary(edits, identity_edits(edits))
     assert identity["all"]["success"] == 0.0
     assert identity["all"]["unchanged_error"] < 1e-3  # the input is the truth outside the edit
@@ -72,7 +78,17 @@ def test_success_needs_the_rest_of_the_scene_kept(edits):
     assert summary["all"]["unchanged_error"] > 0.08
     assert summary["all"]["success"] == 0.0
     lenient = oracle_summary(edits, damaged, tolerance=1.0)
-    assert lenient["all"]["success"] == lenient["all"]["realised"]
+    verdicts = [judge(e, image) for e, image in zip(edits, damaged, strict=True)]
+    assert lenient["all"]["success"] == np.mean(
+        [v.realised and v.rest == "intact" for v in verdicts]
+    )
+    assert lenient["all"]["intact"] == np.mean([v.rest == "intact" for v in verdicts])
+    # Erasing every shape: removals realised, little pixel error, but nothing kept is intact.
+    bare = [render(Scene(e.source.background, ())) for e in edits]
+    removals = oracle_summary(edits, bare)["remove"]
+    assert removals["realised"] == 1.0
+    assert removals["intact"] == 0.0
+    assert removals["success"] == 0.0
     with pytest.raises(ValueError, match="got 16 edits but 3 outputs"):
         oracle_summary(edits, damaged[:3])
 

@@ -3,6 +3,7 @@ import random
 
 import pytest
 import torch
+from PIL import Image
 
 from instructedit.cli import main
 from instructedit.worlds.recipe import STAGES, RecipeConfig, reproduce
@@ -182,7 +183,11 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
             ["--examples", "4"],
             ["coverage | add |", "seen | held-out (", "seen | edits | count"],
         ),
-        ("diagnose_editor.py", ["--gap-examples", "2"], ["held-out | remove |", "pairs | add |"]),
+        (
+            "diagnose_editor.py",
+            ["--gap-examples", "2", "--worst", "1", "--figures", str(tmp_path / "diagnosis")],
+            ["held-out | remove |", "rest | add |", "worst | recolour |", "pairs | add |"],
+        ),
         (
             "pair_controls.py",
             ["--family", "recolour", "--captions", "1", "--samples", "1", "--steps", "2"],
@@ -198,6 +203,7 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
         assert done.returncode == 0, done.stderr
         for line in expected:
             assert line in done.stdout, done.stdout
+    assert Image.open(tmp_path / "diagnosis" / "worst-remove.png").size[0] > 0
 
     capsys.readouterr()
     # A second run finds every stage done and does no work.

@@ -133,8 +133,10 @@ def test_oracle_accepts_ground_truth_and_rejects_the_unedited_input(family):
         truth = judge(edit, apply_edit(edit))
         assert truth.realised
         assert truth.unchanged_error < 1e-6
+        assert truth.rest == "intact"
         identity = judge(edit, render(edit.source))
         assert not identity.realised
+        assert identity.rest == "intact"
         checked += 1
     assert checked >= 20
 
@@ -151,6 +153,64 @@ def test_unchanged_error_measures_damage_outside_the_edit():
 
     verdict = judge(edit, Image.fromarray(damaged))
     assert verdict.unchanged_error > 0.2
+
+
+# A red circle and a small blue square on white: erasing the square moves few pixels.
+_TWO = Scene(
+    "white", (Shape("circle", "red", 0.3, 0.3, 0.18), Shape("square", "blue", 0.72, 0.72, 0.14))
+)
+
+
+def test_a_removal_that_erases_both_shapes_is_not_intact():
+    edit = scene_edit(_TWO, "remove the red circle")
+    assert edit is not None
+    verdict = judge(edit, render(Scene("white", ())))
+    # The pixel error alone would let it pass (the square is ~81 of ~880 unchanged pixels, a
+    # mean channel difference of 0.52 there: about 0.05 < 0.08) ...
+    assert verdict.realised
+    assert verdict.unchanged_error < 0.08
+    # ... the kept square, read on its own, shows the background's colour.
+    assert verdict.rest == "spilled"
+    assert judge(edit, apply_edit(edit)).rest == "intact"
+
+
+@pytest.mark.parametrize(
+    ("instruction", "output", "rest"),
+    [
+        # a recolour that also paints the background the new colour
+        (
+            "turn the red circle green",
+            Scene("green", (Shape("circle", "green", 0.3, 0.3, 0.18), _TWO.shapes[1])),
+            "spilled",
+        ),
+        # a background change that redraws a kept shape in a third colour
+        (
+            "make the background black",
+            Scene("black", (Shape("circle", "orange", 0.3, 0.3, 0.18), _TWO.shapes[1])),
+            "redrawn",
+        ),
+        # a removal that recolours the other shape
+        (
+            "remove the blue square",
+            Scene("white", (Shape("circle", "purple", 0.3, 0.3, 0.18),)),
+            "redrawn",
+        ),
+    ],
+)
+def test_the_oracle_reads_the_regions_an_edit_leaves_alone(instruction, output, rest):
+    edit = scene_edit(_TWO, instruction)
+    assert edit is not None
+    assert judge(edit, render(output)).rest == rest
+
+
+def test_an_addition_drawn_over_the_kept_shape_spills():
+    square = Shape("square", "blue", 0.72, 0.72, 0.14)
+    edit = scene_edit(Scene("white", (square,)), "add a yellow triangle")
+    assert edit is not None
+    over = Scene("white", (Shape("triangle", "yellow", 0.72, 0.72, 0.14),))
+    verdict = judge(edit, render(over))
+    assert not verdict.realised  # not outside the existing shape
+    assert verdict.rest == "spilled"
 
 
 @pytest.mark.parametrize("family", EDIT_FAMILIES)

@@ -204,24 +204,29 @@ def oracle_summary(
     """The oracle's verdicts, per edit family and over all (``"all"``).
 
     Each entry holds ``realised`` (share of edits that happened), ``unchanged_error`` (mean
-    absolute error outside the edited region, pixels in [0, 1]), ``success`` (share realised
-    *and* with an unchanged-region error at most ``tolerance``: the oracle score, which neither
-    doing nothing nor redrawing the scene can earn) and ``count``.
+    absolute error outside the edited region, pixels in [0, 1]), ``intact`` (share whose regions
+    left alone still show their own colours: :attr:`~instructedit.worlds.shapes.Judgement.rest`),
+    ``success`` (share realised, with an unchanged-region error at most ``tolerance`` *and* the
+    rest intact: the oracle score, which neither doing nothing, nor redrawing the scene, nor
+    erasing a shape the edit keeps can earn) and ``count``.
     """
     if len(edits) != len(outputs):
         raise ValueError(f"got {len(edits)} edits but {len(outputs)} outputs")
-    groups: dict[str, list[tuple[bool, float]]] = defaultdict(list)
+    groups: dict[str, list[tuple[bool, float, bool]]] = defaultdict(list)
     for edit, output in zip(edits, outputs, strict=True):
         verdict = judge(edit, output, size=size)
         for key in (edit.family, "all"):
-            groups[key].append((verdict.realised, verdict.unchanged_error))
+            groups[key].append(
+                (verdict.realised, verdict.unchanged_error, verdict.rest == "intact")
+            )
     summary: dict[str, dict[str, float]] = {}
     for key in [*(f for f in EDIT_FAMILIES if f in groups), "all"]:
         rows = groups[key]
         summary[key] = {
-            "realised": sum(r for r, _ in rows) / len(rows),
-            "unchanged_error": sum(e for _, e in rows) / len(rows),
-            "success": sum(r and e <= tolerance for r, e in rows) / len(rows),
+            "realised": sum(r for r, _, _ in rows) / len(rows),
+            "unchanged_error": sum(e for _, e, _ in rows) / len(rows),
+            "intact": sum(i for _, _, i in rows) / len(rows),
+            "success": sum(r and e <= tolerance and i for r, e, i in rows) / len(rows),
             "count": len(rows),
         }
     return summary

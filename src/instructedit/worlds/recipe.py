@@ -1098,6 +1098,8 @@ def _method_row(name: str, scores: dict[str, Any]) -> list[str]:
         name,
         *(_percent(oracle[f]["realised"]) if f in oracle else "–" for f in EDIT_FAMILIES),
         _percent(oracle["all"]["success"]),
+        # Records written before the oracle read the kept regions have no "intact".
+        _percent(oracle["all"]["intact"]) if "intact" in oracle["all"] else "–",
         f"{oracle['all']['unchanged_error']:.3f}",
         f"{clip['direction_similarity']:.3f}",
         f"{clip['image_similarity']:.3f}",
@@ -1111,6 +1113,7 @@ _METHOD_HEADER = [
     "add",
     "remove",
     "success (all)",
+    "rest intact",
     "unchanged MAE",
     "CLIP direction",
     "CLIP image",

@@ -30,6 +30,7 @@ __all__ = [
     "SHAPES",
     "EditFamily",
     "Judgement",
+    "Rest",
     "Scene",
     "SceneEdit",
     "Shape",
@@ -446,6 +447,10 @@ class ShapesCaptionEditor:
         return results
 
 
+Rest = Literal["intact", "spilled", "redrawn"]
+"""What became of the regions an edit leaves alone (:attr:`Judgement.rest`)."""
+
+
 @dataclass(frozen=True)
 class Judgement:
     """The oracle's verdict on one output image.
@@ -456,11 +461,18 @@ class Judgement:
             against the ground truth.
         region_colour: the named colour nearest to the edited region's mean (``None`` for
             add/remove).
+        rest: the regions the edit leaves alone — the core of every shape it keeps and, for
+            recolour and remove edits, the background away from the shapes — read as named
+            colours: ``"intact"`` when each still shows its own colour, ``"spilled"`` when one
+            shows the edit's new colour (the instruction applied to the wrong region, or to more
+            than one: a recolour painting the background, a removal erasing both shapes, an
+            addition drawn over a kept shape), ``"redrawn"`` when one shows another colour.
     """
 
     realised: bool
     unchanged_error: float
     region_colour: str | None
+    rest: Rest
 
 
 def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
@@ -474,7 +486,10 @@ def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
     * remove: the removed shape's core is nearest to the background colour.
 
     The unchanged region is everything but the edited shape (dilated by one pixel) for recolour
-    and remove, and the existing shapes for background and add edits.
+    and remove, and the existing shapes for background and add edits. The unchanged error
+    averages over its pixels, so erasing a small kept shape costs it little (a removal that
+    erases both shapes of a scene scores about 0.03); :attr:`Judgement.rest` reads the kept
+    regions one by one, which the error cannot.
     """
     pixels = np.asarray(
         output.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), np.float32
@@ -519,7 +534,31 @@ def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
         realised = colour == wanted
         unchanged = ~_dilate(region > 0.0)
     error = float(np.abs(pixels - truth)[unchanged].mean() / 255.0) if unchanged.any() else 0.0
-    return Judgement(realised=bool(realised), unchanged_error=error, region_colour=colour)
+
+    # The regions left alone, each read as the colour nearest its mean.
+    new = (
+        edit.target.shapes[edit.shape_index].colour
+        if edit.shape_index is not None and edit.family in ("recolour", "add")
+        else edit.target.background
+    )
+    kept = [
+        (mask, shape.colour)
+        for index, (mask, shape) in enumerate(zip(source_masks, edit.source.shapes, strict=True))
+        if edit.family in ("background", "add") or index != edit.shape_index
+    ]
+    if edit.family in ("recolour", "remove"):
+        kept.append(((~_dilate(covered > 0.0)).astype(np.float32), edit.source.background))
+    rest: Rest = "intact"
+    for mask, own in kept:
+        read = core_colour(mask)
+        if read is not None and read != own:
+            if read == new:
+                rest = "spilled"
+                break
+            rest = "redrawn"
+    return Judgement(
+        realised=bool(realised), unchanged_error=error, region_colour=colour, rest=rest
+    )
 
 
 _PALETTE_NAMES = list(COLOURS)
