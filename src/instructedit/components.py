@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,11 @@ def load_components(
     text = str(path_or_hub_id)
     if not is_local and (local.is_absolute() or text.startswith(".") or local.exists()):
         raise FileNotFoundError(f"path_or_hub_id: no such folder: {path_or_hub_id}")
+    if not is_local and not _is_hub_id(text):
+        raise FileNotFoundError(
+            f"path_or_hub_id: no such folder: {path_or_hub_id} (nor a hub id, which is 'name' "
+            "or 'owner/name')"
+        )
     if is_local:
         missing = [name for name in COMPONENTS if not (local / name).is_dir()]
         if missing:
@@ -110,9 +116,17 @@ def load_components(
         "use_safetensors": None if allow_pickle else True,
         "variant": variant,
     }
-    unet = UNet2DConditionModel.from_pretrained(
-        source, subfolder="unet", torch_dtype=torch_dtype, **weights, **common
-    )
+    try:
+        unet = UNet2DConditionModel.from_pretrained(
+            source, subfolder="unet", torch_dtype=torch_dtype, **weights, **common
+        )
+    except OSError as error:
+        if is_local:
+            raise
+        raise OSError(
+            f"path_or_hub_id: {text!r} is not a local folder, and loading it as a hub id failed "
+            f"(offline, or not a pipeline repository?): {error}"
+        ) from error
     vae = AutoencoderKL.from_pretrained(
         source, subfolder="vae", torch_dtype=torch_dtype, **weights, **common
     )
@@ -151,6 +165,22 @@ def load_components(
         "tokenizer": tokenizer,
         "scheduler": scheduler,
     }
+
+
+_HUB_ID = re.compile(r"(?:[\w\-.]+/)?[\w\-.]+")
+
+
+def _is_hub_id(text: str) -> bool:
+    """Whether ``text`` could name a hub repository: ``name`` or ``owner/name``, of letters,
+    digits, ``-``, ``_`` and ``.``, not starting or ending with ``-`` or ``.``, without ``--`` or
+    ``..``, at most 96 characters (the hub's rules)."""
+    return (
+        _HUB_ID.fullmatch(text) is not None
+        and len(text) <= 96
+        and "--" not in text
+        and ".." not in text
+        and not any(part[:1] in "-." or part[-1:] in "-." for part in text.split("/"))
+    )
 
 
 def vae_scale_factor(vae: Any) -> int:

@@ -98,3 +98,42 @@ def test_pickle_weights_need_explicit_opt_in(folder, tmp_path, noise_image):
 def test_missing_local_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         EditPipeline.from_pretrained(tmp_path / "nowhere")
+    # A relative path that cannot be a hub id is refused before the hub is asked.
+    with pytest.raises(FileNotFoundError, match="nor a hub id"):
+        EditPipeline.from_pretrained("outputs/shapes/editor/model")
+
+
+def test_a_hub_id_that_cannot_load_names_the_argument():
+    # The tests run offline (conftest): a hub id that is not cached cannot load.
+    with pytest.raises(OSError, match="is not a local folder, and loading it as a hub id failed"):
+        EditPipeline.from_pretrained("nobody-here/no-such-pipeline")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "timbrooks/instruct-pix2pix",
+        "shapes",
+        "org/my_model.v2",
+        "a/b/c",
+        "--flag",
+        "outputs/shapes/editor/model",
+        "x" * 97,
+        "a..b",
+        "a--b",
+        "-a/b",
+        "a/b-",
+        "a b",
+    ],
+)
+def test_hub_id_check_agrees_with_huggingface_hub(text):
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from instructedit.components import _is_hub_id
+
+    try:
+        validate_repo_id(text)
+        valid = True
+    except HFValidationError:
+        valid = False
+    assert _is_hub_id(text) == valid
