@@ -86,8 +86,10 @@ def main() -> None:
     parser.add_argument("--schedulers", nargs="*", default=[])
     parser.add_argument("--steps", type=int, help="sampler steps of --schedulers (the run's)")
     parser.add_argument("--worst", type=int, default=0, help="figure of each family's K worst")
-    parser.add_argument("--figures", type=Path, default=Path("."), help="folder for --worst")
+    parser.add_argument("--figures", type=Path, help="folder for --worst's figures")
     args = parser.parse_args()
+    if args.worst and args.figures is None:
+        parser.error("--worst needs --figures (a folder for its figures)")
     config = json.loads((args.run / "config.json").read_text())
     size, steps, tolerance = config["size"], config["eval_steps"], config["tolerance"]
     editor = args.editor or args.run / "editor" / "model"
@@ -126,7 +128,9 @@ def main() -> None:
                     f"worst | {family} | {verdicts[i].rest} | {verdicts[i].unchanged_error:.3f} | "
                     f"{edits[i].instruction}"
                 )
-            figure = edit_grid([edits[i] for i in worst], {"editor": [outputs[i] for i in worst]})
+            figure = edit_grid(
+                [edits[i] for i in worst], {"editor": [outputs[i] for i in worst]}, size=size
+            )
             figure.save(args.figures / f"worst-{family}.png")
 
     pair_errors: dict[str, list[float]] = defaultdict(list)

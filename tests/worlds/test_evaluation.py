@@ -27,7 +27,7 @@ from instructedit.worlds.recipe import (
     select_pairs,
     selection_folders,
 )
-from instructedit.worlds.shapes import EDIT_FAMILIES, Scene, apply_edit, judge, render
+from instructedit.worlds.shapes import EDIT_FAMILIES, Scene, apply_edit, render
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,8 @@ def test_oracle_summary_gives_ground_truth_full_marks_and_identity_none(edits):
 
 
 def test_success_needs_the_rest_of_the_scene_kept(edits):
-    # The ground truth with everything darkened: edits still realised? Their colours move, but
-    # the unchanged region is far off, so none is a success at the default tolerance.
+    # The ground truth with everything darkened: the colours move everywhere, the unchanged
+    # region is far off, so none is a success at the default tolerance.
     damaged = [
         Image.fromarray((np.asarray(apply_edit(e), np.float32) * 0.5).astype(np.uint8))
         for e in edits
@@ -77,12 +77,22 @@ def test_success_needs_the_rest_of_the_scene_kept(edits):
     summary = oracle_summary(edits, damaged)
     assert summary["all"]["unchanged_error"] > 0.08
     assert summary["all"]["success"] == 0.0
-    lenient = oracle_summary(edits, damaged, tolerance=1.0)
-    verdicts = [judge(e, image) for e, image in zip(edits, damaged, strict=True)]
-    assert lenient["all"]["success"] == np.mean(
-        [v.realised and v.rest == "intact" for v in verdicts]
-    )
-    assert lenient["all"]["intact"] == np.mean([v.rest == "intact" for v in verdicts])
+    # Uniform noise of +-60 on the ground truth: every colour still reads as its own (intact,
+    # realised), the pixel error alone decides; a tolerance of 1 lets every edit through.
+    rng = np.random.default_rng(0)
+    noisy = [
+        Image.fromarray(
+            np.clip(
+                np.asarray(apply_edit(e), np.float32) + rng.uniform(-60, 60, (32, 32, 3)), 0, 255
+            ).astype(np.uint8)
+        )
+        for e in edits
+    ]
+    strict = oracle_summary(edits, noisy)
+    lenient = oracle_summary(edits, noisy, tolerance=1.0)
+    assert strict["all"]["intact"] == 1.0
+    assert strict["all"]["success"] < 1.0
+    assert lenient["all"]["success"] == 1.0
     # Erasing every shape: removals realised, little pixel error, but nothing kept is intact.
     bare = [render(Scene(e.source.background, ())) for e in edits]
     removals = oracle_summary(edits, bare)["remove"]

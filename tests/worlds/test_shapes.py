@@ -183,6 +183,12 @@ def test_a_removal_that_erases_both_shapes_is_not_intact():
             Scene("green", (Shape("circle", "green", 0.3, 0.3, 0.18), _TWO.shapes[1])),
             "spilled",
         ),
+        # a background change that erases a kept shape
+        (
+            "make the background black",
+            Scene("black", (Shape("circle", "red", 0.3, 0.3, 0.18),)),
+            "spilled",
+        ),
         # a background change that redraws a kept shape in a third colour
         (
             "make the background black",
@@ -203,14 +209,32 @@ def test_the_oracle_reads_the_regions_an_edit_leaves_alone(instruction, output, 
     assert judge(edit, render(output)).rest == rest
 
 
-def test_an_addition_drawn_over_the_kept_shape_spills():
+def test_an_addition_drawn_over_the_kept_shape_or_the_background_spills():
     square = Shape("square", "blue", 0.72, 0.72, 0.14)
     edit = scene_edit(Scene("white", (square,)), "add a yellow triangle")
     assert edit is not None
-    over = Scene("white", (Shape("triangle", "yellow", 0.72, 0.72, 0.14),))
+    over = Scene("white", (Shape("square", "yellow", 0.72, 0.72, 0.14),))
     verdict = judge(edit, render(over))
     assert not verdict.realised  # not outside the existing shape
     assert verdict.rest == "spilled"
+    # The square kept, the whole background painted the new colour: "realised" by the colour's
+    # area, no pixel error on the kept square, but the background is not the scene's.
+    flooded = judge(edit, render(Scene("yellow", (square,))))
+    assert flooded.realised
+    assert flooded.unchanged_error < 1e-6
+    assert flooded.rest == "spilled"
+    # A new shape on an intact background is fine wherever it lies.
+    elsewhere = Scene("white", (square, Shape("triangle", "yellow", 0.25, 0.25, 0.15)))
+    assert judge(edit, render(elsewhere)).rest == "intact"
+
+
+def test_a_spilled_region_outweighs_a_redrawn_one():
+    # Remove the circle: the square erased too (spilled) and the background redrawn black.
+    edit = scene_edit(_TWO, "remove the red circle")
+    assert edit is not None
+    assert judge(edit, render(Scene("black", ()))).rest == "redrawn"  # no kept region is white
+    both = Scene("black", (Shape("square", "white", 0.72, 0.72, 0.14),))
+    assert judge(edit, render(both)).rest == "spilled"  # the square shows the new (white) colour
 
 
 @pytest.mark.parametrize("family", EDIT_FAMILIES)

@@ -461,12 +461,16 @@ class Judgement:
             against the ground truth.
         region_colour: the named colour nearest to the edited region's mean (``None`` for
             add/remove).
-        rest: the regions the edit leaves alone — the core of every shape it keeps and, for
-            recolour and remove edits, the background away from the shapes — read as named
-            colours: ``"intact"`` when each still shows its own colour, ``"spilled"`` when one
-            shows the edit's new colour (the instruction applied to the wrong region, or to more
-            than one: a recolour painting the background, a removal erasing both shapes, an
-            addition drawn over a kept shape), ``"redrawn"`` when one shows another colour.
+        rest: the regions the edit leaves alone — the core of every shape it keeps and, but
+            for background edits, the background away from the shapes — read as named colours
+            (a region's mean; for additions, whose new shape may lie anywhere on the background,
+            the colour most of the background's pixels show): ``"intact"`` when each still shows
+            its own colour, ``"spilled"`` when one shows the edit's new colour (the instruction
+            applied to the wrong region, or to more than one: a recolour painting the background,
+            a removal or a background change erasing a kept shape, an addition drawn over one),
+            ``"redrawn"`` when one shows another colour (a shape erased by a recolour or an
+            addition shows the background's colour, not the new one, so it reads so). Spilled
+            wins over redrawn.
     """
 
     realised: bool
@@ -487,9 +491,9 @@ def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
 
     The unchanged region is everything but the edited shape (dilated by one pixel) for recolour
     and remove, and the existing shapes for background and add edits. The unchanged error
-    averages over its pixels, so erasing a small kept shape costs it little (a removal that
-    erases both shapes of a scene scores about 0.03); :attr:`Judgement.rest` reads the kept
-    regions one by one, which the error cannot.
+    averages over its pixels, so erasing a small kept shape costs it little (removals that erase
+    both shapes of the held-out scenes score 0.01 to 0.09, about 0.04 on average);
+    :attr:`Judgement.rest` reads the kept regions one by one, which the error cannot.
     """
     pixels = np.asarray(
         output.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), np.float32
@@ -546,11 +550,18 @@ def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
         for index, (mask, shape) in enumerate(zip(source_masks, edit.source.shapes, strict=True))
         if edit.family in ("background", "add") or index != edit.shape_index
     ]
+    background = ~_dilate(covered > 0.0)
+    reads = [core_colour(mask) for mask, _ in kept]
     if edit.family in ("recolour", "remove"):
-        kept.append(((~_dilate(covered > 0.0)).astype(np.float32), edit.source.background))
+        reads.append(core_colour(background.astype(np.float32)))
+        kept.append((background.astype(np.float32), edit.source.background))
+    elif edit.family == "add" and background.any():
+        # The new shape may lie anywhere on it: read the colour most of its pixels show.
+        names, counts = np.unique(nearest_colours(pixels)[background], return_counts=True)
+        reads.append(str(names[counts.argmax()]))
+        kept.append((background.astype(np.float32), edit.source.background))
     rest: Rest = "intact"
-    for mask, own in kept:
-        read = core_colour(mask)
+    for read, (_, own) in zip(reads, kept, strict=True):
         if read is not None and read != own:
             if read == new:
                 rest = "spilled"
