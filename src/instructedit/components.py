@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +83,12 @@ def load_components(
         variant: weights variant, e.g. ``"fp16"``.
         revision: hub revision.
         cache_dir: hub cache folder.
+
+    Raises:
+        FileNotFoundError: ``path_or_hub_id`` is neither a folder nor a hub id, or a folder
+            lacks a component or its weights.
+        OSError: a hub id that is not a local folder could not be loaded (offline, or not a
+            pipeline repository).
     """
     import diffusers
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -167,20 +172,17 @@ def load_components(
     }
 
 
-_HUB_ID = re.compile(r"(?:[\w\-.]+/)?[\w\-.]+")
-
-
 def _is_hub_id(text: str) -> bool:
-    """Whether ``text`` could name a hub repository: ``name`` or ``owner/name``, of letters,
-    digits, ``-``, ``_`` and ``.``, not starting or ending with ``-`` or ``.``, without ``--`` or
-    ``..``, at most 96 characters (the hub's rules)."""
-    return (
-        _HUB_ID.fullmatch(text) is not None
-        and len(text) <= 96
-        and "--" not in text
-        and ".." not in text
-        and not any(part[:1] in "-." or part[-1:] in "-." for part in text.split("/"))
-    )
+    """Whether ``text`` could name a hub repository (``name`` or ``owner/name``, by
+    huggingface_hub's own rules)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
 
 
 def vae_scale_factor(vae: Any) -> int:

@@ -124,6 +124,9 @@ def test_a_hub_id_that_cannot_load_names_the_argument():
         "-a/b",
         "a/b-",
         "a b",
+        "é/ü",
+        "foo.git",
+        "a/" + "x" * 95,
     ],
 )
 def test_hub_id_check_agrees_with_huggingface_hub(text):
