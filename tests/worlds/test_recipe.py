@@ -189,6 +189,16 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
             ["held-out | remove |", "rest | add |", "worst | recolour |", "pairs | add |"],
         ),
         (
+            "score_editors.py",
+            ["--sdedit", str(output), "--strengths", "0.4"],
+            ["run's editor | ", "identity | 0.0% | 100.0% |", "SDEdit 0.4, shapes | "],
+        ),
+        (
+            "attention_binding.py",
+            ["--edits", "2", "--timesteps", "500"],
+            ["model | ", "concentration | 500 | "],
+        ),
+        (
             "pair_controls.py",
             ["--family", "recolour", "--captions", "1", "--samples", "1", "--steps", "2"],
             ["cross_attention p=0.4, guidance 3 | recolour | 1 |", "guidance 3 | add | 0 |"],
