@@ -25,7 +25,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from instructedit.attention import attention_control
-from instructedit.components import load_components
+from instructedit.components import encode_prompts, load_components
 from instructedit.images import pil_to_tensor
 from instructedit.p2p import AttentionStore, word_token_indices
 from instructedit.worlds.evaluation import held_out_edits
@@ -77,14 +77,9 @@ def main() -> None:
         region = torch.from_numpy(region_masks(edit.source, size)[edit.shape_index])[None, None]
         with torch.no_grad():
             image = vae.encode(pil_to_tensor([render(edit.source)])).latent_dist.mode()
-            ids = tokenizer(
-                [text],
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids
-            embedding = text_encoder(ids)[0]
+        embedding = encode_prompts(
+            tokenizer, text_encoder, [text], device=image.device, dtype=image.dtype
+        )
         noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(number))
         for timestep in args.timesteps:
             t = torch.tensor([timestep])

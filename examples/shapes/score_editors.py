@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from diffusers import AutoencoderKL
 from PIL import Image
 
 from instructedit import EditPipeline
@@ -88,7 +89,7 @@ def main() -> None:
     if "identity" not in results:
         record("identity", identity_edits(edits, size=size))
     if "ground truth, autoencoded" not in results:
-        vae = EditPipeline.from_pretrained(editors["run's editor"]).vae
+        vae = AutoencoderKL.from_pretrained(editors["run's editor"] / "vae")
         record("ground truth, autoencoded", round_trip_edits(vae, edits, size=size))
     for run in args.sdedit:
         names = [f"SDEdit {s:g}, {run.name}" for s in args.strengths]

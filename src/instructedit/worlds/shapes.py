@@ -511,17 +511,19 @@ def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
         )
 
     covered = source_masks.sum(axis=0) if len(source_masks) else np.zeros((size, size), np.float32)
+    outside = ~_dilate(covered > 0.0)  # the background, no shape within a pixel
+    named = nearest_colours(pixels) if edit.family == "add" else None
     if edit.family == "background":
-        colour = core_colour((~_dilate(covered > 0.0)).astype(np.float32))
+        colour = core_colour(outside.astype(np.float32))
         realised = colour == edit.target.background
         unchanged = covered > 0.9
     elif edit.family == "add":
         # The instruction does not say where: the new colour must cover, anywhere outside the
         # existing shapes, at least half the area the ground-truth shape covers.
         assert edit.shape_index is not None
+        assert named is not None
         new_colour = edit.target.shapes[edit.shape_index].colour
-        outside = ~_dilate(covered > 0.0)
-        found = int(((nearest_colours(pixels) == new_colour) & outside).sum())
+        found = int(((named == new_colour) & outside).sum())
         expected = float((target_masks[edit.shape_index] > 0.9).sum())
         realised = found >= 0.5 * expected
         colour = new_colour if realised else None
@@ -539,29 +541,26 @@ def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:
         unchanged = ~_dilate(region > 0.0)
     error = float(np.abs(pixels - truth)[unchanged].mean() / 255.0) if unchanged.any() else 0.0
 
-    # The regions left alone, each read as the colour nearest its mean.
+    # The regions left alone, each (read, own colour); a region reads as the colour nearest its
+    # mean.
     new = (
         edit.target.shapes[edit.shape_index].colour
         if edit.shape_index is not None and edit.family in ("recolour", "add")
         else edit.target.background
     )
-    kept = [
-        (mask, shape.colour)
+    reads = [
+        (core_colour(mask), shape.colour)
         for index, (mask, shape) in enumerate(zip(source_masks, edit.source.shapes, strict=True))
         if edit.family in ("background", "add") or index != edit.shape_index
     ]
-    background = ~_dilate(covered > 0.0)
-    reads = [core_colour(mask) for mask, _ in kept]
     if edit.family in ("recolour", "remove"):
-        reads.append(core_colour(background.astype(np.float32)))
-        kept.append((background.astype(np.float32), edit.source.background))
-    elif edit.family == "add" and background.any():
-        # The new shape may lie anywhere on it: read the colour most of its pixels show.
-        names, counts = np.unique(nearest_colours(pixels)[background], return_counts=True)
-        reads.append(str(names[counts.argmax()]))
-        kept.append((background.astype(np.float32), edit.source.background))
+        reads.append((core_colour(outside.astype(np.float32)), edit.source.background))
+    elif named is not None and outside.any():
+        # An addition's new shape may lie anywhere on it: the colour most of its pixels show.
+        names, counts = np.unique(named[outside], return_counts=True)
+        reads.append((str(names[counts.argmax()]), edit.source.background))
     rest: Rest = "intact"
-    for read, (_, own) in zip(reads, kept, strict=True):
+    for read, own in reads:
         if read is not None and read != own:
             if read == new:
                 rest = "spilled"
