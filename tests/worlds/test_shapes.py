@@ -43,15 +43,53 @@ def test_render_is_deterministic_anti_aliased_and_coloured():
     assert np.array_equal(np.asarray(render(scene)), pixels)
 
 
+def _alone(scene, shape):
+    """The shape's whole coverage at 256² (geometry, not anti-aliasing), whatever lies on it."""
+    return region_masks(Scene(scene.background, (shape,)), size=256, supersample=1)[0]
+
+
+def test_region_masks_are_what_the_renderer_shows():
+    # Overlapping shapes, as a user may build: the later one is drawn on top.
+    scenes = [
+        Scene(
+            "white",
+            (Shape("square", "red", 0.4, 0.4, 0.2), Shape("circle", "blue", 0.55, 0.55, 0.2)),
+        ),
+        Scene(
+            "black",
+            (Shape("circle", "green", 0.5, 0.5, 0.3), Shape("triangle", "yellow", 0.5, 0.5, 0.15)),
+        ),
+        *_scenes(20),
+    ]
+    for scene in scenes:
+        masks = region_masks(scene)
+        assert masks.min() >= 0.0
+        assert masks.sum(axis=0).max() <= 1.0 + 1e-6
+        # The renderer's anti-aliased pixels are the colours mixed by the masks (to rounding).
+        mixed = (1.0 - masks.sum(axis=0))[..., None] * np.array(COLOURS[scene.background])
+        for shape, mask in zip(scene.shapes, masks, strict=True):
+            mixed = mixed + mask[..., None] * np.array(COLOURS[shape.colour])
+        assert np.abs(mixed - np.asarray(render(scene), dtype=np.float64)).max() <= 1.0
+    red, blue = region_masks(scenes[0])
+    whole_red, whole_blue = (
+        region_masks(Scene("white", (shape,)))[0] for shape in scenes[0].shapes
+    )
+    assert red.sum() < whole_red.sum() - 10  # partly hidden by the circle
+    assert np.array_equal(blue, whole_blue)  # on top, whole
+    inner = region_masks(scenes[1])
+    assert inner[1].sum() > 0
+    assert float((inner[0] * (inner[1] == 1)).sum()) == 0.0
+
+
 def test_random_scenes_follow_the_rules():
     for scene in _scenes():
         assert 1 <= len(scene.shapes) <= 2
         colours = [s.colour for s in scene.shapes]
         assert len(set(colours)) == len(colours)
         assert scene.background not in colours
-        masks = region_masks(scene, size=256, supersample=1)  # geometry, not anti-aliasing
-        if len(masks) == 2:
-            assert float((masks[0] * masks[1]).sum()) == 0.0  # no overlap
+        if len(scene.shapes) == 2:  # no overlap: each shape's own coverage, not its visible part
+            a, b = (_alone(scene, shape) for shape in scene.shapes)
+            assert float((a * b).sum()) == 0.0
 
 
 def test_captions_round_trip_through_the_grammar():
@@ -115,8 +153,8 @@ def test_scene_from_caption_lays_out_what_the_caption_says():
     assert all(caption(scene) == text for scene in layouts)
     assert len({scene.shapes for scene in layouts}) == 20
     for scene in layouts:
-        masks = region_masks(scene)
-        assert (masks.sum(axis=0) <= 1.0 + 1e-6).all()  # the two shapes do not overlap
+        a, b = (_alone(scene, shape) for shape in scene.shapes)
+        assert float((a * b).sum()) == 0.0  # the two shapes do not overlap
         assert read_scene(render(scene)).shows(text)
     with pytest.raises(ValueError, match="not a caption"):
         scene_from_caption("a photo of a cat", rng)

@@ -166,16 +166,21 @@ def render(scene: Scene, size: int = 32, *, supersample: int = 4) -> Image.Image
 
 
 def region_masks(scene: Scene, size: int = 32, *, supersample: int = 4) -> np.ndarray:
-    """Per-shape coverage ``[len(shapes), size, size]`` in [0, 1] (later shapes occlude earlier)."""
+    """Per-shape visible coverage ``[len(shapes), size, size]`` in [0, 1], as :func:`render` draws
+    the scene: later shapes occlude earlier ones, so a pixel of :func:`render` is the background's
+    colour weighted by ``1 - masks.sum(0)`` plus each shape's colour weighted by its mask."""
     big = size * supersample
+    covered = np.zeros((big, big), dtype=bool)
     masks = []
-    for shape in scene.shapes:
-        canvas = Image.new("L", (big, big), 0)
-        _draw(ImageDraw.Draw(canvas), shape, big, 255)
-        masks.append(
-            np.asarray(canvas.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
-        )
-    return np.stack(masks) if masks else np.zeros((0, size, size), np.float32)
+    for shape in reversed(scene.shapes):  # the last drawn is on top
+        canvas = Image.new("1", (big, big), 0)
+        _draw(ImageDraw.Draw(canvas), shape, big, 1)
+        visible = np.asarray(canvas, dtype=bool) & ~covered
+        covered |= visible
+        masks.append(visible.reshape(size, supersample, size, supersample).mean(axis=(1, 3)))
+    if not masks:
+        return np.zeros((0, size, size), np.float32)
+    return np.stack(masks[::-1]).astype(np.float32)
 
 
 _REACH = 2**0.5
