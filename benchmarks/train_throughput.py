@@ -3,17 +3,20 @@
     python benchmarks/train_throughput.py               # tiny model on the CPU
     python benchmarks/train_throughput.py --sd15        # SD-1.5-sized UNet at 256² (CUDA)
     python benchmarks/train_throughput.py --shapes      # ShapesWorld's editor at 32², batch 64
+    python benchmarks/train_throughput.py --train-text-encoder   # also with the encoder trained
 
 Prints images/s over the timed steps (after warm-up) and the peak memory (CUDA:
 max_memory_allocated; CPU: peak resident set of the process), for fp32 and, on CUDA, bf16 with
 and without gradient checkpointing; each also with ``cache_latents=True`` (images/s of the steps,
 as the Trainer logs them, and the call's wall time, which includes building the cache), and the
-cached/uncached ratio.
+cached/uncached ratio. ``--train-text-encoder`` adds each setting with the text encoder trained
+(``train_text_encoder=True``) and its ratio to the frozen one.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import sys
@@ -45,6 +48,11 @@ def main() -> None:
     parser.add_argument("--sd15", action="store_true")
     parser.add_argument("--shapes", action="store_true", help="ShapesWorld's editor and pairs")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument(
+        "--train-text-encoder",
+        action="store_true",
+        help="also time each setting with the text encoder trained",
+    )
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     if args.sd15:
@@ -99,7 +107,10 @@ def main() -> None:
         f"{'SD-1.5 size' if args.sd15 else 'ShapesWorld' if args.shapes else 'tiny'}, "
         f"{resolution}², batch {batch}, {args.steps} timed steps"
     )
-    for (label, precision, checkpointing), cache in itertools.product(settings, (False, True)):
+    text_choices = (False, True) if args.train_text_encoder else (False,)
+    for (label, precision, checkpointing), cache, train_text in itertools.product(
+        settings, (False, True), text_choices
+    ):
         with tempfile.TemporaryDirectory() as folder:
             trainer = Trainer(
                 TrainConfig(
@@ -111,12 +122,14 @@ def main() -> None:
                     cache_latents=cache,
                     mixed_precision=precision,
                     gradient_checkpointing=checkpointing,
+                    train_text_encoder=train_text,
                     log_with="none",
                     log_every=10**6,
                 ),
                 unet=to_edit_unet(unet_t2i),
                 vae=parts["vae"],
-                text_encoder=parts["text_encoder"],
+                # A trained encoder is trained in place: each run gets its own.
+                text_encoder=copy.deepcopy(parts["text_encoder"]),
                 tokenizer=parts["tokenizer"],
                 noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
                 train_dataset=records,
@@ -133,9 +146,12 @@ def main() -> None:
             # The Trainer's own figure for the steps (logged at the last step; after the cache).
             lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
             rate = json.loads(lines[-1])["images_per_s"]
-            name = f"{label}{' cached' if cache else ''}"
-            ratio = f"  ({rate / rates[label]:.2f}x uncached)" if cache else ""
-            rates.setdefault(label, rate)
+            name = f"{label}{' cached' if cache else ''}{' text encoder' if train_text else ''}"
+            if train_text:
+                ratio = f"  ({rate / rates[f'{label}{cache}']:.2f}x frozen)"
+            else:
+                ratio = f"  ({rate / rates[f'{label}{False}']:.2f}x uncached)" if cache else ""
+                rates[f"{label}{cache}"] = rate
             print(
                 f"{name:30} {rate:8.1f} images/s  wall {elapsed:6.2f} s  "
                 f"peak {peak:9.1f} MiB{ratio}"

@@ -321,3 +321,82 @@ def test_prediction_type_is_checked(tmp_path, records):
     schedule = DDPMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": "flow"})
     with pytest.raises(ValueError, match=r"noise_scheduler.config.prediction_type must be one of"):
         _trainer(tmp_path, records, noise_scheduler=schedule)
+
+
+@pytest.mark.slow
+def test_training_the_text_encoder(tmp_path, records):
+    settings = {"max_steps": 6, "checkpoint_every": 3, "batch_size": 4}
+    frozen = _trainer(tmp_path / "frozen", records, **settings)
+    before = {k: v.clone() for k, v in frozen.text_encoder.state_dict().items()}
+    frozen_losses = frozen.train(progress=False)
+    assert all(torch.equal(v, frozen.text_encoder.state_dict()[k]) for k, v in before.items())
+
+    trained = _trainer(tmp_path / "trained", records, train_text_encoder=True, **settings)
+    losses = trained.train(progress=False)
+    # The same weights and draws give the same first loss; the updates then differ.
+    assert losses[0] == pytest.approx(frozen_losses[0], abs=1e-6)
+    assert not np.allclose(losses[1:], frozen_losses[1:], atol=1e-6)
+    # Every parameter of the text encoder moved.
+    state = trained.text_encoder.state_dict()
+    parameters = [name for name, _ in trained.text_encoder.named_parameters()]
+    assert len(parameters) > 10
+    assert all(not torch.equal(before[name], state[name]) for name in parameters)
+
+    # The export holds the averaged text encoder, and ours and diffusers' pipelines agree on it.
+    folder = trained.export()
+    ours = EditPipeline.from_pretrained(folder)
+    exported = ours.text_encoder.state_dict()
+    name = next(k for k in exported if k.endswith("final_layer_norm.weight"))
+    assert not torch.equal(exported[name], state[name])  # not the raw weights
+    assert not torch.equal(exported[name], before[name])  # nor the starting ones
+    averaged = trained._averaged(trained.text_encoder, trained.text_encoder_ema).state_dict()
+    assert torch.equal(exported[name], averaged[name])
+    theirs = StableDiffusionInstructPix2PixPipeline.from_pretrained(folder, safety_checker=None)
+    theirs.set_progress_bar_config(disable=True)
+    image = records[1].input_image
+    kwargs = {"num_inference_steps": 2, "output_type": "np"}
+    a = ours(
+        image, "make it red", generator=torch.Generator().manual_seed(0), progress=False, **kwargs
+    )
+    b = theirs("make it red", image=image, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert np.abs(a.images - b.images).max() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache_latents", [False, True])
+def test_training_the_text_encoder_resumes_exactly(tmp_path, records, cache_latents):
+    settings = {
+        "max_steps": 4,
+        "checkpoint_every": 2,
+        "batch_size": 4,
+        "train_text_encoder": True,
+        "text_encoder_learning_rate": 5e-4,
+        "cache_latents": cache_latents,
+    }
+    full = _trainer(tmp_path / "a", records, **settings)
+    expected = full.train(progress=False)
+    head = _trainer(tmp_path / "b", records, **settings).train(until=2, progress=False)
+    checkpoint = tmp_path / "b" / "run" / "checkpoints" / "step-0000002"
+    assert (checkpoint / "ema_text_encoder.pt").is_file()
+    resumed = _trainer(tmp_path / "b", records, **settings)
+    tail = resumed.train(progress=False)
+    np.testing.assert_allclose(head + tail, expected, rtol=0, atol=1e-5)
+    for model in ("text_encoder", "unet"):
+        ours, reference = getattr(resumed, model).state_dict(), getattr(full, model).state_dict()
+        for name, weight in reference.items():
+            assert (ours[name] - weight).abs().mean() < 1e-6, (model, name)
+    a = resumed._averaged(resumed.text_encoder, resumed.text_encoder_ema).state_dict()
+    b = full._averaged(full.text_encoder, full.text_encoder_ema).state_dict()
+    assert all((a[k] - b[k]).abs().mean() < 1e-6 for k in b)
+
+
+def test_text_encoder_settings_are_checked(tmp_path, records):
+    with pytest.raises(ValueError, match="text_encoder_learning_rate needs train_text_encoder"):
+        TrainConfig(text_encoder_learning_rate=1e-4)
+    with pytest.raises(ValueError, match="text_encoder_learning_rate must be > 0"):
+        TrainConfig(train_text_encoder=True, text_encoder_learning_rate=-1.0)
+    settings = {"max_steps": 1, "checkpoint_every": 1, "batch_size": 2}
+    _trainer(tmp_path, records, **settings).train(progress=False)
+    resumed = _trainer(tmp_path, records, train_text_encoder=True, **{**settings, "max_steps": 2})
+    with pytest.raises(ValueError, match="train_text_encoder=False, this run asks for True"):
+        resumed.train(progress=False)

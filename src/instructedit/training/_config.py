@@ -88,6 +88,15 @@ class TrainConfig:
     """Steps between validation edits."""
     validation_steps: int = 20
     """Sampler steps of the validation edits."""
+    train_text_encoder: bool = False
+    """Train the text encoder with the UNet (one optimiser, two parameter groups; the EMA, the
+    checkpoints and the export cover both). The paper, the official code and diffusers' script
+    keep it frozen; a text encoder trained on captions alone has never seen the instructions'
+    verbs ("make", "remove", "turn"), which this lets the editor learn. Instructions are then
+    encoded every step (``cache_latents`` still caches the latents and the tokens)."""
+    text_encoder_learning_rate: float | None = None
+    """Peak learning rate of the text encoder when ``train_text_encoder`` (``None``:
+    ``learning_rate``); it follows the same schedule."""
     gradient_checkpointing: bool = False
     """Trade compute for memory in the UNet."""
     use_8bit_adam: bool = False
@@ -126,6 +135,17 @@ class TrainConfig:
             )
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.text_encoder_learning_rate is not None:
+            if not self.train_text_encoder:
+                raise ValueError("text_encoder_learning_rate needs train_text_encoder=True")
+            if not (
+                math.isfinite(self.text_encoder_learning_rate)
+                and self.text_encoder_learning_rate > 0
+            ):
+                raise ValueError(
+                    "text_encoder_learning_rate must be > 0 or None, got "
+                    f"{self.text_encoder_learning_rate}"
+                )
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0:
             raise ValueError("warmup_steps, weight_decay and num_workers must be >= 0")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:

@@ -36,6 +36,7 @@ __all__ = ["Trainer"]
 logger = logging.getLogger(__name__)
 
 _STATE_FILE = "trainer_state.json"
+_TEXT_EMA_FILE = "ema_text_encoder.pt"
 
 
 def _tracker(choice: str) -> str | None:
@@ -58,8 +59,8 @@ class Trainer:
     predict the noise of the edited image's latent given the instruction and the input image's
     latent: targets are ``vae.encode(edited).sample() × scaling_factor``, the image condition is
     ``vae.encode(input).mode()`` unscaled, and both conditions are dropped per example for
-    classifier-free guidance (:func:`~instructedit.training.conditioning_dropout`). VAE and text
-    encoder stay frozen.
+    classifier-free guidance (:func:`~instructedit.training.conditioning_dropout`). The VAE stays
+    frozen; so does the text encoder, as in the paper, unless ``config.train_text_encoder``.
 
     One GPU, many GPUs or many nodes: run the same script under ``accelerate launch`` (DDP; FSDP
     or DeepSpeed through the accelerate config). Every random draw of micro-step u on rank p is a
@@ -70,7 +71,8 @@ class Trainer:
         config: the run's settings.
         unet: the editing UNet (trained in place).
         vae: the ``AutoencoderKL`` (frozen).
-        text_encoder: the ``CLIPTextModel`` (frozen).
+        text_encoder: the ``CLIPTextModel`` (frozen unless ``config.train_text_encoder``, then
+            trained in place).
         tokenizer: its tokenizer.
         noise_scheduler: the training noise schedule (e.g. ``DDPMScheduler``); with
             ``config.prediction_type`` set, a copy predicting that is used.
@@ -114,6 +116,7 @@ class Trainer:
             raise ValueError("train_dataset is empty")
         self.losses: list[float] = []
         self.ema: Any = None
+        self.text_encoder_ema: Any = None
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -141,7 +144,13 @@ class Trainer:
             accelerator.save_state(str(staging))
             if self.ema is not None:
                 torch.save(self.ema.state_dict(), staging / "ema.pt")
-            state = {"step": step, "prediction_type": self.noise_scheduler.config.prediction_type}
+            if self.text_encoder_ema is not None:
+                torch.save(self.text_encoder_ema.state_dict(), staging / _TEXT_EMA_FILE)
+            state = {
+                "step": step,
+                "prediction_type": self.noise_scheduler.config.prediction_type,
+                "train_text_encoder": self.config.train_text_encoder,
+            }
             (staging / _STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
             if final.exists():
                 shutil.rmtree(final)
@@ -155,31 +164,24 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def _empty_embedding(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        ids = self.tokenizer(
-            [""],
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            return_tensors="pt",
-        ).input_ids
-        with torch.no_grad():
-            return self.text_encoder(ids.to(device))[0].to(dtype)
-
-    def _encode_prompts(self, prompts: list[str], device: torch.device) -> torch.Tensor:
-        ids = self.tokenizer(
+    def _token_ids(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+        return self.tokenizer(
             prompts,
             padding="max_length",
             truncation=True,
             max_length=self.tokenizer.model_max_length,
             return_tensors="pt",
-        ).input_ids
+        ).input_ids.to(device)
+
+    def _encode_prompts(self, prompts: list[str], device: torch.device) -> torch.Tensor:
         with torch.no_grad():
-            return self.text_encoder(ids.to(device))[0]
+            return self.text_encoder(self._token_ids(prompts, device))[0]
 
     def _build_cache(
         self, device: torch.device, *, progress: bool = True, chunk: int = 64
     ) -> _LatentCache:
-        """Encodes every example (each flip the run can draw) and every distinct instruction."""
+        """Encodes every example (each flip the run can draw) and every distinct instruction (its
+        tokens only when the text encoder trains)."""
         config = self.config
         flips = (False, True) if config.random_flip else (False,)
         means: list[torch.Tensor] = []
@@ -211,11 +213,9 @@ class Trainer:
                 images.append(mode.reshape(shape))
                 bar.update(len(edited) // len(flips))
         texts = list(prompts)
+        encode = self._token_ids if self.config.train_text_encoder else self._encode_prompts
         text = torch.cat(
-            [
-                self._encode_prompts(texts[i : i + chunk], device)
-                for i in range(0, len(texts), chunk)
-            ]
+            [encode(texts[i : i + chunk], device) for i in range(0, len(texts), chunk)]
         )
         logger.info("cached %d examples and %d distinct instructions", total, len(texts))
         return _LatentCache(
@@ -229,12 +229,15 @@ class Trainer:
     def _loss(
         self,
         unet: Any,
+        text_encoder: Any,
         batch: dict[str, Any],
         micro: int,
         rank: int,
         empty: torch.Tensor,
         accelerator: Any,
     ) -> torch.Tensor:
+        """One micro-batch's loss. ``text_encoder`` is the trained one or ``None`` (frozen);
+        ``empty`` is the empty prompt's embedding when frozen, its token ids when trained."""
         device = accelerator.device
         generator = torch.Generator().manual_seed(_mix(self.config.seed, micro, rank, 3))
         with torch.no_grad():
@@ -248,9 +251,17 @@ class Trainer:
                 posterior = self.vae.encode(edited).latent_dist
                 mean, std = posterior.mean, posterior.std
                 image_latents = self.vae.encode(source).latent_dist.mode()
-                text = self._encode_prompts(list(batch["edit_prompt"]), device)
+                prompts = list(batch["edit_prompt"])
+                text = (
+                    self._token_ids(prompts, device)
+                    if text_encoder is not None
+                    else self._encode_prompts(prompts, device)
+                )
             noise_for_sample = torch.randn(mean.shape, generator=generator).to(device, mean.dtype)
             latents = (mean + std * noise_for_sample) * self.vae.config.scaling_factor
+        if text_encoder is not None:  # text holds token ids: encode them with gradients
+            text = text_encoder(text)[0]
+            empty = text_encoder(empty)[0]
         latents, image_latents, text = latents.float(), image_latents.float(), text.float()
         noise = torch.randn(latents.shape, generator=generator).to(device)
         steps = self.noise_scheduler.config.num_train_timesteps
@@ -295,19 +306,27 @@ class Trainer:
             mixed_precision=config.mixed_precision, log_with=tracker, project_dir=str(config.path)
         )
         config.path.mkdir(parents=True, exist_ok=True)
+        train_text = config.train_text_encoder
         if config.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
+            if train_text:
+                self.text_encoder.gradient_checkpointing_enable()
         self.vae.requires_grad_(False).eval()
-        self.text_encoder.requires_grad_(False).eval()
+        self.text_encoder.requires_grad_(train_text).train(train_text)
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
             config.mixed_precision, torch.float32
         )
         if accelerator.device.type == "cpu":
             weight_dtype = torch.float32
-        for frozen in (self.vae, self.text_encoder):
+        for frozen in (self.vae,) if train_text else (self.vae, self.text_encoder):
             frozen.to(accelerator.device)
             if frozen.dtype != weight_dtype:
                 frozen.to(dtype=weight_dtype)
+        if train_text and self.text_encoder.dtype != torch.float32:
+            raise ValueError(
+                "train_text_encoder needs the text encoder's weights in float32 (mixed_precision "
+                f"autocasts), got {self.text_encoder.dtype}"
+            )
         self.unet.train()
         optimizer_class: Any = torch.optim.AdamW
         if config.use_8bit_adam:
@@ -318,8 +337,16 @@ class Trainer:
                     "use_8bit_adam needs bitsandbytes: pip install bitsandbytes"
                 ) from error
             optimizer_class = bnb.optim.AdamW8bit
+        groups: list[dict[str, Any]] = [{"params": list(self.unet.parameters())}]
+        if train_text:
+            groups.append(
+                {
+                    "params": list(self.text_encoder.parameters()),
+                    "lr": config.text_encoder_learning_rate or config.learning_rate,
+                }
+            )
         optimizer = optimizer_class(
-            self.unet.parameters(),
+            groups,
             lr=config.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.weight_decay,
@@ -333,7 +360,15 @@ class Trainer:
             num_warmup_steps=config.warmup_steps,
             num_training_steps=config.max_steps,
         )
-        unet, optimizer, lr_scheduler = accelerator.prepare(self.unet, optimizer, lr_scheduler)
+        text_encoder: Any = None
+        if train_text:
+            unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(
+                self.unet, self.text_encoder, optimizer, lr_scheduler
+            )
+            trained = [unet, text_encoder]
+        else:
+            unet, optimizer, lr_scheduler = accelerator.prepare(self.unet, optimizer, lr_scheduler)
+            trained = [unet]
         if config.ema_decay is not None:
             from diffusers import UNet2DConditionModel
 
@@ -348,23 +383,41 @@ class Trainer:
                 foreach=accelerator.device.type == "cuda",
             )
             self.ema.to(accelerator.device)
+            if train_text:
+                self.text_encoder_ema = EMAModel(
+                    accelerator.unwrap_model(text_encoder).parameters(),
+                    decay=config.ema_decay,
+                    foreach=accelerator.device.type == "cuda",
+                )
+                self.text_encoder_ema.to(accelerator.device)
 
         start = 0
         checkpoint = self.latest_checkpoint() if resume else None
         if checkpoint is not None:
             state = json.loads((checkpoint / _STATE_FILE).read_text(encoding="utf-8"))
-            trained = state.get("prediction_type")  # older checkpoints do not say
-            if trained not in (None, self.noise_scheduler.config.prediction_type):
+            target = state.get("prediction_type")  # older checkpoints do not say
+            if target not in (None, self.noise_scheduler.config.prediction_type):
                 raise ValueError(
-                    f"{checkpoint} trained the UNet to predict {trained!r}, this run asks for "
+                    f"{checkpoint} trained the UNet to predict {target!r}, this run asks for "
                     f"{self.noise_scheduler.config.prediction_type!r} (config.prediction_type): "
                     "use that target, or a new output_dir"
+                )
+            if state.get("train_text_encoder", False) != train_text:
+                raise ValueError(
+                    f"{checkpoint} was trained with train_text_encoder="
+                    f"{state.get('train_text_encoder', False)}, this run asks for {train_text} "
+                    "(config.train_text_encoder): use that setting, or a new output_dir"
                 )
             accelerator.load_state(str(checkpoint))
             start = state["step"]
             if self.ema is not None and (checkpoint / "ema.pt").is_file():
                 self.ema.load_state_dict(torch.load(checkpoint / "ema.pt", weights_only=True))
                 self.ema.to(accelerator.device)
+            if self.text_encoder_ema is not None and (checkpoint / _TEXT_EMA_FILE).is_file():
+                self.text_encoder_ema.load_state_dict(
+                    torch.load(checkpoint / _TEXT_EMA_FILE, weights_only=True)
+                )
+                self.text_encoder_ema.to(accelerator.device)
             logger.info("resumed from %s at step %d", checkpoint, start)
         self._truncate_metrics(start, accelerator)
         stop = min(config.max_steps, until if until is not None else config.max_steps)
@@ -404,7 +457,11 @@ class Trainer:
                     collate_fn=_collate,
                 )
             )
-        empty = self._empty_embedding(accelerator.device, weight_dtype)
+        # The empty prompt: its embedding when the text encoder is frozen, else its tokens (the
+        # embedding changes as the encoder trains).
+        empty = self._token_ids([""], accelerator.device)
+        if not train_text:
+            empty = self._encode_prompts([""], accelerator.device).to(weight_dtype)
         losses: list[float] = []
         interval: list[float] = []
         timer = time.perf_counter()
@@ -419,25 +476,34 @@ class Trainer:
             for part in range(accumulation):
                 micro = step * accumulation + part
                 batch = next(batches)
-                # Gradients are all-reduced once per optimiser step, not per micro-step.
-                context = (
-                    accelerator.no_sync(unet)
-                    if part < accumulation - 1
-                    else contextlib.nullcontext()
-                )
-                with context, accelerator.autocast():
+                with contextlib.ExitStack() as context:
+                    # Gradients are all-reduced once per optimiser step, not per micro-step.
+                    if part < accumulation - 1:
+                        for model in trained:
+                            context.enter_context(accelerator.no_sync(model))
+                    context.enter_context(accelerator.autocast())
                     loss = self._loss(
-                        unet, batch, micro, accelerator.process_index, empty, accelerator
+                        unet,
+                        text_encoder,
+                        batch,
+                        micro,
+                        accelerator.process_index,
+                        empty,
+                        accelerator,
                     )
                     accelerator.backward(loss / accumulation)
                 step_loss += loss.detach().item() / accumulation
             if config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
+                accelerator.clip_grad_norm_(
+                    [p for model in trained for p in model.parameters()], config.max_grad_norm
+                )
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.step(accelerator.unwrap_model(unet).parameters())
+            if self.text_encoder_ema is not None:
+                self.text_encoder_ema.step(accelerator.unwrap_model(text_encoder).parameters())
             done = step + 1
             losses.append(step_loss)
             interval.append(step_loss)
@@ -457,13 +523,20 @@ class Trainer:
                 self._log(record, accelerator, tracker)
                 interval, timer = [], time.perf_counter()
             if config.validation_prompts and done % config.validation_every == 0:
-                self.validate(done, accelerator.unwrap_model(unet), accelerator)
+                self.validate(
+                    done,
+                    accelerator.unwrap_model(unet),
+                    accelerator,
+                    text_encoder=accelerator.unwrap_model(text_encoder) if train_text else None,
+                )
             if done % config.checkpoint_every == 0 or done == stop:
                 self._save_checkpoint(accelerator, done)
         bar.close()
         if tracker is not None:
             accelerator.end_training()
         self.unet = accelerator.unwrap_model(unet)
+        if train_text:
+            self.text_encoder = accelerator.unwrap_model(text_encoder).eval()
         self.losses.extend(losses)
         return losses
 
@@ -490,13 +563,15 @@ class Trainer:
         if tracker is not None:
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
-    def _ema_unet(self, unet: Any) -> Any:
-        copied = copy.deepcopy(unet)
-        if self.ema is not None:
-            self.ema.copy_to(copied.parameters())
+    @staticmethod
+    def _averaged(model: Any, ema: Any) -> Any:
+        """A copy of ``model`` holding the averaged weights of ``ema`` (if any), in eval mode."""
+        copied = copy.deepcopy(model)
+        if ema is not None:
+            ema.copy_to(copied.parameters())
         return copied.eval()
 
-    def _pipeline(self, unet: Any) -> Any:
+    def _pipeline(self, unet: Any, text_encoder: Any) -> Any:
         from instructedit.pipeline import EditPipeline
 
         # By default the paper's Euler ancestral, whose diffusers step cannot take a clean-latent
@@ -510,13 +585,27 @@ class Trainer:
         return EditPipeline(
             unet=unet,
             vae=self.vae,
-            text_encoder=self.text_encoder,
+            text_encoder=text_encoder,
             tokenizer=self.tokenizer,
             scheduler=scheduler,
         )
 
+    def _export_pipeline(self, unet: Any | None = None, text_encoder: Any | None = None) -> Any:
+        """The pipeline of the averaged weights (the raw ones without EMA); the text encoder is
+        shared unless it trains."""
+        unet = self._averaged(unet if unet is not None else self.unet, self.ema)
+        text_encoder = text_encoder if text_encoder is not None else self.text_encoder
+        if self.config.train_text_encoder:
+            text_encoder = self._averaged(text_encoder, self.text_encoder_ema)
+        return self._pipeline(unet, text_encoder)
+
     def validate(
-        self, step: int, unet: Any | None = None, accelerator: Any | None = None
+        self,
+        step: int,
+        unet: Any | None = None,
+        accelerator: Any | None = None,
+        *,
+        text_encoder: Any | None = None,
     ) -> list[Path]:
         """Edits ``validation_image`` with each validation prompt using the EMA weights; writes
         ``validation/step-XXXXXXX/NN.png`` and returns the paths."""
@@ -524,7 +613,7 @@ class Trainer:
             return []
         if self.config.validation_image is None:
             return []
-        pipe = self._pipeline(self._ema_unet(unet if unet is not None else self.unet))
+        pipe = self._export_pipeline(unet, text_encoder)
         folder = self.config.path / "validation" / f"step-{step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
         written = []
@@ -542,14 +631,14 @@ class Trainer:
         return written
 
     def export(self, directory: str | Path | None = None) -> Path:
-        """Writes the EMA weights (or the raw ones without EMA) as an ``EditPipeline`` folder in the
+        """Writes the EMA weights (or the raw ones without EMA; the text encoder's too when it
+        trained) as an ``EditPipeline`` folder in the
         diffusers layout, loadable by diffusers' ``StableDiffusionInstructPix2PixPipeline`` too.
         Its scheduler is ``config.sampler`` on the training noise schedule and prediction type
         (by default Euler ancestral; plain Euler for ``"sample"``, which diffusers' ancestral
         step cannot take)."""
         target = Path(directory) if directory is not None else self.config.path / "pipeline"
-        pipe = self._pipeline(self._ema_unet(self.unet))
-        return pipe.save_pretrained(target)
+        return self._export_pipeline().save_pretrained(target)
 
 
 def _with_prediction_type(noise_scheduler: Any, prediction_type: str | None) -> Any:
@@ -569,7 +658,8 @@ def _with_prediction_type(noise_scheduler: Any, prediction_type: str | None) -> 
 
 @dataclass(frozen=True)
 class _LatentCache:
-    """Per example ``[N, flips, C, h, w]`` posteriors; per distinct instruction its embedding."""
+    """Per example ``[N, flips, C, h, w]`` posteriors; per distinct instruction its embedding, or
+    its token ids when the text encoder trains."""
 
     edited_mean: torch.Tensor
     edited_std: torch.Tensor
