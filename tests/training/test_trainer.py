@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionInstructPix2PixPipeline
+from PIL import Image
 
 from instructedit import EditPipeline
 from instructedit.data import write_parquet
@@ -395,8 +396,52 @@ def test_text_encoder_settings_are_checked(tmp_path, records):
         TrainConfig(text_encoder_learning_rate=1e-4)
     with pytest.raises(ValueError, match="text_encoder_learning_rate must be > 0"):
         TrainConfig(train_text_encoder=True, text_encoder_learning_rate=-1.0)
+    parts = tiny_components(in_channels=4, seed=0)
+    with pytest.raises(ValueError, match="text_encoder's weights in float32"):
+        Trainer(
+            TrainConfig(output_dir=str(tmp_path / "half"), train_text_encoder=True),
+            unet=to_edit_unet(parts["unet"]),
+            vae=parts["vae"],
+            text_encoder=parts["text_encoder"].half(),
+            tokenizer=parts["tokenizer"],
+            noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
+            train_dataset=records,
+        )
+    assert not (tmp_path / "half").exists()  # refused before anything was written
     settings = {"max_steps": 1, "checkpoint_every": 1, "batch_size": 2}
     _trainer(tmp_path, records, **settings).train(progress=False)
     resumed = _trainer(tmp_path, records, train_text_encoder=True, **{**settings, "max_steps": 2})
     with pytest.raises(ValueError, match="train_text_encoder=False, this run asks for True"):
         resumed.train(progress=False)
+
+
+@pytest.mark.slow
+def test_training_the_text_encoder_with_checkpointing_and_validation(tmp_path, records):
+    validation = tmp_path / "val.png"
+    records[0].input_image.save(validation)
+    settings = {
+        "max_steps": 3,
+        "checkpoint_every": 3,
+        "batch_size": 4,
+        "train_text_encoder": True,
+        "validation_prompts": ("make the square blue",),
+        "validation_image": str(validation),
+        "validation_every": 3,
+        "validation_steps": 2,
+    }
+    plain = _trainer(tmp_path / "plain", records, **settings)
+    expected = plain.train(progress=False)
+    checkpointed = _trainer(tmp_path / "ckpt", records, gradient_checkpointing=True, **settings)
+    # Recomputing activations in the backward pass changes nothing but memory.
+    np.testing.assert_allclose(checkpointed.train(progress=False), expected, rtol=0, atol=1e-5)
+    # The validation edit used the averaged text encoder, as the export does.
+    image = tmp_path / "ckpt" / "run" / "validation" / "step-0000003" / "00.png"
+    exported = EditPipeline.from_pretrained(checkpointed.export())
+    edit = exported(
+        records[0].input_image,
+        "make the square blue",
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    ).images[0]
+    assert np.array_equal(np.asarray(edit), np.asarray(Image.open(image)))

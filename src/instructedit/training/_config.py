@@ -93,12 +93,13 @@ class TrainConfig:
     checkpoints and the export cover both). The paper, the official code and diffusers' script
     keep it frozen; a text encoder trained on captions alone has never seen the instructions'
     verbs ("make", "remove", "turn"), which this lets the editor learn. Instructions are then
-    encoded every step (``cache_latents`` still caches the latents and the tokens)."""
+    encoded every step (``cache_latents`` still caches the latents and the tokens). One device or
+    DDP; FSDP and DeepSpeed are refused. The text encoder must be in float32."""
     text_encoder_learning_rate: float | None = None
     """Peak learning rate of the text encoder when ``train_text_encoder`` (``None``:
     ``learning_rate``); it follows the same schedule."""
     gradient_checkpointing: bool = False
-    """Trade compute for memory in the UNet."""
+    """Trade compute for memory in the UNet (and the text encoder when it trains)."""
     use_8bit_adam: bool = False
     """bitsandbytes' 8-bit AdamW (CUDA; ``pip install bitsandbytes``)."""
     log_with: Literal["auto", "none", "tensorboard", "wandb"] = "auto"
@@ -113,7 +114,9 @@ class TrainConfig:
     a step no longer loads, augments or tokenises anything nor runs the VAE or the text encoder,
     and gives the same losses. A bad row is found before the first step. Needs a fixed crop
     (``resize_resolution`` unset or equal to ``resolution``); the cache lives on the training
-    device (per example and flip, three latents; per instruction, one text embedding)."""
+    device (per example and flip, three latents; per instruction, one text embedding). With
+    ``train_text_encoder`` it holds each instruction's tokens instead, and the encoder still runs
+    every step."""
 
     def __post_init__(self) -> None:
         positive = (

@@ -63,7 +63,8 @@ class Trainer:
     frozen; so does the text encoder, as in the paper, unless ``config.train_text_encoder``.
 
     One GPU, many GPUs or many nodes: run the same script under ``accelerate launch`` (DDP; FSDP
-    or DeepSpeed through the accelerate config). Every random draw of micro-step u on rank p is a
+    or DeepSpeed through the accelerate config; ``train_text_encoder`` runs on one device or under
+    DDP). Every random draw of micro-step u on rank p is a
     pure function of (seed, u, p) and checkpoints hold model, optimiser, scheduler and EMA state,
     so resuming reproduces the uninterrupted run exactly.
 
@@ -95,6 +96,11 @@ class Trainer:
             raise ValueError(
                 f"unet.config.in_channels must be {2 * vae.config.latent_channels}; convert a text-to-image "
                 "UNet with instructedit.training.to_edit_unet"
+            )
+        if config.train_text_encoder and text_encoder.dtype != torch.float32:
+            raise ValueError(
+                "config.train_text_encoder needs text_encoder's weights in float32 (mixed_precision "
+                f"autocasts the forward), got {text_encoder.dtype}"
             )
         self.config = config
         self.unet = unet
@@ -259,9 +265,10 @@ class Trainer:
                 )
             noise_for_sample = torch.randn(mean.shape, generator=generator).to(device, mean.dtype)
             latents = (mean + std * noise_for_sample) * self.vae.config.scaling_factor
-        if text_encoder is not None:  # text holds token ids: encode them with gradients
-            text = text_encoder(text)[0]
-            empty = text_encoder(empty)[0]
+        if text_encoder is not None:  # token ids: encode them with gradients, in one call (DDP
+            # with reentrant checkpointing refuses a weight reached by two backward passes)
+            encoded = text_encoder(torch.cat([text, empty]))[0]
+            text, empty = encoded[:-1], encoded[-1:]
         latents, image_latents, text = latents.float(), image_latents.float(), text.float()
         noise = torch.randn(latents.shape, generator=generator).to(device)
         steps = self.noise_scheduler.config.num_train_timesteps
@@ -305,12 +312,24 @@ class Trainer:
         accelerator = Accelerator(
             mixed_precision=config.mixed_precision, log_with=tracker, project_dir=str(config.path)
         )
-        config.path.mkdir(parents=True, exist_ok=True)
         train_text = config.train_text_encoder
+        distributed = str(getattr(accelerator.distributed_type, "value", "NO"))
+        if train_text and distributed in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+            raise ValueError(
+                f"config.train_text_encoder supports one device or DDP, not {distributed}: its "
+                "gradients are clipped over both models at once, which a sharded run cannot do"
+            )
+        config.path.mkdir(parents=True, exist_ok=True)
         if config.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if train_text:
-                self.text_encoder.gradient_checkpointing_enable()
+                # transformers 5 renamed it; the old name warns there. Not reentrant either way.
+                enable = getattr(
+                    self.text_encoder,
+                    "activation_checkpointing_enable",
+                    self.text_encoder.gradient_checkpointing_enable,
+                )
+                enable({"use_reentrant": False})
         self.vae.requires_grad_(False).eval()
         self.text_encoder.requires_grad_(train_text).train(train_text)
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
@@ -322,11 +341,6 @@ class Trainer:
             frozen.to(accelerator.device)
             if frozen.dtype != weight_dtype:
                 frozen.to(dtype=weight_dtype)
-        if train_text and self.text_encoder.dtype != torch.float32:
-            raise ValueError(
-                "train_text_encoder needs the text encoder's weights in float32 (mixed_precision "
-                f"autocasts), got {self.text_encoder.dtype}"
-            )
         self.unet.train()
         optimizer_class: Any = torch.optim.AdamW
         if config.use_8bit_adam:
@@ -607,7 +621,8 @@ class Trainer:
         *,
         text_encoder: Any | None = None,
     ) -> list[Path]:
-        """Edits ``validation_image`` with each validation prompt using the EMA weights; writes
+        """Edits ``validation_image`` with each validation prompt using the EMA weights (of
+        ``unet``, and of ``text_encoder`` when it trains; the trainer's own by default); writes
         ``validation/step-XXXXXXX/NN.png`` and returns the paths."""
         if accelerator is not None and not accelerator.is_main_process:
             return []
