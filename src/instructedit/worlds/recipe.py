@@ -208,13 +208,16 @@ class RecipeConfig:
     instructions' own words ("make", "remove", "the", …) reach a frozen one through token
     embeddings no training has moved. On the tenth run's pairs, trained with the editor, it
     succeeded in 34 % of the held-out edits against 31.5 % frozen (34 % against 30 % on a second
-    set), the rest intact as often, recolours 62 % against 56 %. The runs up to the tenth kept it
-    frozen: their ``config.json`` do not name this setting."""
+    set), the rest intact as often, recolour successes 62 % against 56 %. Every run before the
+    sixteenth kept it frozen, and their ``config.json`` do not name this setting: to continue
+    such a run's editor (say with more ``editor_steps``), pass ``False``, or its checkpoints are
+    refused."""
     editor_cache_latents: bool = True
     """Train the editors from latents and text embeddings encoded once
-    (:attr:`TrainConfig.cache_latents <instructedit.training.TrainConfig.cache_latents>`): the
-    same losses, faster steps (1.3× on two CPU cores; on a GPU, where the data pipeline bounded
-    this tiny editor's step, far more)."""
+    (:attr:`TrainConfig.cache_latents <instructedit.training.TrainConfig.cache_latents>`; with
+    ``editor_train_text_encoder``, latents and tokens): the same losses, faster steps (1.3× on two
+    CPU cores with the text encoder frozen, 1.1× trained; on a GPU, where the data pipeline
+    bounded this tiny editor's step, far more)."""
     editor_sampler: str | None = None
     """The scheduler the editors are exported with (:attr:`TrainConfig.sampler
     <instructedit.training.TrainConfig.sampler>`, a name of
