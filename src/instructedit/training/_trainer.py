@@ -473,9 +473,11 @@ class Trainer:
             )
         # The empty prompt: its embedding when the text encoder is frozen, else its tokens (the
         # embedding changes as the encoder trains).
-        empty = self._token_ids([""], accelerator.device)
-        if not train_text:
-            empty = self._encode_prompts([""], accelerator.device).to(weight_dtype)
+        empty = (
+            self._token_ids([""], accelerator.device)
+            if train_text
+            else self._encode_prompts([""], accelerator.device).to(weight_dtype)
+        )
         losses: list[float] = []
         interval: list[float] = []
         timer = time.perf_counter()
