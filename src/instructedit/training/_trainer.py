@@ -304,6 +304,7 @@ class Trainer:
         ``progress=False``.
         """
         from accelerate import Accelerator
+        from accelerate.utils import DistributedType
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
@@ -313,10 +314,11 @@ class Trainer:
             mixed_precision=config.mixed_precision, log_with=tracker, project_dir=str(config.path)
         )
         train_text = config.train_text_encoder
-        distributed = str(getattr(accelerator.distributed_type, "value", "NO"))
-        if train_text and distributed in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+        if train_text and accelerator.distributed_type in sharded:
             raise ValueError(
-                f"config.train_text_encoder supports one device or DDP, not {distributed}: its "
+                "config.train_text_encoder supports one device or DDP, not "
+                f"{accelerator.distributed_type.value}: its "
                 "gradients are clipped over both models at once, which a sharded run cannot do"
             )
         config.path.mkdir(parents=True, exist_ok=True)
@@ -587,9 +589,15 @@ class Trainer:
             ema.copy_to(copied.parameters())
         return copied.eval()
 
-    def _pipeline(self, unet: Any, text_encoder: Any) -> Any:
+    def _export_pipeline(self, unet: Any | None = None, text_encoder: Any | None = None) -> Any:
+        """The pipeline of the averaged weights (the raw ones without EMA) of ``unet`` and, when it
+        trains, ``text_encoder`` (the trainer's own by default); a frozen encoder is shared."""
         from instructedit.pipeline import EditPipeline
 
+        unet = self._averaged(unet if unet is not None else self.unet, self.ema)
+        text_encoder = text_encoder if text_encoder is not None else self.text_encoder
+        if self.config.train_text_encoder:
+            text_encoder = self._averaged(text_encoder, self.text_encoder_ema)
         # By default the paper's Euler ancestral, whose diffusers step cannot take a clean-latent
         # prediction; plain Euler can.
         name = self.config.sampler or (
@@ -605,15 +613,6 @@ class Trainer:
             tokenizer=self.tokenizer,
             scheduler=scheduler,
         )
-
-    def _export_pipeline(self, unet: Any | None = None, text_encoder: Any | None = None) -> Any:
-        """The pipeline of the averaged weights (the raw ones without EMA); the text encoder is
-        shared unless it trains."""
-        unet = self._averaged(unet if unet is not None else self.unet, self.ema)
-        text_encoder = text_encoder if text_encoder is not None else self.text_encoder
-        if self.config.train_text_encoder:
-            text_encoder = self._averaged(text_encoder, self.text_encoder_ema)
-        return self._pipeline(unet, text_encoder)
 
     def validate(
         self,
