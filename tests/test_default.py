@@ -131,6 +131,10 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     run = tmp_path / "run"
     save_tiny_pipeline(run / "editor" / "model", kind="edit")
     save_tiny_open_clip(run / "clip" / "model")
+    from instructedit.guidance import DualGuidance, save_guidance_config
+
+    # The guidance the run's guidance stage chose ships with the editor.
+    save_guidance_config(DualGuidance(text_scale=5.0, image_scale=2.5), run / "guidance")
     with pytest.raises(FileNotFoundError, match="has no editor/model folder"):
         default.export_default_model(run / "editor", tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
@@ -143,7 +147,10 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     assert (target / "MODEL_CARD.md").read_text() == "# the card\n"
     monkeypatch.setattr(default, "bundled_dir", lambda: target)
     exported = instructedit.load_default()
-    original = EditPipeline.from_pretrained(run / "editor" / "model")
+    assert exported.guidance == DualGuidance(text_scale=5.0, image_scale=2.5)
+    original = EditPipeline.from_pretrained(
+        run / "editor" / "model", guidance=DualGuidance(text_scale=5.0, image_scale=2.5)
+    )
     image = Image.new("RGB", (32, 32), "red")
 
     def edit(p):

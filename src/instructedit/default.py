@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from instructedit._cache import cache_dir, materialize_dir
+from instructedit.guidance import GUIDANCE_CONFIG_NAME
 
 if TYPE_CHECKING:
     from instructedit.clip import ClipScorer
@@ -81,6 +82,8 @@ def default_model_dir() -> Path:
                 shutil.copytree(editor / part, directory / part)
         shutil.copytree(clip_tokenizer_dir(), directory / "tokenizer")
         shutil.copyfile(editor / "model_index.json", directory / "model_index.json")
+        if (editor / GUIDANCE_CONFIG_NAME).is_file():
+            shutil.copyfile(editor / GUIDANCE_CONFIG_NAME, directory / GUIDANCE_CONFIG_NAME)
 
     return materialize_dir(cache_dir() / f"default-{key}", build, marker="model_index.json")
 
@@ -135,6 +138,9 @@ def load_default_clip(*, device: str | torch.device | None = None) -> ClipScorer
 def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Writes a ShapesWorld run's editor and CLIP as the embedded default (float16 safetensors).
 
+    The editor's guidance is the one the run's ``guidance`` stage chose (written as the
+    editor's ``guidance_config.json``); a run without that stage ships the paper's.
+
     Args:
         run: the folder of ``instructedit shapes reproduce`` (with ``editor/model`` and
             ``clip/model``).
@@ -173,6 +179,9 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
         )
     shutil.copytree(editor / "scheduler", staging / "editor" / "scheduler")
     shutil.copyfile(editor / "model_index.json", staging / "editor" / "model_index.json")
+    chosen = run / "guidance" / GUIDANCE_CONFIG_NAME
+    if chosen.is_file():
+        shutil.copyfile(chosen, staging / "editor" / GUIDANCE_CONFIG_NAME)
     (staging / "clip").mkdir()
     shutil.copyfile(clip / "open_clip_config.json", staging / "clip" / "open_clip_config.json")
     weights = load_file(clip / "open_clip_model.safetensors")

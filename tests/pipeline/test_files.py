@@ -41,6 +41,32 @@ def test_edit_command_writes_one_png_per_input(model, tmp_path, capsys):
     assert Image.open(out / "b.png").size == (32, 24)
 
 
+def test_edit_command_uses_the_model_guidance_unless_given(model, tmp_path):
+    import numpy as np
+
+    from instructedit import EditPipeline
+    from instructedit.guidance import DualGuidance
+
+    tuned = EditPipeline.from_pretrained(
+        model, guidance=DualGuidance(text_scale=3.0, image_scale=1.2)
+    )
+    tuned_folder = tuned.save_pretrained(tmp_path / "tuned")
+    image = tmp_path / "in.png"
+    Image.new("RGB", (16, 16), "orange").save(image)
+
+    def edit(folder, *scales):
+        out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
+        common = ["--instruction", "make it snowy", "--steps", "2", "--output", str(out)]
+        assert main(["edit", str(image), *common, "--model", str(folder), *scales]) == 0
+        return np.asarray(Image.open(out / "in.png"))
+
+    stored = edit(tuned_folder)
+    np.testing.assert_array_equal(stored, edit(model, "--text-scale", "3", "--image-scale", "1.2"))
+    assert not np.array_equal(stored, edit(model))  # the paper's 7.5 and 1.5 differ
+    overridden = edit(tuned_folder, "--text-scale", "7.5", "--image-scale", "1.5")
+    np.testing.assert_array_equal(overridden, edit(model))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

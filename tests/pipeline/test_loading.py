@@ -140,3 +140,100 @@ def test_hub_id_check_agrees_with_huggingface_hub(text):
     except HFValidationError:
         valid = False
     assert _is_hub_id(text) == valid
+
+
+def test_stored_guidance_is_the_loaded_default(folder, tmp_path, noise_image):
+    from instructedit.guidance import GUIDANCE_CONFIG_NAME, DualGuidance
+
+    # A diffusers folder has no guidance file: the paper's scales.
+    assert not (folder / GUIDANCE_CONFIG_NAME).exists()
+    assert EditPipeline.from_pretrained(folder).guidance == DualGuidance()
+    tuned = DualGuidance(text_scale=3.0, image_scale=1.2, interval=(0.0, 0.5))
+    pipe = EditPipeline.from_pretrained(folder, guidance=tuned)
+    saved = pipe.save_pretrained(tmp_path / "tuned")
+    loaded = EditPipeline.from_pretrained(saved)
+    assert loaded.guidance == tuned
+    # The stored scales are what an edit without scales uses.
+    explicit = EditPipeline.from_pretrained(folder, guidance=DualGuidance(interval=(0.0, 0.5)))
+    np.testing.assert_array_equal(
+        _edit(loaded, noise_image),
+        explicit(
+            noise_image,
+            "make it snowy",
+            num_inference_steps=3,
+            guidance_scale=3.0,
+            image_guidance_scale=1.2,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        ).images,
+    )
+    # An argument overrides the file.
+    assert EditPipeline.from_pretrained(saved, guidance=DualGuidance()).guidance == DualGuidance()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ("[7.5, 1.5]", "must hold a JSON object"),
+        ('{"text_scale": 5, "cfg": 2}', r"unknown field\(s\) \['cfg'\]"),
+        ('{"image_scale": -1}', "image_scale must be a finite number >= 0"),
+        ('{"interval": 0.5}', "interval must be a \\[start, end\\] list"),
+        ('{"interval": [0.6, 0.2]}', "interval must satisfy"),
+    ],
+)
+def test_a_bad_guidance_file_is_named_before_weights_load(folder, tmp_path, text, message):
+    from instructedit.guidance import GUIDANCE_CONFIG_NAME
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / GUIDANCE_CONFIG_NAME).write_text(text)
+    # No weights either: reaching the loader would raise FileNotFoundError instead.
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(ValueError, match=message) as info:
+        EditPipeline.from_pretrained(broken)
+    assert GUIDANCE_CONFIG_NAME in str(info.value)
+
+
+def test_notes_in_the_guidance_file_are_kept_and_ignored(tmp_path):
+    import json
+
+    from instructedit.guidance import DualGuidance, load_guidance_config, save_guidance_config
+
+    path = save_guidance_config(DualGuidance(text_scale=5.0, image_scale=2.5), tmp_path, note="n")
+    values = json.loads(path.read_text())
+    assert values["_note"] == "n"
+    assert "backend" not in values  # a property of the machine, not of the model
+    assert load_guidance_config(tmp_path) == DualGuidance(text_scale=5.0, image_scale=2.5)
+    assert load_guidance_config(tmp_path / "elsewhere") is None
+
+
+def test_hub_guidance_is_read_when_the_repository_has_one(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from instructedit.guidance import DualGuidance, save_guidance_config
+    from instructedit.pipeline._edit import _hub_guidance
+
+    snapshot = tmp_path / "snapshot"
+    stored = save_guidance_config(DualGuidance(text_scale=4.0, image_scale=2.0), snapshot)
+    asked = []
+
+    def download(repo_id, filename, **kwargs):
+        asked.append((repo_id, filename, kwargs["revision"]))
+        return str(stored)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    found = _hub_guidance("owner/model", revision="v1", cache_dir=None)
+    assert found == DualGuidance(text_scale=4.0, image_scale=2.0)
+    assert asked == [("owner/model", "guidance_config.json", "v1")]
+
+    def missing(repo_id, filename, **kwargs):
+        raise EntryNotFoundError("no such file")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", missing)
+    assert _hub_guidance("owner/model", revision=None, cache_dir=None) is None
+    monkeypatch.undo()
+    # Offline (the tests' setting) and not cached: no stored guidance, no error.
+    assert _hub_guidance("nobody-here/no-such-pipeline", revision=None, cache_dir=None) is None

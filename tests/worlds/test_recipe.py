@@ -44,8 +44,43 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     assert read_back["candidates"]["all"]["count"] == summary["pairs"]["candidates"]
     assert 0.0 <= read_back["filtered"]["all"]["correct"] <= 1.0
     assert "Pairs read back" in (output / "report" / "report.rst").read_text()
+    # The guidance stage judged every setting of the grid on validation edits (not the test
+    # edits) and chose the highest success, ties to the lower unchanged-region error.
+    from instructedit.guidance import DualGuidance, load_guidance_config
+    from instructedit.worlds.recipe import PAPER_GUIDANCE_ROW
+
+    guidance = summary["guidance"]
+    assert guidance["seed"] == smoke.seed + smoke.guidance_seed_offset != smoke.seed
+    grid = guidance["grid"]
+    assert [(row["text_scale"], row["image_scale"]) for row in grid] == [(7.5, 1.5), (7.5, 2.5)]
+    assert all(row["oracle"]["all"]["count"] == smoke.guidance_scenes for row in grid)
+    best = max(
+        grid,
+        key=lambda row: (row["oracle"]["all"]["success"], -row["oracle"]["all"]["unchanged_error"]),
+    )
+    chosen = DualGuidance(text_scale=best["text_scale"], image_scale=best["image_scale"])
+    assert (guidance["text_scale"], guidance["image_scale"]) == (
+        best["text_scale"],
+        best["image_scale"],
+    )
+    assert load_guidance_config(output / "guidance") == chosen
+    assert summary["evaluate"]["guidance"] == {
+        "text_scale": chosen.text_scale,
+        "image_scale": chosen.image_scale,
+    }
+    assert (
+        f"s_T {chosen.text_scale:g}, s_I {chosen.image_scale:g}"
+        in (output / "report" / "report.rst").read_text()
+    )
     methods = summary["evaluate"]["methods"]
-    assert set(methods) == {"editor", "identity", "ground truth, autoencoded", "sdedit-0.6"}
+    paper_row = {PAPER_GUIDANCE_ROW} if chosen != DualGuidance() else set()
+    assert set(methods) == {
+        "editor",
+        "identity",
+        "ground truth, autoencoded",
+        "sdedit-0.6",
+        *paper_row,
+    }
     for scores in methods.values():
         assert set(scores["oracle"]) == {"recolour", "background", "add", "remove", "all"}
         assert scores["oracle"]["all"]["count"] == smoke.eval_scenes
@@ -255,6 +290,16 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("text_to_image_ema", 1.0, r"text_to_image_ema must be in \[0, 1\) or None"),
         ("text_to_image_ema_warmup", "yes", "text_to_image_ema_warmup must be True or False"),
         ("min_structure_similarity", -0.1, r"min_structure_similarity must be in \[0, 1\]"),
+        ("guidance_text_scales", (), "guidance_text_scales must hold one or more finite"),
+        ("guidance_image_scales", (1.5, float("nan")), "guidance_image_scales must hold one or"),
+        (
+            "guidance_image_scales",
+            (1.5, -1.0),
+            "guidance_image_scales must be a finite number >= 0",
+        ),
+        ("guidance_text_scales", (5.0, 5.0), "guidance_text_scales must not repeat a scale"),
+        ("guidance_seed_offset", 0, "guidance_seed_offset must be a non-zero integer"),
+        ("guidance_scenes", 0, "guidance_scenes must be"),
     ],
 )
 def test_bad_sizes_are_refused_when_the_config_is_made(field, value, message):

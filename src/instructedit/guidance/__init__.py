@@ -1,6 +1,11 @@
 """Guidance: named branches, the reference maths, and the fused guided step."""
 
 from instructedit._public import publish
+from instructedit.guidance._config import (
+    GUIDANCE_CONFIG_NAME,
+    load_guidance_config,
+    save_guidance_config,
+)
 from instructedit.guidance._fused import (
     AffineUpdate,
     advance_scheduler,
@@ -25,6 +30,7 @@ from instructedit.guidance._reference import (
 )
 
 __all__ = [
+    "GUIDANCE_CONFIG_NAME",
     "AffineUpdate",
     "Backend",
     "ClassifierFreeGuidance",
@@ -38,8 +44,10 @@ __all__ = [
     "dual_guidance_weights",
     "fused_guided_step",
     "fused_guided_step_torch",
+    "load_guidance_config",
     "rescale_guidance",
     "resolve_backend",
+    "save_guidance_config",
     "weighted_sum",
 ]
 

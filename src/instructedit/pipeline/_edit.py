@@ -22,7 +22,13 @@ from instructedit.components import (
     vae_scale_factor,
 )
 from instructedit.default import DEFAULT_MODEL_NAME, default_model_dir
-from instructedit.guidance import DualGuidance, check_scale
+from instructedit.guidance import (
+    GUIDANCE_CONFIG_NAME,
+    DualGuidance,
+    check_scale,
+    load_guidance_config,
+    save_guidance_config,
+)
 from instructedit.images import (
     DEFAULT_MAX_PIXELS,
     ImageInput,
@@ -74,6 +80,20 @@ def _as_list(value: Any, argument: str) -> list[Any]:
     return [value]
 
 
+def _hub_guidance(
+    hub_id: str, *, revision: str | None, cache_dir: str | Path | None
+) -> DualGuidance | None:
+    """The guidance stored in a hub repository, ``None`` if it has none."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        file = hf_hub_download(hub_id, GUIDANCE_CONFIG_NAME, revision=revision, cache_dir=cache_dir)
+    except EntryNotFoundError:  # the repository has no such file (or it is not cached offline)
+        return None
+    return load_guidance_config(Path(file).parent)
+
+
 class EditPipeline:
     """Edits images by instruction: InstructPix2Pix (Brooks, Holynski and Efros, CVPR 2023).
 
@@ -91,8 +111,10 @@ class EditPipeline:
         text_encoder: the ``CLIPTextModel``.
         tokenizer: its tokenizer.
         scheduler: any diffusers scheduler.
-        guidance: default guidance scales and options; the call's ``guidance_scale`` and
-            ``image_guidance_scale`` override its scales.
+        guidance: default guidance scales and options (the paper's 7.5 and 1.5 when ``None``);
+            the call's ``guidance_scale`` and ``image_guidance_scale`` override its scales.
+            :meth:`save_pretrained` stores it with the weights and :meth:`from_pretrained` reads
+            it back.
 
     Example:
         >>> pipe = EditPipeline.from_pretrained("timbrooks/instruct-pix2pix", torch_dtype=torch.float16)
@@ -159,7 +181,9 @@ class EditPipeline:
             scheduler: a scheduler instance, a name from
                 :data:`~instructedit.sampling.SCHEDULERS` (built from the saved scheduler's
                 config), or ``None`` for the saved scheduler.
-            guidance: default guidance, see :class:`EditPipeline`.
+            guidance: default guidance, see :class:`EditPipeline`; ``None`` reads the folder's
+                ``guidance_config.json`` (the scales the model was tuned for, written by
+                :meth:`save_pretrained`), or the paper's scales without it.
             allow_pickle: allow ``*.bin`` weights, which can run code when loaded.
             variant: weights variant, e.g. ``"fp16"``.
             revision: hub revision.
@@ -169,6 +193,8 @@ class EditPipeline:
             path_or_hub_id = default_model_dir()
             # Its weights are stored in float16; CPUs need float32 unless asked otherwise.
             torch_dtype = torch_dtype or torch.float32
+        if guidance is None and Path(path_or_hub_id).is_dir():  # checked before weights load
+            guidance = load_guidance_config(path_or_hub_id)
         parts = load_components(
             path_or_hub_id,
             torch_dtype=torch_dtype,
@@ -178,6 +204,8 @@ class EditPipeline:
             revision=revision,
             cache_dir=cache_dir,
         )
+        if guidance is None and not Path(path_or_hub_id).is_dir():
+            guidance = _hub_guidance(str(path_or_hub_id), revision=revision, cache_dir=cache_dir)
         return cls(**parts, guidance=guidance)
 
     def to_diffusers(self) -> Any:
@@ -196,9 +224,11 @@ class EditPipeline:
         )
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Writes the pipeline in the diffusers layout (safetensors); diffusers loads it too."""
+        """Writes the pipeline in the diffusers layout (safetensors), which diffusers loads too,
+        and its default guidance as ``guidance_config.json``."""
         path = Path(directory)
         self.to_diffusers().save_pretrained(path, safe_serialization=True)
+        save_guidance_config(self.guidance, path)
         return path
 
     def to(
@@ -291,8 +321,10 @@ class EditPipeline:
             instruction: one instruction or a list. A list of images and a list of instructions
                 pair up element-wise; a single one of either is broadcast.
             num_inference_steps: denoising steps (official default 100).
-            guidance_scale: s_T, instruction guidance; ``None`` uses ``self.guidance`` (7.5).
-            image_guidance_scale: s_I, image guidance; ``None`` uses ``self.guidance`` (1.5).
+            guidance_scale: s_T, instruction guidance; ``None`` uses ``self.guidance`` (the
+                model's stored scale, else the paper's 7.5).
+            image_guidance_scale: s_I, image guidance; ``None`` uses ``self.guidance`` (the
+                model's stored scale, else the paper's 1.5).
                 Unlike diffusers, which turns all guidance off when s_I < 1, the paper's formula
                 is always applied.
             negative_instruction: text for the ∅ branches instead of the empty string.

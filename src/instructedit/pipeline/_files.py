@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from instructedit.guidance import DualGuidance
+from instructedit.guidance import check_scale
 from instructedit.images import DEFAULT_MAX_PIXELS, ResizeMode, load_image, save_png_atomic
 from instructedit.pipeline._edit import EditPipeline
 from instructedit.sampling import SCHEDULERS
@@ -33,8 +33,8 @@ def edit_files(
     output: Path,
     model: str = DEFAULT_MODEL,
     steps: int = 100,
-    text_scale: float = 7.5,
-    image_scale: float = 1.5,
+    text_scale: float | None = None,
+    image_scale: float | None = None,
     seed: int = 0,
     scheduler: str | None = None,
     device: str = "auto",
@@ -53,8 +53,10 @@ def edit_files(
         output: folder for the edited images (created if missing).
         model: a pipeline folder in the diffusers layout or a hub id.
         steps: denoising steps.
-        text_scale: s_T, how strongly to follow the instruction.
-        image_scale: s_I, how strongly to stay with the input image.
+        text_scale: s_T, how strongly to follow the instruction; by default the model's stored
+            guidance (``guidance_config.json``), else the paper's 7.5.
+        image_scale: s_I, how strongly to stay with the input image; by default the model's
+            stored guidance, else the paper's 1.5.
         seed: seed of the sampling noise (each input is edited with this seed).
         scheduler: replace the model's scheduler, e.g. "euler_ancestral", "ddim", "dpm_solver++".
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
@@ -72,7 +74,9 @@ def edit_files(
         raise ValueError("instruction must be a non-empty string, e.g. 'make it snowy'")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    DualGuidance(text_scale=text_scale, image_scale=image_scale)  # validates both scales
+    for name, value in (("text_scale", text_scale), ("image_scale", image_scale)):
+        if value is not None:
+            check_scale(name, value)
     if scheduler is not None and scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}")
     if dtype not in ("auto", *_DTYPES):

@@ -10,11 +10,15 @@ Stages (each skipped when its folder holds a ``DONE.json``; the long ones resume
    ablations' sets) from their CLIP scores;
 4. ``editor`` — :class:`~instructedit.training.Trainer` from the text-to-image UNet via
    :func:`~instructedit.training.to_edit_unet`;
-5. ``evaluate`` — held-out *rendered* scenes judged by the oracle per edit family, against the
-   identity and SDEdit baselines; the guidance sweep; a before/after grid;
-6. ``ablations`` — editors trained without the CLIP filter, on fewer pairs and on the
-   renderer's ground-truth pairs;
-7. ``report`` — ``report.rst``, the tables of the documentation's results page.
+5. ``guidance`` — the editor's guidance scales (s_T, s_I), chosen over a grid by the oracle on
+   *validation* edits (rendered scenes of another seed than the test edits'), written as
+   ``guidance/guidance_config.json``;
+6. ``evaluate`` — held-out *rendered* scenes judged by the oracle per edit family at the chosen
+   guidance and at the paper's, against the identity and SDEdit baselines; the guidance sweep;
+   a before/after grid;
+7. ``ablations`` — editors trained without the CLIP filter, on fewer pairs and on the
+   renderer's ground-truth pairs (each at the paper's guidance);
+8. ``report`` — ``report.rst``, the tables of the documentation's results page.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from instructedit._checks import check_counts, check_range
 from instructedit.clip._filter import check_structure_threshold
 from instructedit.data import folder_index, write_json_atomic
 from instructedit.evaluation import PAPER_IMAGE_SCALES
+from instructedit.guidance import check_scale
 from instructedit.p2p import PAIR_CONTROLS, check_local_blend
 from instructedit.sampling import check_sampler
 from instructedit.training._config import PREDICTION_TYPES
@@ -46,10 +51,12 @@ if TYPE_CHECKING:
     from instructedit.datagen import GenerationConfig
 
 __all__ = [
+    "PAPER_GUIDANCE_ROW",
     "STAGES",
     "RecipeConfig",
     "calibrate_thresholds",
     "candidate_sets",
+    "chosen_guidance",
     "editor_trainer",
     "evaluate_editor",
     "load_selection",
@@ -64,7 +71,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("text_to_image", "clip", "pairs", "editor", "evaluate", "ablations", "report")
+STAGES = (
+    "text_to_image",
+    "clip",
+    "pairs",
+    "editor",
+    "guidance",
+    "evaluate",
+    "ablations",
+    "report",
+)
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,17 @@ class RecipeConfig:
     """s_T of the sweep and of the SDEdit baseline (the paper's)."""
     tolerance: float = 0.08
     """Largest unchanged-region error of an edit the oracle counts as a success."""
+    guidance_text_scales: tuple[float, ...] = (3.0, 5.0, 7.5)
+    """s_T values the ``guidance`` stage tries, each with every ``guidance_image_scales`` value."""
+    guidance_image_scales: tuple[float, ...] = (1.5, 2.0, 2.5)
+    """s_I values the ``guidance`` stage tries. The grid holds the paper's (7.5, 1.5) by
+    default; the stage keeps the setting of highest oracle success."""
+    guidance_scenes: int = 200
+    """Validation edits of the ``guidance`` stage: rendered scenes drawn with seed
+    ``seed + guidance_seed_offset``, so the test edits (drawn with ``seed``) never choose the
+    guidance they are judged at."""
+    guidance_seed_offset: int = 7
+    """Offset of the validation edits' seed from ``seed`` (not 0)."""
     sweep_scenes: int = 48
     """Held-out scenes of the guidance sweep."""
     sweep_image_scales: tuple[float, ...] = PAPER_IMAGE_SCALES
@@ -263,8 +290,26 @@ class RecipeConfig:
             "eval_scenes",
             "eval_steps",
             "sweep_scenes",
+            "guidance_scenes",
         )
         check_counts(self, counts)
+        for name in ("guidance_text_scales", "guidance_image_scales"):
+            scales = getattr(self, name)
+            if not scales or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                for v in scales
+            ):
+                raise ValueError(f"{name} must hold one or more finite numbers, got {scales!r}")
+            if len(set(scales)) != len(scales):
+                raise ValueError(f"{name} must not repeat a scale, got {scales!r}")
+            for value in scales:
+                check_scale(name, value)
+        offset = self.guidance_seed_offset
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset == 0:
+            raise ValueError(
+                "guidance_seed_offset must be a non-zero integer (0 would choose the guidance on "
+                f"the test edits), got {self.guidance_seed_offset!r}"
+            )
         if self.size % 8:
             # The editor's Trainer crops at multiples of 8: refuse now, not hours later.
             raise ValueError(f"size must be a multiple of 8, got {self.size}")
@@ -357,6 +402,9 @@ class RecipeConfig:
             sweep_scenes=4,
             sweep_image_scales=(1.0, 2.0),
             sdedit_strengths=(0.6,),
+            guidance_text_scales=(7.5,),
+            guidance_image_scales=(1.5, 2.5),
+            guidance_scenes=4,
         )
 
 
@@ -931,13 +979,20 @@ def _score_outputs(
     }
 
 
-def _load_editor(config: RecipeConfig, model: Path) -> Any:
+def _load_editor(config: RecipeConfig, model: Path, guidance: Any = None) -> Any:
     from instructedit.pipeline import EditPipeline
 
-    return EditPipeline.from_pretrained(model).to(_device(config))
+    return EditPipeline.from_pretrained(model, guidance=guidance).to(_device(config))
 
 
-def _edit_held_out(config: RecipeConfig, pipe: Any, edits: list[Any]) -> list[Image.Image]:
+def _edit_held_out(
+    config: RecipeConfig,
+    pipe: Any,
+    edits: list[Any],
+    text_scale: float | None = None,
+    image_scale: float | None = None,
+) -> list[Image.Image]:
+    """``pipe``'s edits of ``edits`` (at its default guidance unless scales are given)."""
     from instructedit.worlds.evaluation import pipeline_edits
 
     return pipeline_edits(
@@ -945,9 +1000,67 @@ def _edit_held_out(config: RecipeConfig, pipe: Any, edits: list[Any]) -> list[Im
         edits,
         size=config.size,
         num_inference_steps=config.eval_steps,
+        guidance_scale=text_scale,
+        image_guidance_scale=image_scale,
         seed=config.seed,
         progress=False,
     )
+
+
+def _stage_guidance(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
+    """The editor's (s_T, s_I): every pair of the grid edits the validation scenes, the oracle
+    judges them, and the highest success wins (ties: the lower unchanged-region error, then the
+    earlier setting). Writes ``guidance_config.json``."""
+    from tqdm.auto import tqdm
+
+    from instructedit.guidance import DualGuidance, save_guidance_config
+    from instructedit.worlds.evaluation import held_out_edits, oracle_summary
+
+    seed = config.seed + config.guidance_seed_offset
+    edits = held_out_edits(config.guidance_scenes, seed=seed)
+    editor = _load_editor(config, folder.parent / "editor" / "model", DualGuidance())
+    grid = [(t, i) for t in config.guidance_text_scales for i in config.guidance_image_scales]
+    rows: list[dict[str, Any]] = []
+    for text_scale, image_scale in tqdm(grid, disable=not progress, desc="guidance"):
+        outputs = _edit_held_out(config, editor, edits, text_scale, image_scale)
+        oracle = oracle_summary(edits, outputs, size=config.size, tolerance=config.tolerance)
+        rows.append({"text_scale": text_scale, "image_scale": image_scale, "oracle": oracle})
+    best = min(
+        range(len(rows)),
+        key=lambda k: (
+            -rows[k]["oracle"]["all"]["success"],
+            rows[k]["oracle"]["all"]["unchanged_error"],
+            k,
+        ),
+    )
+    chosen = DualGuidance(
+        text_scale=rows[best]["text_scale"], image_scale=rows[best]["image_scale"]
+    )
+    save_guidance_config(
+        chosen,
+        folder,
+        note=(
+            "chosen by the ShapesWorld recipe's guidance stage: the highest oracle success on "
+            f"{config.guidance_scenes} validation edits (seed {seed}) over "
+            f"s_T {list(config.guidance_text_scales)} x s_I {list(config.guidance_image_scales)}"
+        ),
+    )
+    logger.info("guidance chosen: s_T %g, s_I %g", chosen.text_scale, chosen.image_scale)
+    return {
+        "text_scale": chosen.text_scale,
+        "image_scale": chosen.image_scale,
+        "scenes": config.guidance_scenes,
+        "seed": seed,
+        "grid": rows,
+    }
+
+
+def chosen_guidance(run: str | Path) -> Any:
+    """The :class:`~instructedit.guidance.DualGuidance` a run's ``guidance`` stage chose, or
+    ``None`` before that stage."""
+    from instructedit.guidance import load_guidance_config
+
+    return load_guidance_config(Path(run) / "guidance")
 
 
 def evaluate_editor(model: Path, config: RecipeConfig) -> dict[str, Any]:
@@ -961,9 +1074,16 @@ def evaluate_editor(model: Path, config: RecipeConfig) -> dict[str, Any]:
     return _score_outputs(config, _scorer(config), edits, outputs)
 
 
+PAPER_GUIDANCE_ROW = "editor at the paper's guidance (7.5, 1.5)"
+"""The ``evaluate`` stage's name of the editor at the paper's guidance, when the ``guidance``
+stage chose another."""
+
+
 def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
-    """The editor and both baselines on held-out rendered scenes, the sweep, the figure."""
+    """The editor (at the chosen guidance, and at the paper's) and both baselines on held-out
+    rendered scenes, the sweep, the figure."""
     from instructedit.evaluation import guidance_sweep, plot_sweep, write_csv
+    from instructedit.guidance import DualGuidance
     from instructedit.worlds.evaluation import (
         edit_grid,
         held_out_edits,
@@ -976,8 +1096,14 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
     root = folder.parent
     scorer = _scorer(config)
     edits = held_out_edits(config.eval_scenes, seed=config.seed)
-    editor = _load_editor(config, root / "editor" / "model")
+    chosen = chosen_guidance(root) or DualGuidance()
+    editor = _load_editor(config, root / "editor" / "model", chosen)
     outputs = {"editor": _edit_held_out(config, editor, edits)}
+    paper = DualGuidance()
+    if (chosen.text_scale, chosen.image_scale) != (paper.text_scale, paper.image_scale):
+        outputs[PAPER_GUIDANCE_ROW] = _edit_held_out(
+            config, editor, edits, paper.text_scale, paper.image_scale
+        )
     outputs["identity"] = identity_edits(edits, size=config.size)
     # Not a method: the floor every latent editor shares (its decoder on the true result).
     outputs["ground truth, autoencoded"] = round_trip_edits(editor.vae, edits, size=config.size)
@@ -1033,6 +1159,7 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
         "methods": methods,
         "sweep": [asdict(point) for point in points],
         "best_sdedit": best_sdedit,
+        "guidance": {"text_scale": chosen.text_scale, "image_scale": chosen.image_scale},
     }
 
 
@@ -1177,6 +1304,22 @@ def _stage_report(config: RecipeConfig, folder: Path, progress: bool) -> dict[st
                 for family, row in families.items()
             ],
         ),
+        f"\nGuidance chosen on {records['guidance']['scenes']} validation edits (seed "
+        f"{records['guidance']['seed']}): s_T {records['guidance']['text_scale']:g}, "
+        f"s_I {records['guidance']['image_scale']:g}\n\n",
+        _table(
+            ["s_T", "s_I", "success (all)", "rest intact", "unchanged MAE"],
+            [
+                [
+                    f"{row['text_scale']:g}",
+                    f"{row['image_scale']:g}",
+                    _percent(row["oracle"]["all"]["success"]),
+                    _percent(row["oracle"]["all"]["intact"]),
+                    f"{row['oracle']['all']['unchanged_error']:.3f}",
+                ]
+                for row in records["guidance"]["grid"]
+            ],
+        ),
         f"\nHeld-out edits ({config.eval_scenes} rendered scenes, realised per family)\n\n",
         _table(
             _METHOD_HEADER,
@@ -1213,6 +1356,7 @@ _RUNNERS: dict[str, Callable[[RecipeConfig, Path, bool], dict[str, Any]]] = {
     "clip": _stage_clip,
     "pairs": _stage_pairs,
     "editor": _stage_editor,
+    "guidance": _stage_guidance,
     "evaluate": _stage_evaluate,
     "ablations": _stage_ablations,
     "report": _stage_report,
@@ -1266,7 +1410,9 @@ def shapes_command(
     smoke: bool = False,
     gpu: bool = False,
     seed: int = 0,
-    until: Literal["text_to_image", "clip", "pairs", "editor", "evaluate", "ablations", "report"]
+    until: Literal[
+        "text_to_image", "clip", "pairs", "editor", "guidance", "evaluate", "ablations", "report"
+    ]
     | None = None,
 ) -> str:
     """Runs the ShapesWorld reproduction of the paper (rerun to continue a stopped run).
