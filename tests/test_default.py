@@ -133,21 +133,28 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     save_tiny_open_clip(run / "clip" / "model")
     from instructedit.guidance import DualGuidance, save_guidance_config
 
-    # The guidance the run's guidance stage chose ships with the editor.
-    save_guidance_config(DualGuidance(text_scale=5.0, image_scale=2.5), run / "guidance")
     with pytest.raises(FileNotFoundError, match="has no editor/model folder"):
         default.export_default_model(run / "editor", tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
     target = default.export_default_model(run, tmp_path / "assets" / "shapes")
+    monkeypatch.setattr(default, "bundled_dir", lambda: target)
+    # A run without a guidance stage (its editor folder stores none) ships the paper's.
+    assert instructedit.load_default().guidance == DualGuidance()
+    # The guidance the run's guidance stage chose (written into the editor's folder) ships.
+    save_guidance_config(DualGuidance(text_scale=5.0, image_scale=2.5), run / "editor" / "model")
+    target = default.export_default_model(run, target)
     assert not (target / "editor" / "tokenizer").exists()  # rebuilt from open_clip's BPE
     for config in (target / "editor").glob("*/config.json"):  # no path of the exporting machine
         assert "_name_or_path" not in json.loads(config.read_text()), config
     (target / "MODEL_CARD.md").write_text("# the card\n")
     target = default.export_default_model(run, target)  # a new export keeps the card
     assert (target / "MODEL_CARD.md").read_text() == "# the card\n"
-    monkeypatch.setattr(default, "bundled_dir", lambda: target)
     exported = instructedit.load_default()
     assert exported.guidance == DualGuidance(text_scale=5.0, image_scale=2.5)
+    # New scales of the same file size reach the cached folder too.
+    save_guidance_config(DualGuidance(text_scale=3.0, image_scale=2.5), run / "editor" / "model")
+    default.export_default_model(run, target)
+    assert instructedit.load_default().guidance == DualGuidance(text_scale=3.0, image_scale=2.5)
     original = EditPipeline.from_pretrained(
         run / "editor" / "model", guidance=DualGuidance(text_scale=5.0, image_scale=2.5)
     )

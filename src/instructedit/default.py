@@ -68,9 +68,19 @@ def default_model_dir() -> Path:
     source = bundled_dir()
     _check_bundled(source)
     editor = source / "editor"
+    # Weights by size (hashing 20 MB on every load is slow); small JSON files, such as the
+    # guidance whose new scales may keep its size, by content.
     key = hashlib.sha256(
         json.dumps(
-            [str(editor.resolve()), *(str(p.stat().st_size) for p in sorted(editor.rglob("*.*")))]
+            [
+                str(editor.resolve()),
+                *(
+                    hashlib.sha256(p.read_bytes()).hexdigest()
+                    if p.suffix == ".json"
+                    else str(p.stat().st_size)
+                    for p in sorted(editor.rglob("*.*"))
+                ),
+            ]
         ).encode()
     ).hexdigest()[:16]
 
@@ -138,8 +148,8 @@ def load_default_clip(*, device: str | torch.device | None = None) -> ClipScorer
 def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Writes a ShapesWorld run's editor and CLIP as the embedded default (float16 safetensors).
 
-    The editor's guidance is the one the run's ``guidance`` stage chose (written as the
-    editor's ``guidance_config.json``); a run without that stage ships the paper's.
+    The editor's ``guidance_config.json`` ships with it: the scales the run's ``guidance`` stage
+    chose (a run without that stage ships the paper's).
 
     Args:
         run: the folder of ``instructedit shapes reproduce`` (with ``editor/model`` and
@@ -179,9 +189,8 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
         )
     shutil.copytree(editor / "scheduler", staging / "editor" / "scheduler")
     shutil.copyfile(editor / "model_index.json", staging / "editor" / "model_index.json")
-    chosen = run / "guidance" / GUIDANCE_CONFIG_NAME
-    if chosen.is_file():
-        shutil.copyfile(chosen, staging / "editor" / GUIDANCE_CONFIG_NAME)
+    if (editor / GUIDANCE_CONFIG_NAME).is_file():
+        shutil.copyfile(editor / GUIDANCE_CONFIG_NAME, staging / "editor" / GUIDANCE_CONFIG_NAME)
     (staging / "clip").mkdir()
     shutil.copyfile(clip / "open_clip_config.json", staging / "clip" / "open_clip_config.json")
     weights = load_file(clip / "open_clip_model.safetensors")

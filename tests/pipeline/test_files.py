@@ -65,6 +65,11 @@ def test_edit_command_uses_the_model_guidance_unless_given(model, tmp_path):
     assert not np.array_equal(stored, edit(model))  # the paper's 7.5 and 1.5 differ
     overridden = edit(tuned_folder, "--text-scale", "7.5", "--image-scale", "1.5")
     np.testing.assert_array_equal(overridden, edit(model))
+    # One scale given: the other is still the model's.
+    np.testing.assert_array_equal(
+        edit(tuned_folder, "--text-scale", "7.5"),
+        edit(model, "--text-scale", "7.5", "--image-scale", "1.2"),
+    )
 
 
 @pytest.mark.parametrize(

@@ -177,7 +177,7 @@ def test_stored_guidance_is_the_loaded_default(folder, tmp_path, noise_image):
     [
         ("{not json", "is not valid JSON"),
         ("[7.5, 1.5]", "must hold a JSON object"),
-        ('{"text_scale": 5, "cfg": 2}', r"unknown field\(s\) \['cfg'\]"),
+        ('{"_class_name": "ClassifierFreeGuidance", "scale": 5}', "not a 'DualGuidance'"),
         ('{"image_scale": -1}', "image_scale must be a finite number >= 0"),
         ('{"interval": 0.5}', "interval must be a \\[start, end\\] list"),
         ('{"interval": [0.6, 0.2]}', "interval must satisfy"),
@@ -196,17 +196,24 @@ def test_a_bad_guidance_file_is_named_before_weights_load(folder, tmp_path, text
     assert GUIDANCE_CONFIG_NAME in str(info.value)
 
 
-def test_notes_in_the_guidance_file_are_kept_and_ignored(tmp_path):
+def test_notes_in_the_guidance_file_are_kept_and_ignored(tmp_path, caplog):
     import json
 
+    from instructedit import __version__
     from instructedit.guidance import DualGuidance, load_guidance_config, save_guidance_config
 
     path = save_guidance_config(DualGuidance(text_scale=5.0, image_scale=2.5), tmp_path, note="n")
     values = json.loads(path.read_text())
     assert values["_note"] == "n"
+    assert values["_instructedit_version"] == __version__
     assert "backend" not in values  # a property of the machine, not of the model
     assert load_guidance_config(tmp_path) == DualGuidance(text_scale=5.0, image_scale=2.5)
     assert load_guidance_config(tmp_path / "elsewhere") is None
+    # A field written by a newer version is ignored, with a warning naming it.
+    path.write_text(json.dumps({**values, "stochasticity": 0.3}))
+    with caplog.at_level("WARNING"):
+        assert load_guidance_config(tmp_path) == DualGuidance(text_scale=5.0, image_scale=2.5)
+    assert "ignoring field(s) ['stochasticity']" in caplog.text
 
 
 def test_hub_guidance_is_read_when_the_repository_has_one(tmp_path, monkeypatch):
@@ -235,5 +242,34 @@ def test_hub_guidance_is_read_when_the_repository_has_one(tmp_path, monkeypatch)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", missing)
     assert _hub_guidance("owner/model", revision=None, cache_dir=None) is None
     monkeypatch.undo()
-    # Offline (the tests' setting) and not cached: no stored guidance, no error.
-    assert _hub_guidance("nobody-here/no-such-pipeline", revision=None, cache_dir=None) is None
+
+
+def test_offline_hub_guidance_falls_back_with_a_warning(caplog):
+    from instructedit.pipeline._edit import _hub_guidance
+
+    # Offline (the tests' setting) and not cached: the paper's guidance, and the user is told.
+    with caplog.at_level("WARNING"):
+        assert _hub_guidance("nobody-here/no-such-pipeline", revision=None, cache_dir=None) is None
+    assert "could not check nobody-here/no-such-pipeline" in caplog.text
+
+
+def test_from_pretrained_asks_the_hub_only_for_hub_ids(folder, monkeypatch):
+    from instructedit.guidance import DualGuidance
+    from instructedit.pipeline import _edit
+
+    asked = []
+
+    def hub_guidance(hub_id, *, revision, cache_dir):
+        asked.append((hub_id, revision))
+        return DualGuidance(text_scale=4.0)
+
+    monkeypatch.setattr(_edit, "_hub_guidance", hub_guidance)
+    monkeypatch.setattr(_edit, "load_components", lambda *a, **k: tiny_components(seed=0))
+    pipe = EditPipeline.from_pretrained("owner/model", revision="v2")
+    assert pipe.guidance == DualGuidance(text_scale=4.0)
+    assert asked == [("owner/model", "v2")]
+    assert EditPipeline.from_pretrained("owner/model", guidance=DualGuidance()).guidance == (
+        DualGuidance()
+    )
+    EditPipeline.from_pretrained(folder)
+    assert asked == [("owner/model", "v2")]  # neither an explicit guidance nor a folder asks

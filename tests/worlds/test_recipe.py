@@ -64,6 +64,7 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
         best["image_scale"],
     )
     assert load_guidance_config(output / "guidance") == chosen
+    assert load_guidance_config(output / "editor" / "model") == chosen  # loading it edits at it
     assert summary["evaluate"]["guidance"] == {
         "text_scale": chosen.text_scale,
         "image_scale": chosen.image_scale,
@@ -255,6 +256,33 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     assert main(["shapes", "reproduce", "--output", str(output), "--smoke"]) == 0
     again = json.loads((output / "summary.json").read_text())
     assert again == summary
+    # ``until`` a stage already done stops there.
+    assert list(reproduce(RecipeConfig.smoke(str(output)), until="clip", progress=False)) == [
+        "text_to_image",
+        "clip",
+    ]
+    # A stage that runs again (here: as if the run predated it) makes every later record stale.
+    (output / "guidance" / "DONE.json").unlink()
+    redone = reproduce(RecipeConfig.smoke(str(output)), until="guidance", progress=False)
+    assert redone["guidance"]["grid"] == summary["guidance"]["grid"]  # deterministic
+    for later in ("evaluate", "ablations", "report"):
+        assert not (output / later / "DONE.json").exists(), later
+    assert (output / "editor" / "DONE.json").is_file()
+
+
+def _row(success, error):
+    return {"oracle": {"all": {"success": success, "unchanged_error": error}}}
+
+
+def test_the_guidance_stage_keeps_the_most_successful_setting():
+    from instructedit.worlds.recipe import best_setting
+
+    assert best_setting([_row(0.30, 0.05), _row(0.41, 0.10), _row(0.35, 0.02)]) == 1
+    # Equal success: the lower unchanged error; equal both: the earlier setting.
+    assert best_setting([_row(0.40, 0.10), _row(0.40, 0.09), _row(0.40, 0.09)]) == 1
+    assert best_setting([_row(0.2, 0.1)]) == 0
+    with pytest.raises(ValueError, match="at least one setting"):
+        best_setting([])
 
 
 def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
@@ -300,6 +328,7 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("guidance_text_scales", (5.0, 5.0), "guidance_text_scales must not repeat a scale"),
         ("guidance_seed_offset", 0, "guidance_seed_offset must be a non-zero integer"),
         ("guidance_scenes", 0, "guidance_scenes must be"),
+        ("guidance_text_scales", 5.0, "guidance_text_scales must hold one or more finite"),
     ],
 )
 def test_bad_sizes_are_refused_when_the_config_is_made(field, value, message):

@@ -9,6 +9,7 @@ any diffusers folder) gets the paper's scales. diffusers ignores the file.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ __all__ = ["GUIDANCE_CONFIG_NAME", "load_guidance_config", "save_guidance_config
 
 GUIDANCE_CONFIG_NAME = "guidance_config.json"
 """The file name of a pipeline folder's recommended guidance."""
+
+logger = logging.getLogger(__name__)
 
 _FIELDS = ("text_scale", "image_scale", "guidance_rescale", "interval")
 
@@ -36,7 +39,9 @@ def save_guidance_config(
     """
     if not isinstance(guidance, DualGuidance):
         raise TypeError(f"guidance must be a DualGuidance, got {type(guidance).__name__}")
-    values: dict[str, Any] = {"_class_name": "DualGuidance"}
+    from instructedit._version import __version__
+
+    values: dict[str, Any] = {"_class_name": "DualGuidance", "_instructedit_version": __version__}
     values.update(
         text_scale=float(guidance.text_scale),
         image_scale=float(guidance.image_scale),
@@ -55,12 +60,13 @@ def save_guidance_config(
 def load_guidance_config(directory: str | Path) -> DualGuidance | None:
     """The guidance stored in ``directory/guidance_config.json``, or ``None`` without the file.
 
-    Keys starting with ``_`` are notes and are ignored; a missing field keeps
-    :class:`~instructedit.guidance.DualGuidance`'s default.
+    Keys starting with ``_`` are notes; a missing field keeps
+    :class:`~instructedit.guidance.DualGuidance`'s default, and a field this version does not
+    know (written by a newer one) is ignored with a warning.
 
     Raises:
-        ValueError: the file is not a JSON object of the allowed fields, or a value is out of
-            range (the message names the file).
+        ValueError: the file is not a JSON object, names another class than ``DualGuidance``,
+            or a value is out of range (the message names the file).
     """
     path = Path(directory) / GUIDANCE_CONFIG_NAME
     if not path.is_file():
@@ -71,10 +77,19 @@ def load_guidance_config(directory: str | Path) -> DualGuidance | None:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
+    class_name = values.get("_class_name", "DualGuidance")
+    if class_name != "DualGuidance":
+        raise ValueError(f"{path} describes a {class_name!r}, not a 'DualGuidance'")
     fields = {key: value for key, value in values.items() if not key.startswith("_")}
     unknown = sorted(set(fields) - set(_FIELDS))
     if unknown:
-        raise ValueError(f"{path} has unknown field(s) {unknown}; allowed: {list(_FIELDS)}")
+        logger.warning(
+            "%s: ignoring field(s) %s, unknown to this version (known: %s)",
+            path,
+            unknown,
+            list(_FIELDS),
+        )
+        fields = {key: value for key, value in fields.items() if key in _FIELDS}
     if "interval" in fields:
         interval = fields["interval"]
         if not isinstance(interval, list):

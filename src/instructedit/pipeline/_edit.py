@@ -85,11 +85,18 @@ def _hub_guidance(
 ) -> DualGuidance | None:
     """The guidance stored in a hub repository, ``None`` if it has none."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         file = hf_hub_download(hub_id, GUIDANCE_CONFIG_NAME, revision=revision, cache_dir=cache_dir)
-    except EntryNotFoundError:  # the repository has no such file (or it is not cached offline)
+    except LocalEntryNotFoundError:  # offline, and the file is not in the cache
+        logger.warning(
+            "could not check %s for %s (offline, and not cached): using the paper's guidance",
+            hub_id,
+            GUIDANCE_CONFIG_NAME,
+        )
+        return None
+    except EntryNotFoundError:  # the repository has no such file
         return None
     return load_guidance_config(Path(file).parent)
 

@@ -652,7 +652,8 @@ class Trainer:
         diffusers layout, loadable by diffusers' ``StableDiffusionInstructPix2PixPipeline`` too.
         Its scheduler is ``config.sampler`` on the training noise schedule and prediction type
         (by default Euler ancestral; plain Euler for ``"sample"``, which diffusers' ancestral
-        step cannot take)."""
+        step cannot take). Its ``guidance_config.json`` holds the paper's scales (7.5, 1.5); write
+        tuned ones with :func:`~instructedit.guidance.save_guidance_config`."""
         target = Path(directory) if directory is not None else self.config.path / "pipeline"
         return self._export_pipeline().save_pretrained(target)
 

@@ -54,6 +54,7 @@ __all__ = [
     "PAPER_GUIDANCE_ROW",
     "STAGES",
     "RecipeConfig",
+    "best_setting",
     "calibrate_thresholds",
     "candidate_sets",
     "chosen_guidance",
@@ -257,7 +258,7 @@ class RecipeConfig:
     """Largest unchanged-region error of an edit the oracle counts as a success."""
     guidance_text_scales: tuple[float, ...] = (3.0, 5.0, 7.5)
     """s_T values the ``guidance`` stage tries, each with every ``guidance_image_scales`` value."""
-    guidance_image_scales: tuple[float, ...] = (1.5, 2.0, 2.5)
+    guidance_image_scales: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0)
     """s_I values the ``guidance`` stage tries. The grid holds the paper's (7.5, 1.5) by
     default; the stage keeps the setting of highest oracle success."""
     guidance_scenes: int = 200
@@ -295,9 +296,13 @@ class RecipeConfig:
         check_counts(self, counts)
         for name in ("guidance_text_scales", "guidance_image_scales"):
             scales = getattr(self, name)
-            if not scales or any(
-                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                for v in scales
+            if (
+                not isinstance(scales, (tuple, list))
+                or not scales
+                or any(
+                    isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                    for v in scales
+                )
             ):
                 raise ValueError(f"{name} must hold one or more finite numbers, got {scales!r}")
             if len(set(scales)) != len(scales):
@@ -1025,26 +1030,18 @@ def _stage_guidance(config: RecipeConfig, folder: Path, progress: bool) -> dict[
         outputs = _edit_held_out(config, editor, edits, text_scale, image_scale)
         oracle = oracle_summary(edits, outputs, size=config.size, tolerance=config.tolerance)
         rows.append({"text_scale": text_scale, "image_scale": image_scale, "oracle": oracle})
-    best = min(
-        range(len(rows)),
-        key=lambda k: (
-            -rows[k]["oracle"]["all"]["success"],
-            rows[k]["oracle"]["all"]["unchanged_error"],
-            k,
-        ),
-    )
+    best = best_setting(rows)
     chosen = DualGuidance(
         text_scale=rows[best]["text_scale"], image_scale=rows[best]["image_scale"]
     )
-    save_guidance_config(
-        chosen,
-        folder,
-        note=(
-            "chosen by the ShapesWorld recipe's guidance stage: the highest oracle success on "
-            f"{config.guidance_scenes} validation edits (seed {seed}) over "
-            f"s_T {list(config.guidance_text_scales)} x s_I {list(config.guidance_image_scales)}"
-        ),
+    note = (
+        "chosen by the ShapesWorld recipe's guidance stage: the highest oracle success on "
+        f"{config.guidance_scenes} validation edits (seed {seed}) over "
+        f"s_T {list(config.guidance_text_scales)} x s_I {list(config.guidance_image_scales)}"
     )
+    save_guidance_config(chosen, folder, note=note)
+    # The editor's folder carries it too, so that loading it (or shipping it) edits at it.
+    save_guidance_config(chosen, folder.parent / "editor" / "model", note=note)
     logger.info("guidance chosen: s_T %g, s_I %g", chosen.text_scale, chosen.image_scale)
     return {
         "text_scale": chosen.text_scale,
@@ -1055,6 +1052,22 @@ def _stage_guidance(config: RecipeConfig, folder: Path, progress: bool) -> dict[
     }
 
 
+def best_setting(rows: Sequence[dict[str, Any]]) -> int:
+    """The index of the guidance stage's choice among its ``rows`` (each with an ``oracle``
+    summary): the highest success of all edits; ties go to the lower unchanged-region error,
+    then to the earlier row."""
+    if not rows:
+        raise ValueError("rows must hold at least one setting")
+    return min(
+        range(len(rows)),
+        key=lambda k: (
+            -rows[k]["oracle"]["all"]["success"],
+            rows[k]["oracle"]["all"]["unchanged_error"],
+            k,
+        ),
+    )
+
+
 def chosen_guidance(run: str | Path) -> Any:
     """The :class:`~instructedit.guidance.DualGuidance` a run's ``guidance`` stage chose, or
     ``None`` before that stage."""
@@ -1063,14 +1076,15 @@ def chosen_guidance(run: str | Path) -> Any:
     return load_guidance_config(Path(run) / "guidance")
 
 
-def evaluate_editor(model: Path, config: RecipeConfig) -> dict[str, Any]:
-    """Edits ``config.eval_scenes`` held-out rendered scenes with the editor in ``model`` at its
-    default guidance; returns the oracle's verdicts per family (see
+def evaluate_editor(model: Path, config: RecipeConfig, guidance: Any = None) -> dict[str, Any]:
+    """Edits ``config.eval_scenes`` held-out rendered scenes with the editor in ``model`` at
+    ``guidance`` (a :class:`~instructedit.guidance.DualGuidance`; ``None``: the folder's stored
+    guidance); returns the oracle's verdicts per family (see
     :func:`~instructedit.worlds.evaluation.oracle_summary`) and the CLIP similarities."""
     from instructedit.worlds.evaluation import held_out_edits
 
     edits = held_out_edits(config.eval_scenes, seed=config.seed)
-    outputs = _edit_held_out(config, _load_editor(config, Path(model)), edits)
+    outputs = _edit_held_out(config, _load_editor(config, Path(model), guidance), edits)
     return _score_outputs(config, _scorer(config), edits, outputs)
 
 
@@ -1165,7 +1179,9 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
 
 def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
     """Editors trained ``ablation_steps`` on other training sets, against the full recipe's
-    editor at the same step."""
+    editor at the same step, all at the paper's guidance."""
+    from instructedit.guidance import DualGuidance
+
     root = folder.parent
     full = (
         root
@@ -1198,7 +1214,7 @@ def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict
     marker = folder / "full" / "DONE.json"
     if not marker.is_file():
         start = time.perf_counter()
-        record = {"examples": filtered_pairs, **evaluate_editor(full, config)}
+        record = {"examples": filtered_pairs, **evaluate_editor(full, config, DualGuidance())}
         record["seconds"] = round(time.perf_counter() - start, 1)
         write_json_atomic(marker, record)
     results["full"] = json.loads(marker.read_text(encoding="utf-8"))
@@ -1209,7 +1225,7 @@ def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict
             record = _train_editor(
                 variant, root, records(), folder / name, config.ablation_steps, progress=progress
             )
-            record.update(evaluate_editor(folder / name / "model", config))
+            record.update(evaluate_editor(folder / name / "model", config, DualGuidance()))
             record["seconds"] = round(time.perf_counter() - start, 1)
             write_json_atomic(marker, record)
             logger.info("ablation %s done: %s", name, record)
@@ -1268,6 +1284,8 @@ def _stage_report(config: RecipeConfig, folder: Path, progress: bool) -> dict[st
         for stage in STAGES[:-1]
     }
     evaluation, ablations, pairs = records["evaluate"], records["ablations"], records["pairs"]
+    # An evaluation recorded before the guidance stage existed was made at the paper's guidance.
+    evaluated = evaluation.get("guidance", {"text_scale": 7.5, "image_scale": 1.5})
     parts = [
         "Stage times (seconds)\n\n",
         _table(
@@ -1306,7 +1324,8 @@ def _stage_report(config: RecipeConfig, folder: Path, progress: bool) -> dict[st
         ),
         f"\nGuidance chosen on {records['guidance']['scenes']} validation edits (seed "
         f"{records['guidance']['seed']}): s_T {records['guidance']['text_scale']:g}, "
-        f"s_I {records['guidance']['image_scale']:g}\n\n",
+        f"s_I {records['guidance']['image_scale']:g}; the held-out edits below were made at "
+        f"s_T {evaluated['text_scale']:g}, s_I {evaluated['image_scale']:g}\n\n",
         _table(
             ["s_T", "s_I", "success (all)", "rest intact", "unchanged MAE"],
             [
@@ -1384,20 +1403,29 @@ def reproduce(
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
     records: dict[str, Any] = {}
-    for stage in STAGES:
+    for position, stage in enumerate(STAGES):
         folder = root / stage
         marker = folder / "DONE.json"
         if marker.is_file():
             records[stage] = json.loads(marker.read_text(encoding="utf-8"))
             logger.info("stage %s already done", stage)
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        record = _RUNNERS[stage](config, folder, progress)
-        record["seconds"] = round(time.perf_counter() - start, 1)
-        write_json_atomic(marker, record)
-        records[stage] = record
-        logger.info("stage %s done in %.0f s: %s", stage, record["seconds"], record)
+        else:
+            # What a later stage recorded predates this one's output (a run of an older version
+            # without this stage, or a stage redone by hand): it is redone too.
+            for later in STAGES[position + 1 :]:
+                stale = root / later / "DONE.json"
+                if stale.is_file():
+                    logger.warning(
+                        "stage %s runs: %s's record is stale and is redone", stage, later
+                    )
+                    stale.unlink()
+            folder.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            record = _RUNNERS[stage](config, folder, progress)
+            record["seconds"] = round(time.perf_counter() - start, 1)
+            write_json_atomic(marker, record)
+            records[stage] = record
+            logger.info("stage %s done in %.0f s: %s", stage, record["seconds"], record)
         if stage == until:
             break
     return records
