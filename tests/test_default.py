@@ -41,21 +41,25 @@ def test_shipped_weights_are_float16_safetensors_within_25_mb():
 
 @pytest.mark.slow
 def test_default_editor_edits_fixed_held_out_scenes_by_the_oracle(pipe):
-    # 24 held-out rendered scenes (6 per family) that no training stage drew, default guidance.
-    # The shipped editor (sixteenth run: the tenth run's 4358 cross-attention pairs of 2768
-    # distinct caption edits, kept by the CLIP filter and the structure check, trained with the
-    # text encoder) realises most edits but redraws part of many scenes, and most of its removals
-    # erase the other shape too, which the oracle's reading of the kept regions refuses; the
-    # issue's unchanged-error target (0.08) is not met yet, see the ShapesWorld results page.
-    # This guards what it does: measured 6/6 backgrounds, 19/24 edits realised, 9/24 with the
-    # rest intact and 7/24 successes (one verdict of margin below); the identity realises none.
+    # 24 held-out rendered scenes (6 per family) that no training stage drew, at the guidance
+    # the editor ships with (s_T 5, s_I 3: chosen by the recipe's guidance stage on validation
+    # scenes). The shipped editor (sixteenth run: the tenth run's 4358 cross-attention pairs of
+    # 2768 distinct caption edits, kept by the CLIP filter and the structure check, trained with
+    # the text encoder) realises most edits but redraws part of many scenes, and most of its
+    # removals erase the other shape too, which the oracle's reading of the kept regions refuses;
+    # the unchanged-error target (0.08) is not met yet, see the ShapesWorld results page.
+    # This guards what it does: measured 6/6 backgrounds, 17/24 edits realised, 11/24 with the
+    # rest intact and 9/24 successes (one verdict of margin below); the identity realises none.
+    from instructedit.guidance import DualGuidance
+
+    assert pipe.guidance == DualGuidance(text_scale=5.0, image_scale=3.0)
     edits = held_out_edits(24, seed=12345)
     outputs = pipeline_edits(pipe, edits, num_inference_steps=20, progress=False)
     summary = oracle_summary(edits, outputs)
     assert summary["background"]["realised"] >= 5 / 6
-    assert summary["all"]["realised"] >= 18 / 24
-    assert summary["all"]["intact"] >= 8 / 24
-    assert summary["all"]["success"] >= 6 / 24
+    assert summary["all"]["realised"] >= 16 / 24
+    assert summary["all"]["intact"] >= 10 / 24
+    assert summary["all"]["success"] >= 8 / 24
     assert oracle_summary(edits, identity_edits(edits))["all"]["realised"] == 0.0
 
 
@@ -83,8 +87,9 @@ def test_diffusers_loads_the_default_folder_and_edits_identically(pipe):
         scene.instruction,
         image=image,
         num_inference_steps=10,
-        guidance_scale=7.5,
-        image_guidance_scale=1.5,
+        # diffusers ignores guidance_config.json: it is given the scales ours read from it.
+        guidance_scale=5.0,
+        image_guidance_scale=3.0,
         generator=torch.Generator().manual_seed(0),
         output_type="np",
     ).images

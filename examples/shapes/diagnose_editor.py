@@ -9,7 +9,7 @@ Prints five measurements of the editor of a run of ``instructedit shapes reprodu
 ``--editor``):
 
 1. ``held-out``: per edit family, the spread of its unchanged-region error on the run's held-out
-   rendered scenes (the oracle's :func:`~instructedit.worlds.shapes.judge`, default guidance):
+   rendered scenes (the oracle's :func:`~instructedit.worlds.shapes.judge`, the editor's stored guidance):
    quantiles and the share under the run's tolerance;
 2. ``rest``: per edit family, what became of the regions the edit leaves alone
    (:attr:`~instructedit.worlds.shapes.Judgement.rest`): all intact, the edit's new colour spilled

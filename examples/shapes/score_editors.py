@@ -6,8 +6,9 @@
     python examples/shapes/score_editors.py outputs/shapes --output scores.json   # resumable
 
 Edits the run's held-out rendered scenes (its ``eval_scenes`` and ``seed``, or ``--scenes`` and
-``--seed``) with the run's editor and each ``--editor NAME=FOLDER`` at their default guidance,
-as :func:`~instructedit.worlds.recipe.evaluate_editor` does; with SDEdit from the text-to-image
+``--seed``) with the run's editor and each ``--editor NAME=FOLDER`` at their stored guidance
+(``guidance_config.json``; the paper's 7.5 and 1.5 for a folder without one), as
+:func:`~instructedit.worlds.recipe.evaluate_editor` does; with SDEdit from the text-to-image
 model of each ``--sdedit`` run at ``--strengths`` (the run's text guidance); the identity; and
 the ground truth through the run's autoencoder. Prints, per method, the first oracle's success
 (realised and an unchanged-region error within the run's tolerance), the share with the rest
