@@ -241,7 +241,6 @@ def test_hub_guidance_is_read_when_the_repository_has_one(tmp_path, monkeypatch)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", missing)
     assert _hub_guidance("owner/model", revision=None, cache_dir=None) is None
-    monkeypatch.undo()
 
 
 def test_offline_hub_guidance_falls_back_with_a_warning(caplog):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ GUIDANCE_CONFIG_NAME = "guidance_config.json"
 
 logger = logging.getLogger(__name__)
 
-_FIELDS = ("text_scale", "image_scale", "guidance_rescale", "interval")
+# What a file stores: every field of DualGuidance but the machine's backend.
+_FIELDS = tuple(field.name for field in fields(DualGuidance) if field.name != "backend")
 
 
 def save_guidance_config(
@@ -80,8 +82,8 @@ def load_guidance_config(directory: str | Path) -> DualGuidance | None:
     class_name = values.get("_class_name", "DualGuidance")
     if class_name != "DualGuidance":
         raise ValueError(f"{path} describes a {class_name!r}, not a 'DualGuidance'")
-    fields = {key: value for key, value in values.items() if not key.startswith("_")}
-    unknown = sorted(set(fields) - set(_FIELDS))
+    stored = {key: value for key, value in values.items() if not key.startswith("_")}
+    unknown = sorted(set(stored) - set(_FIELDS))
     if unknown:
         logger.warning(
             "%s: ignoring field(s) %s, unknown to this version (known: %s)",
@@ -89,13 +91,13 @@ def load_guidance_config(directory: str | Path) -> DualGuidance | None:
             unknown,
             list(_FIELDS),
         )
-        fields = {key: value for key, value in fields.items() if key in _FIELDS}
-    if "interval" in fields:
-        interval = fields["interval"]
+        stored = {key: value for key, value in stored.items() if key in _FIELDS}
+    if "interval" in stored:
+        interval = stored["interval"]
         if not isinstance(interval, list):
             raise ValueError(f"{path}: interval must be a [start, end] list, got {interval!r}")
-        fields["interval"] = tuple(interval)
+        stored["interval"] = tuple(interval)
     try:
-        return DualGuidance(**fields)
+        return DualGuidance(**stored)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from error

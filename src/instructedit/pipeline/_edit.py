@@ -200,7 +200,8 @@ class EditPipeline:
             path_or_hub_id = default_model_dir()
             # Its weights are stored in float16; CPUs need float32 unless asked otherwise.
             torch_dtype = torch_dtype or torch.float32
-        if guidance is None and Path(path_or_hub_id).is_dir():  # checked before weights load
+        is_local = Path(path_or_hub_id).is_dir()
+        if guidance is None and is_local:  # a bad file is refused before the weights load
             guidance = load_guidance_config(path_or_hub_id)
         parts = load_components(
             path_or_hub_id,
@@ -211,7 +212,7 @@ class EditPipeline:
             revision=revision,
             cache_dir=cache_dir,
         )
-        if guidance is None and not Path(path_or_hub_id).is_dir():
+        if guidance is None and not is_local:
             guidance = _hub_guidance(str(path_or_hub_id), revision=revision, cache_dir=cache_dir)
         return cls(**parts, guidance=guidance)
 
