@@ -4,6 +4,7 @@
     python benchmarks/train_throughput.py --sd15        # SD-1.5-sized UNet at 256² (CUDA)
     python benchmarks/train_throughput.py --shapes      # ShapesWorld's editor at 32², batch 64
     python benchmarks/train_throughput.py --train-text-encoder   # also with the encoder trained
+    python benchmarks/train_throughput.py --shapes --batch-size 32   # the recipe's CPU batch
 
 Prints images/s over the timed steps (after warm-up) and the peak memory (CUDA:
 max_memory_allocated; CPU: peak resident set of the process), for fp32 and, on CUDA, bf16 with
@@ -49,6 +50,12 @@ def main() -> None:
     parser.add_argument("--shapes", action="store_true", help="ShapesWorld's editor and pairs")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="batch size (default: 8 with --sd15, 64 with --shapes, 16 otherwise)",
+    )
+    parser.add_argument(
         "--train-text-encoder",
         action="store_true",
         help="also time each setting with the text encoder trained",
@@ -83,6 +90,10 @@ def main() -> None:
         parts = dict(tiny_components(in_channels=4, seed=0))
         unet_t2i = parts["unet"]
         resolution, batch = 32, 16
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
+        batch = args.batch_size
     rng = np.random.default_rng(0)
     if args.shapes:  # the renderer's ground-truth pairs, as the recipe's ablations train on
         from instructedit.worlds.evaluation import held_out_edits

@@ -73,6 +73,11 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
         f"s_T {chosen.text_scale:g}, s_I {chosen.image_scale:g}"
         in (output / "report" / "report.rst").read_text()
     )
+    # Two values of s_I were tried: the choice is one of the grid's ends, and said to be; s_T,
+    # tried at one value, is not an edge.
+    edge = "largest" if chosen.image_scale == 2.5 else "smallest"
+    assert guidance["edges"] == [f"s_I = {chosen.image_scale:g} is the {edge} tried"]
+    assert "on the grid's edge: s_I = " in (output / "report" / "report.rst").read_text()
     methods = summary["evaluate"]["methods"]
     paper_row = {PAPER_GUIDANCE_ROW} if chosen != DualGuidance() else set()
     assert set(methods) == {
@@ -230,6 +235,11 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
             ["run's editor | ", "identity | 0.0% | 100.0% |", "SDEdit 0.4, shapes | "],
         ),
         (
+            "guidance_grid.py",
+            ["--scenes", "2", "--text-scales", "7.5", "--image-scales", "1.5", "2"],
+            ["7.5 | 1.5 | ", "7.5 | 2 | ", "chosen: s_T 7.5, s_I ", "(on the grid's edge: s_I = "],
+        ),
+        (
             "attention_binding.py",
             ["--edits", "2", "--timesteps", "500"],
             ["model | ", "concentration | 500 | "],
@@ -268,6 +278,16 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     for later in ("evaluate", "ablations", "report"):
         assert not (output / later / "DONE.json").exists(), later
     assert (output / "editor" / "DONE.json").is_file()
+    # The ablations stage trains the editors the config names, no others (a finished one is
+    # reused, not retrained); the report lists those.
+    only = replace(RecipeConfig.smoke(str(output)), ablations=("fewer_pairs",))
+    subset = reproduce(only, progress=False)["ablations"]["runs"]
+    assert set(subset) == {"full", "fewer_pairs"}
+    assert subset["fewer_pairs"] == runs["fewer_pairs"]
+    report = (output / "report" / "report.rst").read_text()
+    ablation_rows = report.split("Ablations (")[1].split("Guidance sweep")[0]
+    assert "fewer_pairs" in ablation_rows
+    assert "zero_init" not in ablation_rows
 
 
 def _row(success, error):
@@ -283,6 +303,21 @@ def test_the_guidance_stage_keeps_the_most_successful_setting():
     assert best_setting([_row(0.2, 0.1)]) == 0
     with pytest.raises(ValueError, match="at least one setting"):
         best_setting([])
+
+
+def test_a_choice_at_the_end_of_the_values_tried_is_an_edge():
+    from instructedit.worlds.recipe import grid_edges
+
+    text, image = (3.0, 5.0, 7.5), (1.5, 2.0, 3.0)
+    assert grid_edges(5.0, 2.0, text, image) == []
+    assert grid_edges(5.0, 3.0, text, image) == ["s_I = 3 is the largest tried"]
+    assert grid_edges(3.0, 1.5, text, image) == [
+        "s_T = 3 is the smallest tried",
+        "s_I = 1.5 is the smallest tried",
+    ]
+    # The grid's order does not matter; one value tried is no edge.
+    assert grid_edges(7.5, 2.0, (7.5, 3.0, 5.0), image) == ["s_T = 7.5 is the largest tried"]
+    assert grid_edges(7.5, 2.0, (7.5,), (2.0,)) == []
 
 
 def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
@@ -327,6 +362,9 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ),
         ("guidance_text_scales", (5.0, 5.0), "guidance_text_scales must not repeat a scale"),
         ("guidance_seed_offset", 0, "guidance_seed_offset must be a non-zero integer"),
+        ("ablations", ("fewer_pairs", "no_filter"), r"ablations must hold distinct names of \["),
+        ("ablations", ("ground_truth", "ground_truth"), "ablations must hold distinct names"),
+        ("ablations", "ground_truth", "ablations must hold distinct names"),
         ("guidance_scenes", 0, "guidance_scenes must be"),
         ("guidance_text_scales", 5.0, "guidance_text_scales must hold one or more finite"),
     ],
