@@ -25,6 +25,14 @@ from instructedit.sampling import SCHEDULERS
 from instructedit.worlds.recipe import RecipeConfig, best_setting, grid_edges, guidance_grid
 from instructedit.worlds.shapes import EDIT_FAMILIES
 
+OPTIONS = {
+    "guidance_scenes": "--scenes",
+    "eval_steps": "--steps",
+    "text_scales": "--text-scales",
+    "image_scales": "--image-scales",
+}
+"""The names errors give the arguments, and the options they come from."""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,7 +47,12 @@ def main() -> None:
         "--image-scales", type=float, nargs="+", default=list(defaults.guidance_image_scales)
     )
     parser.add_argument("--scenes", type=int, default=defaults.guidance_scenes)
-    parser.add_argument("--seed", type=int, default=0, help="the recipe's seed (noise)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the recipe's seed: the noise's, and seed + 7 the validation scenes'",
+    )
     parser.add_argument("--steps", type=int, default=defaults.eval_steps, help="sampler steps")
     parser.add_argument(
         "--scheduler", choices=sorted(SCHEDULERS), help="sampler (default: the model's own)"
@@ -56,15 +69,23 @@ def main() -> None:
         model = Path(args.model)
         if (model / "editor" / "model" / "model_index.json").is_file():
             model = model / "editor" / "model"
-    config = RecipeConfig(seed=args.seed, guidance_scenes=args.scenes, eval_steps=args.steps)
-    rows = guidance_grid(
-        model,
-        config,
-        text_scales=args.text_scales,
-        image_scales=args.image_scales,
-        scheduler=args.scheduler,
-        progress=True,
-    )
+    if not (model / "model_index.json").is_file():
+        parser.error(f"{model} holds no editor (no model_index.json)")
+    try:
+        config = RecipeConfig(seed=args.seed, guidance_scenes=args.scenes, eval_steps=args.steps)
+        rows = guidance_grid(
+            model,
+            config,
+            text_scales=args.text_scales,
+            image_scales=args.image_scales,
+            scheduler=args.scheduler,
+            progress=True,
+        )
+    except ValueError as error:  # named as the options are
+        message = str(error)
+        for field, option in OPTIONS.items():
+            message = message.replace(field, option)
+        parser.error(message)
     seed = config.seed + config.guidance_seed_offset
     sampler = args.scheduler or "the model's scheduler"
     print(
@@ -91,8 +112,17 @@ def main() -> None:
         + (f" (on the grid's edge: {'; '.join(edges)})" if edges else "")
     )
     if args.output is not None:
-        record = {"scenes": args.scenes, "seed": seed, "steps": args.steps, "rows": rows}
-        write_json_atomic(args.output, {**record, "scheduler": args.scheduler})
+        record = {
+            "model": str(model),
+            "scenes": args.scenes,
+            "seed": seed,
+            "steps": args.steps,
+            "scheduler": args.scheduler,
+            "chosen": {"text_scale": best["text_scale"], "image_scale": best["image_scale"]},
+            "edges": edges,
+            "rows": rows,
+        }
+        write_json_atomic(args.output, record)
         print(f"written: {args.output}")
 
 

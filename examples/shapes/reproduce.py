@@ -29,7 +29,8 @@ def main() -> None:
         "--ablations",
         nargs="*",
         choices=ABLATIONS,
-        help=f"the ablation editors to train (default: {' '.join(DEFAULT_ABLATIONS)})",
+        help=f"the ablation editors to train (default: {' '.join(DEFAULT_ABLATIONS)}; "
+        "with --smoke, all)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

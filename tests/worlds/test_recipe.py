@@ -10,7 +10,7 @@ from instructedit.worlds.recipe import STAGES, RecipeConfig, reproduce
 
 
 @pytest.mark.slow
-def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
+def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys, caplog):
     output = tmp_path / "shapes"
     # Stop after the CLIP stage, then continue: the done stages are not rerun.
     first = reproduce(RecipeConfig.smoke(str(output)), until="clip", progress=False)
@@ -77,6 +77,10 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     # tried at one value, is not an edge.
     edge = "largest" if chosen.image_scale == 2.5 else "smallest"
     assert guidance["edges"] == [f"s_I = {chosen.image_scale:g} is the {edge} tried"]
+    assert any(
+        record.levelname == "WARNING" and "on the grid's edge" in record.getMessage()
+        for record in caplog.records
+    )
     assert "on the grid's edge: s_I = " in (output / "report" / "report.rst").read_text()
     methods = summary["evaluate"]["methods"]
     paper_row = {PAPER_GUIDANCE_ROW} if chosen != DualGuidance() else set()
@@ -288,6 +292,18 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys):
     ablation_rows = report.split("Ablations (")[1].split("Guidance sweep")[0]
     assert "fewer_pairs" in ablation_rows
     assert "zero_init" not in ablation_rows
+    # Asking a finished run for an ablation it has not recorded runs the stage again (the
+    # finished editors reused); asking it for other steps is refused, naming the way out.
+    more = replace(only, ablations=("fewer_pairs", "zero_init"))
+    widened = reproduce(more, progress=False)["ablations"]["runs"]
+    assert set(widened) == {"full", "fewer_pairs", "zero_init"}
+    assert widened["zero_init"] == runs["zero_init"]
+    assert "zero_init" in (output / "report" / "report.rst").read_text().split("Ablations (")[1]
+    (output / "ablations" / "DONE.json").unlink()
+    with pytest.raises(ValueError, match="pass ablation_steps=3, or delete that folder"):
+        reproduce(replace(more, ablation_steps=5), until="ablations", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"snapshots: \['model-3'\]\); pass the"):
+        reproduce(replace(more, ablation_steps=2), until="ablations", progress=False)
 
 
 def _row(success, error):
@@ -315,9 +331,46 @@ def test_a_choice_at_the_end_of_the_values_tried_is_an_edge():
         "s_T = 3 is the smallest tried",
         "s_I = 1.5 is the smallest tried",
     ]
-    # The grid's order does not matter; one value tried is no edge.
+    # The grid's order does not matter; one value tried, even repeated, is no edge.
     assert grid_edges(7.5, 2.0, (7.5, 3.0, 5.0), image) == ["s_T = 7.5 is the largest tried"]
     assert grid_edges(7.5, 2.0, (7.5,), (2.0,)) == []
+    assert grid_edges(5.0, 2.0, [5.0, 5.0], [2.0]) == []
+
+
+def test_the_report_notes_a_choice_on_the_grids_edge_even_in_an_older_record():
+    from instructedit.worlds.recipe import _edges_note
+
+    grid = [
+        {"text_scale": t, "image_scale": i, "oracle": {}} for t in (5.0, 7.5) for i in (2.0, 3.0)
+    ]
+    older = {"text_scale": 5.0, "image_scale": 3.0, "grid": grid}  # no "edges" kept
+    assert _edges_note(older) == (
+        "; on the grid's edge: s_T = 5 is the smallest tried; s_I = 3 is the largest tried"
+    )
+    assert _edges_note({**older, "edges": []}) == ""
+
+
+def test_guidance_grid_refuses_bad_scales_before_loading_anything(tmp_path):
+    from instructedit.worlds.recipe import guidance_grid
+
+    missing = tmp_path / "no-editor"  # never read: the scales are refused first
+    with pytest.raises(ValueError, match="text_scales must hold one or more finite numbers"):
+        guidance_grid(missing, RecipeConfig(), text_scales=5.0)
+    with pytest.raises(ValueError, match="image_scales must not repeat a scale"):
+        guidance_grid(missing, RecipeConfig(), image_scales=[3.0, 3.0])
+
+
+def test_the_ablations_are_kept_as_a_tuple():
+    from instructedit.worlds.recipe import ABLATIONS, DEFAULT_ABLATIONS
+
+    config = RecipeConfig(ablations=["ground_truth", "fewer_pairs"])
+    assert config.ablations == ("ground_truth", "fewer_pairs")
+    assert config == RecipeConfig(ablations=("ground_truth", "fewer_pairs"))
+    assert hash(config) == hash(RecipeConfig(ablations=("ground_truth", "fewer_pairs")))
+    # The paper's two ablations and the one it could not run, by default; all five on a GPU.
+    assert RecipeConfig().ablations == DEFAULT_ABLATIONS == ABLATIONS[:3]
+    assert set(DEFAULT_ABLATIONS) == {"no_clip_filter", "fewer_pairs", "ground_truth"}
+    assert RecipeConfig.gpu().ablations == ABLATIONS
 
 
 def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
@@ -362,9 +415,10 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ),
         ("guidance_text_scales", (5.0, 5.0), "guidance_text_scales must not repeat a scale"),
         ("guidance_seed_offset", 0, "guidance_seed_offset must be a non-zero integer"),
-        ("ablations", ("fewer_pairs", "no_filter"), r"ablations must hold distinct names of \["),
-        ("ablations", ("ground_truth", "ground_truth"), "ablations must hold distinct names"),
-        ("ablations", "ground_truth", "ablations must hold distinct names"),
+        ("ablations", ("fewer_pairs", "no_filter"), r"ablations must hold one or more distinct"),
+        ("ablations", ("ground_truth", "ground_truth"), "ablations must hold one or more"),
+        ("ablations", "ground_truth", "ablations must hold one or more distinct names"),
+        ("ablations", (), "ablations must hold one or more distinct names"),
         ("guidance_scenes", 0, "guidance_scenes must be"),
         ("guidance_text_scales", 5.0, "guidance_text_scales must hold one or more finite"),
     ],

@@ -329,20 +329,7 @@ class RecipeConfig:
         )
         check_counts(self, counts)
         for name in ("guidance_text_scales", "guidance_image_scales"):
-            scales = getattr(self, name)
-            if (
-                not isinstance(scales, (tuple, list))
-                or not scales
-                or any(
-                    isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                    for v in scales
-                )
-            ):
-                raise ValueError(f"{name} must hold one or more finite numbers, got {scales!r}")
-            if len(set(scales)) != len(scales):
-                raise ValueError(f"{name} must not repeat a scale, got {scales!r}")
-            for value in scales:
-                check_scale(name, value)
+            _check_scales(name, getattr(self, name))
         offset = self.guidance_seed_offset
         if not isinstance(offset, int) or isinstance(offset, bool) or offset == 0:
             raise ValueError(
@@ -400,12 +387,15 @@ class RecipeConfig:
         check_counts(self, ("decoder_steps", "loader_workers"), minimum=0)
         if (
             not isinstance(self.ablations, (tuple, list))
+            or not self.ablations
             or any(name not in ABLATIONS for name in self.ablations)
             or len(set(self.ablations)) != len(self.ablations)
         ):
             raise ValueError(
-                f"ablations must hold distinct names of {list(ABLATIONS)}, got {self.ablations!r}"
+                f"ablations must hold one or more distinct names of {list(ABLATIONS)}, got "
+                f"{self.ablations!r} (to run no ablation, stop the recipe with until='evaluate')"
             )
+        object.__setattr__(self, "ablations", tuple(self.ablations))
         if not 0 < self.fewer_pairs_fraction <= 1:
             raise ValueError(
                 f"fewer_pairs_fraction must be in (0, 1], got {self.fewer_pairs_fraction!r}"
@@ -455,6 +445,24 @@ class RecipeConfig:
             guidance_image_scales=(1.5, 2.5),
             guidance_scenes=4,
         )
+
+
+def _check_scales(name: str, scales: Any) -> None:
+    """Refuses, naming ``name``, anything but a non-empty sequence of distinct finite scales
+    >= 0."""
+    if (
+        not isinstance(scales, (tuple, list))
+        or not scales
+        or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+            for v in scales
+        )
+    ):
+        raise ValueError(f"{name} must hold one or more finite numbers, got {scales!r}")
+    if len(set(scales)) != len(scales):
+        raise ValueError(f"{name} must not repeat a scale, got {scales!r}")
+    for value in scales:
+        check_scale(name, value)
 
 
 def _device(config: RecipeConfig) -> str:
@@ -1085,10 +1093,12 @@ def guidance_grid(
     from instructedit.guidance import DualGuidance
     from instructedit.worlds.evaluation import held_out_edits, oracle_summary
 
+    if text_scales is not None:
+        _check_scales("text_scales", text_scales)
+    if image_scales is not None:
+        _check_scales("image_scales", image_scales)
     texts = tuple(config.guidance_text_scales if text_scales is None else text_scales)
     images = tuple(config.guidance_image_scales if image_scales is None else image_scales)
-    # The config's own checks (finite, >= 0, distinct, not empty) for the scales given here.
-    replace(config, guidance_text_scales=texts, guidance_image_scales=images)
     edits = held_out_edits(config.guidance_scenes, seed=config.seed + config.guidance_seed_offset)
     editor = _load_editor(config, Path(model), DualGuidance(), scheduler)
     rows: list[dict[str, Any]] = []
@@ -1157,9 +1167,9 @@ def grid_edges(
         ("s_T", text_scale, text_scales),
         ("s_I", image_scale, image_scales),
     ):
-        if len(tried) > 1 and value == max(tried):
+        if len(set(tried)) > 1 and value == max(tried):
             edges.append(f"{name} = {value:g} is the largest tried")
-        elif len(tried) > 1 and value == min(tried):
+        elif len(set(tried)) > 1 and value == min(tried):
             edges.append(f"{name} = {value:g} is the smallest tried")
     return edges
 
@@ -1304,6 +1314,13 @@ def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict
             else "model"
         )
     )
+    if not (full / "model_index.json").is_file():
+        snapshots = sorted(p.name for p in (root / "editor").glob("model-*"))
+        raise FileNotFoundError(
+            f"the ablations compare with the full editor at step {config.ablation_steps}, but "
+            f"{full} does not exist (the editor's snapshots: {snapshots or 'none'}); pass the "
+            "ablation_steps the run's editor stage was made with (1500 before 2026-11-29)"
+        )
     filtered_pairs = len(selection_folders(root, "filtered"))  # counted, not decoded
     # name → (training set, config): the paper's two ablations, two this world allows, and the
     # paper's zero-initialised image channels against this recipe's copied ones (see ABLATIONS).
@@ -1343,6 +1360,12 @@ def _stage_ablations(config: RecipeConfig, folder: Path, progress: bool) -> dict
             write_json_atomic(marker, record)
             logger.info("ablation %s done: %s", name, record)
         results[name] = json.loads(marker.read_text(encoding="utf-8"))
+        if results[name].get("steps", config.ablation_steps) != config.ablation_steps:
+            raise ValueError(
+                f"{folder / name} holds an editor trained {results[name]['steps']} steps but "
+                f"ablation_steps is {config.ablation_steps}: pass ablation_steps="
+                f"{results[name]['steps']}, or delete that folder to train it again"
+            )
     return {"steps": config.ablation_steps, "runs": results}
 
 
@@ -1387,6 +1410,21 @@ _METHOD_HEADER = [
     "CLIP direction",
     "CLIP image",
 ]
+
+
+def _edges_note(guidance: dict[str, Any]) -> str:
+    """The report's note of a guidance choice on the grid's edge (recomputed from the grid for a
+    record from before the stage kept ``edges``)."""
+    grid = guidance["grid"]
+    edges = guidance.get("edges")
+    if edges is None:
+        edges = grid_edges(
+            guidance["text_scale"],
+            guidance["image_scale"],
+            [row["text_scale"] for row in grid],
+            [row["image_scale"] for row in grid],
+        )
+    return f"; on the grid's edge: {'; '.join(edges)}" if edges else ""
 
 
 def _stage_report(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
@@ -1439,7 +1477,7 @@ def _stage_report(config: RecipeConfig, folder: Path, progress: bool) -> dict[st
         f"{records['guidance']['seed']}): s_T {records['guidance']['text_scale']:g}, "
         f"s_I {records['guidance']['image_scale']:g}; the held-out edits below were made at "
         f"s_T {evaluated['text_scale']:g}, s_I {evaluated['image_scale']:g}"
-        + "".join(f"; on the grid's edge: {edge}" for edge in records["guidance"].get("edges", []))
+        + _edges_note(records["guidance"])
         + "\n\n",
         _table(
             ["s_T", "s_I", "success (all)", "rest intact", "unchanged MAE"],
@@ -1521,8 +1559,12 @@ def reproduce(
     for position, stage in enumerate(STAGES):
         folder = root / stage
         marker = folder / "DONE.json"
-        if marker.is_file():
-            records[stage] = json.loads(marker.read_text(encoding="utf-8"))
+        done = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+        outdated = None if done is None else _outdated(stage, config, done)
+        if outdated is not None:
+            logger.warning("stage %s runs again: %s", stage, outdated)
+        if done is not None and outdated is None:
+            records[stage] = done
             logger.info("stage %s already done", stage)
         else:
             # What a later stage recorded predates this one's output (a run of an older version
@@ -1544,6 +1586,16 @@ def reproduce(
         if stage == until:
             break
     return records
+
+
+def _outdated(stage: str, config: RecipeConfig, record: dict[str, Any]) -> str | None:
+    """Why a finished stage's ``record`` does not answer ``config`` (``None``: it does). Its
+    finished parts are reused when it runs again."""
+    if stage == "ablations":
+        missing = [name for name in config.ablations if name not in record.get("runs", {})]
+        if missing:
+            return f"the config asks for ablations it has not run: {missing}"
+    return None
 
 
 def shapes_command(
