@@ -1436,7 +1436,12 @@ def _stage_report(config: RecipeConfig, folder: Path, progress: bool) -> dict[st
     }
     evaluation, ablations, pairs = records["evaluate"], records["ablations"], records["pairs"]
     # An evaluation recorded before the guidance stage existed was made at the paper's guidance.
-    evaluated = evaluation.get("guidance", {"text_scale": 7.5, "image_scale": 1.5})
+    from instructedit.guidance import DualGuidance
+
+    paper = DualGuidance()
+    evaluated = evaluation.get(
+        "guidance", {"text_scale": paper.text_scale, "image_scale": paper.image_scale}
+    )
     parts = [
         "Stage times (seconds)\n\n",
         _table(
