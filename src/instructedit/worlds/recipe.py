@@ -186,8 +186,9 @@ class RecipeConfig:
     paper's U(7.5, 15): ``(7.5, 15.0)``). A lower one draws this world's captions more often
     (at 3: 92.6 % of samples with the right colours against 73.4 %) and made 52 % of the
     sixth run's candidates correct against 36.5 %, but its editor, trained on 17 % fewer
-    correct pairs, did worse (success 30.5 % against 35 %); the shipped tenth run used 3 with
-    two candidates per caption (the results page)."""
+    correct pairs, did worse (success 30.5 % against 35 %); the tenth run, whose pairs the
+    shipped (sixteenth) run's editor trained on, used 3 with two candidates per caption (the
+    results page)."""
     pair_extra_guidance: tuple[float, ...] = ()
     """Further fixed text guidance scales for the candidates: every caption edit's
     ``samples_per_pair`` candidates (the same seeds and control strengths) are rendered again
@@ -229,7 +230,7 @@ class RecipeConfig:
     10 %)."""
     ablations: tuple[str, ...] = DEFAULT_ABLATIONS
     """Which editors the ``ablations`` stage trains, names of :data:`ABLATIONS`. The default is
-    the issue's three: the paper's two (``no_clip_filter``, ``fewer_pairs``) and the one the
+    three: the paper's two (``no_clip_filter``, ``fewer_pairs``) and the one the
     paper could not run (``ground_truth``), which keeps the CPU run under three hours;
     ``ground_truth_large`` and ``zero_init`` cost 10 to 12 minutes each there (:meth:`gpu` and
     :meth:`smoke` run all five)."""
