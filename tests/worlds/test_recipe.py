@@ -277,14 +277,42 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys, caplog):
         assert done.returncode == 0, done.stderr
         for line in expected:
             assert line in done.stdout, done.stdout
+        if script == "finetune_decoder.py":
+            lines = done.stdout.splitlines()
+            first_floor = next(line for line in lines if line.startswith("floor after"))
     assert Image.open(tmp_path / "diagnosis" / "worst-remove.png").size[0] > 0
     # The decoder fine-tuned further: the run's encoder (its latent space) unchanged, a decoder
-    # that moved, the checkpoint gone once the autoencoder is saved.
-    before = load_file(output / "editor" / "model" / "vae" / "diffusion_pytorch_model.safetensors")
-    after = load_file(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
+    # that moved.
+    weights = "diffusion_pytorch_model.safetensors"
+    before = load_file(output / "editor" / "model" / "vae" / weights)
+    after = load_file(tmp_path / "vae" / weights)
     assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("encoder."))
     assert not all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("decoder."))
-    assert not (tmp_path / "vae.decoder.pt").exists()
+    # In place, on a copy of the editor: a checkpoint another run left is refused, not resumed.
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(output / "editor" / "model", copy)
+    (copy / "vae.decoder.pt").write_bytes(b"another run's")
+    small = ["--steps", "2", "--batch-size", "4", "--scenes", "4"]
+    script = [sys.executable, str(examples / "finetune_decoder.py"), str(copy), *small]
+    refused = subprocess.run(script, capture_output=True, text=True, check=False)
+    assert refused.returncode == 2
+    assert "is the checkpoint of another run" in refused.stderr
+    (copy / "vae.decoder.pt").unlink()
+    # Killed between the two renames of a replacement (the old folder set aside, the new one
+    # complete beside it): the rerun completes it, then fine-tunes that, and leaves only "vae".
+    (copy / "vae").rename(copy / "vae.old")
+    shutil.copytree(tmp_path / "vae", copy / "vae.partial")
+    done = subprocess.run(script, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "floor before | " in done.stdout
+    assert sorted(path.name for path in copy.glob("vae*")) == ["vae"]
+    # Its floor before is the completed replacement's: the first run's floor after.
+    resumed_floor = next(line for line in done.stdout.splitlines() if line.startswith("floor bef"))
+    assert resumed_floor.split(" | ", 1)[1] == first_floor.split(" | ", 1)[1]
+    again = load_file(copy / "vae" / weights)
+    assert all(torch.equal(again[k], v) for k, v in before.items() if k.startswith("encoder."))
 
     capsys.readouterr()
     # A second run finds every stage done and does no work.
