@@ -86,7 +86,7 @@ def main() -> None:
         for field, option in OPTIONS.items():
             message = message.replace(field, option)
         parser.error(message)
-    seed = config.seed + config.guidance_seed_offset
+    seed = config.validation_seed
     sampler = args.scheduler or "the model's scheduler"
     print(
         f"{args.scenes} validation edits (seed {seed}), editor {model}, {sampler}, {args.steps} steps"

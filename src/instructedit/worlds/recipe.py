@@ -420,6 +420,12 @@ class RecipeConfig:
                 f"fewer_pairs_fraction must be in (0, 1], got {self.fewer_pairs_fraction!r}"
             )
 
+    @property
+    def validation_seed(self) -> int:
+        """Seed of the validation edits the ``guidance`` stage chooses on: ``seed +
+        guidance_seed_offset``, never the test edits' ``seed``."""
+        return self.seed + self.guidance_seed_offset
+
     @classmethod
     def gpu(cls, output_dir: str = "outputs/shapes") -> RecipeConfig:
         """The sizes that trained the second run's editors on one H100: editors at batch 128, the
@@ -1119,7 +1125,7 @@ def guidance_grid(
         _check_scales("image_scales", image_scales)
     texts = tuple(config.guidance_text_scales if text_scales is None else text_scales)
     images = tuple(config.guidance_image_scales if image_scales is None else image_scales)
-    edits = held_out_edits(config.guidance_scenes, seed=config.seed + config.guidance_seed_offset)
+    edits = held_out_edits(config.guidance_scenes, seed=config.validation_seed)
     editor = _load_editor(config, Path(model), DualGuidance(), scheduler)
     rows: list[dict[str, Any]] = []
     for text_scale, image_scale in tqdm(
@@ -1137,7 +1143,7 @@ def _stage_guidance(config: RecipeConfig, folder: Path, progress: bool) -> dict[
     earlier setting). Writes ``guidance_config.json``."""
     from instructedit.guidance import DualGuidance, save_guidance_config
 
-    seed = config.seed + config.guidance_seed_offset
+    seed = config.validation_seed
     rows = guidance_grid(folder.parent / "editor" / "model", config, progress=progress)
     best = best_setting(rows)
     chosen = DualGuidance(
@@ -1187,9 +1193,11 @@ def grid_edges(
         ("s_T", text_scale, text_scales),
         ("s_I", image_scale, image_scales),
     ):
-        if len(set(tried)) > 1 and value == max(tried):
+        if len(set(tried)) < 2:
+            continue
+        if value == max(tried):
             edges.append(f"{name} = {value:g} is the largest tried")
-        elif len(set(tried)) > 1 and value == min(tried):
+        elif value == min(tried):
             edges.append(f"{name} = {value:g} is the smallest tried")
     return edges
 
