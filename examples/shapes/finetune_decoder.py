@@ -44,12 +44,14 @@ def is_autoencoder(folder: Path) -> bool:
     return (folder / "config.json").is_file()
 
 
+def beside(output: Path) -> tuple[Path, Path]:
+    """The folders a replacement of ``output`` writes the new one to and sets the old one aside in."""
+    return output.with_name(output.name + ".partial"), output.with_name(output.name + ".old")
+
+
 def recover(output: Path) -> None:
     """Completes or undoes a replacement of ``output`` that a kill interrupted."""
-    staging, retired = (
-        output.with_name(output.name + ".partial"),
-        output.with_name(output.name + ".old"),
-    )
+    staging, retired = beside(output)
     if not output.exists() and retired.exists():
         # Killed between the two renames: the new folder was complete, the old one set aside.
         if is_autoencoder(staging):
@@ -62,10 +64,7 @@ def recover(output: Path) -> None:
 
 def replace(output: Path, vae: torch.nn.Module) -> None:
     """Writes ``vae`` beside ``output``, then swaps it in by two renames."""
-    staging, retired = (
-        output.with_name(output.name + ".partial"),
-        output.with_name(output.name + ".old"),
-    )
+    staging, retired = beside(output)
     vae.save_pretrained(staging, safe_serialization=True)
     if output.exists():
         output.rename(retired)

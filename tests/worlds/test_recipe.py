@@ -311,8 +311,8 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys, caplog):
     # Its floor before is the completed replacement's: the first run's floor after.
     resumed_floor = next(line for line in done.stdout.splitlines() if line.startswith("floor bef"))
     assert resumed_floor.split(" | ", 1)[1] == first_floor.split(" | ", 1)[1]
-    again = load_file(copy / "vae" / weights)
-    assert all(torch.equal(again[k], v) for k, v in before.items() if k.startswith("encoder."))
+    refined = load_file(copy / "vae" / weights)
+    assert all(torch.equal(refined[k], v) for k, v in before.items() if k.startswith("encoder."))
 
     capsys.readouterr()
     # A second run finds every stage done and does no work.

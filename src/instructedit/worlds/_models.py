@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from instructedit.guidance import check_scale
 from instructedit.testing import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, clip_text_encoder, seeded
 from instructedit.worlds.shapes import Scene, caption, random_scene, region_masks, render
 
@@ -325,8 +326,7 @@ def finetune_decoder(
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    if not (math.isfinite(shape_weight) and shape_weight >= 0.0):
-        raise ValueError(f"shape_weight must be a finite number >= 0, got {shape_weight!r}")
+    check_scale("shape_weight", shape_weight)
     vae.to(device)
     rng = random.Random(f"decoder:{seed}")
     decoder = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
