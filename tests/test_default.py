@@ -191,6 +191,7 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(default.os, "symlink", no_links)
     shipped = target / "editor" / "vae" / "diffusion_pytorch_model.safetensors"
+    shutil.copyfile(shipped, tmp_path / "old_vae.safetensors")
     size, touched = shipped.stat().st_size, shipped.stat().st_mtime_ns + 2_000_000_000
     os.utime(shipped, ns=(touched, touched))  # as a reinstall does: a folder of copies is built
     assert not (default.default_model_dir() / "vae").is_symlink()
@@ -206,6 +207,33 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     new = AutoencoderKL.from_pretrained(tmp_path / "vae16", torch_dtype=torch.float32)
     for a, b in zip(reloaded.vae.parameters(), new.parameters(), strict=True):
         assert torch.equal(a, b)
+    # Even a copy that keeps the old file's size and modification time (``cp -p``) does.
+    stamp = shipped.stat().st_mtime_ns
+    shutil.copyfile(tmp_path / "old_vae.safetensors", shipped)
+    os.utime(shipped, ns=(stamp, stamp))
+    assert (shipped.stat().st_size, shipped.stat().st_mtime_ns) == (size, stamp)
+    reloaded = instructedit.load_default()
+    for a, b in zip(reloaded.vae.parameters(), exported.vae.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # Each new version of the weights removed the folders of the older ones; the folder of
+    # the package's own default (another source, which exists) is kept.
+    folders = {
+        folder: (folder / "instructedit_source.txt").read_text()
+        for folder in default.cache_dir().glob("default-*")
+    }
+    ours = [
+        folder for folder, source in folders.items() if source == str((target / "editor").resolve())
+    ]
+    assert ours == [default.default_model_dir()]
+    monkeypatch.undo()
+    package = default.default_model_dir()
+    assert package.is_dir()
+    assert package.parent == ours[0].parent
+    # A folder whose source no longer exists (an uninstalled copy of the package) goes too.
+    shutil.rmtree(target)
+    default.default_model_dir()
+    assert not ours[0].exists()
+    assert package.is_dir()
 
 
 def test_demo_edits_the_bundled_scene_and_logs_the_verdict(tmp_path, caplog):

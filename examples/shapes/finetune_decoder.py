@@ -25,10 +25,11 @@ import argparse
 import json
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import torch
+
+from instructedit._files import recover_dir, replace_dir, swap_dirs
 
 
 def floor(vae: torch.nn.Module, scenes: int) -> dict[str, float]:
@@ -42,36 +43,6 @@ def floor(vae: torch.nn.Module, scenes: int) -> dict[str, float]:
 
 def is_autoencoder(folder: Path) -> bool:
     return (folder / "config.json").is_file()
-
-
-def beside(output: Path) -> tuple[Path, Path]:
-    """The folders a replacement of ``output`` writes the new one to and sets the old one aside in."""
-    return output.with_name(output.name + ".partial"), output.with_name(output.name + ".old")
-
-
-def recover(output: Path) -> None:
-    """Completes or undoes a replacement of ``output`` that a kill interrupted."""
-    staging, retired = beside(output)
-    if not output.exists() and retired.exists():
-        # Killed between the two renames: the new folder was complete, the old one set aside.
-        if is_autoencoder(staging):
-            staging.rename(output)
-        else:
-            retired.rename(output)
-    shutil.rmtree(retired, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)  # a save the kill cut short; the checkpoint remains
-
-
-def replace(output: Path, vae: torch.nn.Module) -> None:
-    """Writes ``vae`` beside ``output``, then swaps it in by two renames."""
-    staging, retired = beside(output)
-    vae.save_pretrained(staging, safe_serialization=True)
-    if output.exists():
-        output.rename(retired)
-        staging.rename(output)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(output)
 
 
 def stored_dtype(folder: Path) -> str:
@@ -136,7 +107,7 @@ def main() -> None:
             model = model / "editor" / "model"
     source = model / "vae"
     output = args.output if args.output is not None else source
-    recover(output)
+    recover_dir(output)  # a replacement a kill interrupted
     if not is_autoencoder(source):
         parser.error(f"{model} holds no autoencoder (no vae/config.json)")
     if output.exists() and not is_autoencoder(output):
@@ -182,7 +153,10 @@ def main() -> None:
     if dtype == "float16":
         vae.half().float()  # the floor of the weights as saved
     after = floor(vae, args.scenes)
-    replace(output, vae.half() if dtype == "float16" else vae)
+    (vae.half() if dtype == "float16" else vae).save_pretrained(
+        swap_dirs(output)[0], safe_serialization=True
+    )
+    replace_dir(output)  # by two renames
     checkpoint.unlink(missing_ok=True)
     record.unlink(missing_ok=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from importlib import resources
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from instructedit._cache import cache_dir, materialize_dir
+from instructedit._files import recover_dir, replace_dir, swap_dirs
 from instructedit.guidance import GUIDANCE_CONFIG_NAME
 
 if TYPE_CHECKING:
@@ -40,7 +42,11 @@ DEFAULT_MODEL_NAME = "shapes"
 """The name :meth:`EditPipeline.from_pretrained <instructedit.pipeline.EditPipeline.from_pretrained>`
 resolves to the embedded default (unless a local folder of that name exists)."""
 
+logger = logging.getLogger(__name__)
+
 _EDITOR_PARTS = ("unet", "vae", "text_encoder", "scheduler")
+_SOURCE_FILE = "instructedit_source.txt"
+"""Written into each cached folder: the package folder it was assembled from."""
 
 
 def bundled_dir() -> Path:
@@ -61,17 +67,19 @@ def default_model_dir() -> Path:
 
     The weights stay in the package (linked, or copied where links are not allowed); only the
     CLIP tokenizer files are written. The folder also loads with diffusers'
-    ``StableDiffusionInstructPix2PixPipeline.from_pretrained``.
+    ``StableDiffusionInstructPix2PixPipeline.from_pretrained``. Folders assembled earlier from
+    the same package folder (older weights) or from one that no longer exists are removed.
     """
     from instructedit.testing import clip_tokenizer_dir
 
     source = bundled_dir()
     _check_bundled(source)
     editor = source / "editor"
-    # Weights by size and modification time (hashing 20 MB on every load is slow; new weights of
-    # the same size, such as a decoder fine-tuned further, must not find the old folder where it
-    # holds copies); small JSON files, such as the guidance whose new scales may keep its size,
-    # by content.
+    # Weights by size and times (hashing 20 MB on every load is slow): new weights, even of the
+    # same size, must not find the old folder where it holds copies. The modification time
+    # alone misses a copy that keeps it (``cp -p``); the status-change time does not, since no
+    # copy can set it. Small JSON files, such as the guidance whose new scales may keep its
+    # size, by content.
     key = hashlib.sha256(
         json.dumps(
             [
@@ -79,7 +87,7 @@ def default_model_dir() -> Path:
                 *(
                     hashlib.sha256(p.read_bytes()).hexdigest()
                     if p.suffix == ".json"
-                    else f"{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                    else f"{p.stat().st_size}:{p.stat().st_mtime_ns}:{p.stat().st_ctime_ns}"
                     for p in sorted(editor.rglob("*.*"))
                 ),
             ]
@@ -93,11 +101,30 @@ def default_model_dir() -> Path:
             except OSError:  # no symlinks here (e.g. Windows without the privilege)
                 shutil.copytree(editor / part, directory / part)
         shutil.copytree(clip_tokenizer_dir(), directory / "tokenizer")
-        shutil.copyfile(editor / "model_index.json", directory / "model_index.json")
         if (editor / GUIDANCE_CONFIG_NAME).is_file():
             shutil.copyfile(editor / GUIDANCE_CONFIG_NAME, directory / GUIDANCE_CONFIG_NAME)
+        (directory / _SOURCE_FILE).write_text(str(editor.resolve()), encoding="utf-8")
+        shutil.copyfile(editor / "model_index.json", directory / "model_index.json")  # the marker
 
-    return materialize_dir(cache_dir() / f"default-{key}", build, marker="model_index.json")
+    folder = materialize_dir(cache_dir() / f"default-{key}", build, marker="model_index.json")
+    _prune_superseded(folder, editor.resolve())
+    return folder
+
+
+def _prune_superseded(current: Path, editor: Path) -> None:
+    """Deletes the cached folders that ``current`` supersedes: those assembled from the same
+    package folder (older weights of this install) or from one that no longer exists (an
+    uninstalled or moved install). Folders of other installs that still exist are kept."""
+    for folder in current.parent.glob("default-*"):
+        if folder == current or not folder.is_dir():
+            continue
+        try:
+            source = (folder / _SOURCE_FILE).read_text(encoding="utf-8")
+        except OSError:  # a folder assembled before the source was recorded, or being built
+            continue
+        if source == str(editor) or not Path(source).is_dir():
+            logger.info("removing the superseded cached model folder %s", folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def default_clip_dir() -> Path:
@@ -158,7 +185,8 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
         run: the folder of ``instructedit shapes reproduce`` (with ``editor/model`` and
             ``clip/model``).
         target: the folder to write (``instructedit/assets/shapes`` when releasing); its
-            ``MODEL_CARD.md``, if any, is kept.
+            ``MODEL_CARD.md``, if any, is kept. It is replaced only once the new one is complete,
+            by two renames (a kill between them is finished by the next export).
 
     Returns:
         ``target``.
@@ -172,8 +200,8 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
     for folder in (editor, clip):
         if not folder.is_dir():
             raise FileNotFoundError(f"run: {run} has no {folder.relative_to(run)} folder")
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    recover_dir(target)  # a previous export killed while it swapped the folders
+    staging = swap_dirs(target)[0]
     (staging / "editor").mkdir(parents=True)
     classes: dict[str, Any] = {
         "unet": UNet2DConditionModel,
@@ -204,7 +232,4 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
     card = target / "MODEL_CARD.md"
     if card.is_file():  # the card is written by hand: a new export keeps it
         shutil.copyfile(card, staging / card.name)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.replace(target)
-    return target
+    return replace_dir(target)

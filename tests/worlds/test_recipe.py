@@ -302,12 +302,12 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys, caplog):
     (copy / "vae.decoder.pt").unlink()
     # Killed between the two renames of a replacement (the old folder set aside, the new one
     # complete beside it): the rerun completes it, then fine-tunes that, and leaves only "vae".
-    (copy / "vae").rename(copy / "vae.old")
-    shutil.copytree(tmp_path / "vae", copy / "vae.partial")
+    (copy / "vae").rename(copy / ".vae.old")
+    shutil.copytree(tmp_path / "vae", copy / ".vae.partial")
     done = subprocess.run(script, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "floor before | " in done.stdout
-    assert sorted(path.name for path in copy.glob("vae*")) == ["vae"]
+    assert sorted(path.name for path in copy.iterdir() if "vae" in path.name) == ["vae"]
     # Its floor before is the completed replacement's: the first run's floor after.
     resumed_floor = next(line for line in done.stdout.splitlines() if line.startswith("floor bef"))
     assert resumed_floor.split(" | ", 1)[1] == first_floor.split(" | ", 1)[1]
