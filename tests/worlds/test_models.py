@@ -189,6 +189,14 @@ def test_decoder_finetuning_resumes_exactly_after_a_kill(tmp_path):
     losses = finetune_decoder(resumed, steps=4, checkpoint_every=2, **options)
     assert losses == expected
     assert _same_weights(resumed, whole)
+    # The run may go on further; another loss weight or learning rate is another run, refused
+    # before a step is taken (the restored optimiser would bring its old rate back silently).
+    other = shapes_autoencoder(0)
+    for changed in ({"shape_weight": 4.0}, {"learning_rate": 1e-3}):
+        with pytest.raises(ValueError, match=f"other settings \\({next(iter(changed))} "):
+            finetune_decoder(other, steps=6, checkpoint_every=2, **options, **changed)
+    assert _same_weights(other, shapes_autoencoder(0))
+    assert len(finetune_decoder(other, steps=6, checkpoint_every=2, **options)) == 6
     with pytest.raises(ValueError, match="steps must be >= 0"):
         finetune_decoder(shapes_autoencoder(0), steps=-1)
 

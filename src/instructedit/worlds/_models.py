@@ -157,7 +157,11 @@ class _LoopState:
 
     Saves the modules, the optimizer, the random generators (Python's scene sampler, if the loop
     draws its scenes from one, and torch's global one), the step and the losses so far; a resumed
-    run draws exactly the batches and noise of an uninterrupted one.
+    run draws exactly the batches and noise of an uninterrupted one. It also records ``options``,
+    the settings that define the loop's objective: a checkpoint written with others (another
+    learning rate, which the restored optimiser would otherwise bring back silently, or another
+    loss weight) is refused, not resumed. Only the number of steps may change: a finished run
+    can be continued further.
     """
 
     def __init__(
@@ -167,6 +171,8 @@ class _LoopState:
         modules: dict[str, torch.nn.Module],
         optimizer: torch.optim.Optimizer,
         rng: random.Random | None = None,
+        *,
+        options: dict[str, Any] | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {every}")
@@ -175,12 +181,25 @@ class _LoopState:
         self.modules = modules
         self.optimizer = optimizer
         self.rng = rng
+        self.options = options or {}
 
     def restore(self) -> tuple[int, list[float]]:
         """Loads the checkpoint if there is one; returns (next step, losses so far)."""
         if self.path is None or not self.path.is_file():
             return 0, []
         state = torch.load(self.path, map_location="cpu", weights_only=True)
+        # A checkpoint from before options were recorded holds none, and resumes as it did.
+        found = state.get("options", self.options)
+        if found != self.options:
+            differ = ", ".join(
+                f"{key} {found.get(key)!r} there, {self.options.get(key)!r} here"
+                for key in sorted(set(found) | set(self.options))
+                if found.get(key) != self.options.get(key)
+            )
+            raise ValueError(
+                f"checkpoint {self.path} was written by a run with other settings ({differ}): "
+                "delete it to start afresh, or pass the settings it was written with"
+            )
         for name, module in self.modules.items():
             module.load_state_dict(state["modules"][name])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -246,6 +265,7 @@ class _LoopState:
             "python_rng": None if self.rng is None else self.rng.getstate(),
             "step": step,
             "losses": losses,
+            "options": self.options,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staging = self.path.with_name(self.path.name + ".tmp")
@@ -276,7 +296,9 @@ def train_autoencoder(
     vae.to(device)
     rng = random.Random(f"autoencoder:{seed}")
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
-    state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng)
+    options = {"batch_size": batch_size, "learning_rate": learning_rate, "size": size}
+    options |= {"seed": seed, "kl_weight": kl_weight}
+    state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng, options=options)
     vae.train()
 
     def loss_of_step(step: int) -> torch.Tensor:
@@ -335,7 +357,9 @@ def finetune_decoder(
     for parameter in vae.parameters():
         parameter.requires_grad_(id(parameter) in trainable)
     optimizer = torch.optim.AdamW(decoder, lr=learning_rate, weight_decay=0.0)
-    state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng)
+    options = {"batch_size": batch_size, "learning_rate": learning_rate, "size": size}
+    options |= {"seed": seed, "shape_weight": shape_weight}
+    state = _LoopState(checkpoint, checkpoint_every, {"vae": vae}, optimizer, rng, options=options)
     vae.eval()  # the encoder stays as it is; nothing in the decoder depends on the mode
 
     def loss_of_step(step: int) -> torch.Tensor:
@@ -528,7 +552,12 @@ def train_text_to_image(
         averaged = [(copy.deepcopy(m).requires_grad_(False), m) for m in (unet, text_encoder)]
         modules |= {"ema_unet": averaged[0][0], "ema_text_encoder": averaged[1][0]}
     # Batches come from per-step seeds (_TextToImageBatches): no sampler state to checkpoint.
-    state = _LoopState(checkpoint, checkpoint_every, modules, optimizer)
+    options: dict[str, Any] = {"batch_size": batch_size, "learning_rate": learning_rate}
+    options |= {"size": size, "seed": seed, "caption_dropout": caption_dropout}
+    options |= {"ema_decay": ema_decay, "ema_warmup": ema_warmup}
+    # A cosine schedule's rate at a step depends on the number of steps.
+    options |= {"schedule": schedule, "cosine_steps": steps if schedule == "cosine" else None}
+    state = _LoopState(checkpoint, checkpoint_every, modules, optimizer, options=options)
     unet.train()
     text_encoder.train()
 
@@ -602,7 +631,10 @@ def train_clip(
     model.to(device)
     rng = random.Random(f"clip:{seed}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.1)
-    state = _LoopState(checkpoint, checkpoint_every, {"clip": model}, optimizer, rng)
+    options = {"batch_size": batch_size, "learning_rate": learning_rate, "size": size, "seed": seed}
+    state = _LoopState(
+        checkpoint, checkpoint_every, {"clip": model}, optimizer, rng, options=options
+    )
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=device).view(1, 3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=device).view(1, 3, 1, 1)
     model.train()
