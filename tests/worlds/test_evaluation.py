@@ -376,3 +376,93 @@ def test_calibrated_thresholds_keep_the_ground_truth_pairs(scorer):
     )
     assert bool(result.keep.all())
     assert torch.is_tensor(result.keep)
+
+
+def test_evaluate_shapes_editor_scores_the_default_as_judged_edit_by_edit(tmp_path):
+    import json
+
+    import instructedit
+    from instructedit.evaluation import PAPER_IMAGE_SCALES
+    from instructedit.worlds.evaluation import evaluate_shapes_editor, format_evaluation
+    from instructedit.worlds.shapes import judge
+
+    result = evaluate_shapes_editor(
+        "shapes", tmp_path / "ev", scenes=8, sweep_scenes=2, progress=False
+    )
+    # Independently: the default pipeline edit by edit, the noise of seed + index, each output
+    # judged by the oracle on its own.
+    pipe = instructedit.load_default()
+    verdicts = []
+    for index, edit in enumerate(held_out_edits(8, seed=0)):
+        output = pipe(
+            render(edit.source),
+            edit.instruction,
+            num_inference_steps=20,
+            generator=torch.Generator().manual_seed(index),
+            progress=False,
+        ).images[0]
+        verdicts.append(judge(edit, output))
+    editor = result["methods"]["editor"]["oracle"]["all"]
+    assert editor["success"] == pytest.approx(
+        np.mean([v.realised and v.unchanged_error <= 0.08 and v.rest == "intact" for v in verdicts])
+    )
+    assert editor["realised"] == pytest.approx(np.mean([v.realised for v in verdicts]))
+    assert editor["unchanged_error"] == pytest.approx(
+        np.mean([v.unchanged_error for v in verdicts]), abs=2e-3
+    )
+    assert result["guidance"] == {
+        "text_scale": pipe.guidance.text_scale,
+        "image_scale": pipe.guidance.image_scale,
+    }
+    identity = result["methods"]["identity"]
+    assert identity["oracle"]["all"]["success"] == 0.0
+    assert identity["oracle"]["all"]["unchanged_error"] < 1e-3  # edge pixels of the edit only
+    assert identity["clip"]["image_similarity"] == pytest.approx(1.0, abs=1e-4)
+    floor = result["methods"]["ground truth, autoencoded"]["oracle"]["all"]
+    assert floor["success"] >= 0.75
+    assert [p["image_scale"] for p in result["sweep"]] == list(PAPER_IMAGE_SCALES)
+    assert all(p["count"] == 2 and p["text_scale"] == 7.5 for p in result["sweep"])
+    written = tmp_path / "ev"
+    assert json.loads((written / "evaluation.json").read_text()) == json.loads(json.dumps(result))
+    assert {p.name for p in written.iterdir()} == {
+        "evaluation.json",
+        "grid.png",
+        "sweep.csv",
+        "sweep.png",
+    }
+    table = format_evaluation(result)
+    assert f"{100 * editor['success']:5.1f} %" in table.splitlines()[2]
+    assert table.splitlines()[-7].startswith("  1.0 ")
+
+
+def test_evaluate_shapes_editor_refuses_bad_arguments_before_loading(tmp_path):
+    from instructedit.worlds.evaluation import evaluate_shapes_editor
+
+    with pytest.raises(ValueError, match="scenes must be an int >= 1, got 0"):
+        evaluate_shapes_editor(scenes=0)
+    with pytest.raises(ValueError, match=r"sweep_scenes \(9\) must not exceed scenes \(8\)"):
+        evaluate_shapes_editor(scenes=8, sweep_scenes=9)
+    with pytest.raises(FileNotFoundError, match=r"model: .*nothing is neither 'shapes'"):
+        evaluate_shapes_editor(tmp_path / "nothing")
+    editor = save_tiny_pipeline(tmp_path / "editor", kind="edit")
+    with pytest.raises(ValueError, match=r"clip: .* is an editor folder, which holds no CLIP"):
+        evaluate_shapes_editor(editor)
+    with pytest.raises(FileNotFoundError, match=r"clip: .* holds no open_clip_config\.json"):
+        evaluate_shapes_editor(editor, clip=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["editor"]  # nothing written
+
+
+def test_shapes_evaluate_command_writes_its_files_and_keeps_its_options(tmp_path, capsys):
+    from instructedit.cli import main
+
+    assert main(["shapes", "evaluate", "--smoke", "--output", str(tmp_path / "ev")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "ev" / "evaluation.json")
+    assert (tmp_path / "ev" / "sweep.png").is_file()
+    with pytest.raises(SystemExit) as refused:
+        main(["shapes", "evaluate", "--until", "clip", "--output", str(tmp_path / "x")])
+    assert refused.value.code == 2
+    assert "until belong to reproduce" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["shapes", "reproduce", "--model", "shapes2", "--output", str(tmp_path / "y")])
+    assert "belong to evaluate" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev"]

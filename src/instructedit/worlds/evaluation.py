@@ -7,9 +7,12 @@ judged against the renderer's ground truth by :func:`~instructedit.worlds.shapes
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,8 @@ from instructedit.worlds.shapes import (
 __all__ = [
     "clip_similarities",
     "edit_grid",
+    "evaluate_shapes_editor",
+    "format_evaluation",
     "held_out_edits",
     "identity_edits",
     "oracle_summary",
@@ -39,6 +44,8 @@ __all__ = [
     "round_trip_edits",
     "sdedit_edits",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def held_out_edits(
@@ -282,3 +289,184 @@ def edit_grid(
             tile = image.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
             figure.paste(tile, (pad + column * (cell + pad), top + text))
     return figure
+
+
+def _editor_and_clip(model: str | os.PathLike[str], clip: str | os.PathLike[str] | None) -> Any:
+    """(editor folder, CLIP folder) of ``model``: ``"shapes"``, a recipe run or an editor."""
+    from instructedit.default import DEFAULT_MODEL_NAME, default_clip_dir, default_model_dir
+
+    if str(model) == DEFAULT_MODEL_NAME and not Path(model).exists():
+        editor, run_clip = default_model_dir(), default_clip_dir()
+    else:
+        folder = Path(model)
+        if (folder / "editor" / "model" / "model_index.json").is_file():  # a recipe run
+            editor, run_clip = folder / "editor" / "model", folder / "clip" / "model"
+        elif (folder / "model_index.json").is_file():
+            editor, run_clip = folder, None
+        else:
+            raise FileNotFoundError(
+                f"model: {folder} is neither 'shapes' (the embedded default), a folder of "
+                "`instructedit shapes reproduce` nor an editor folder (no model_index.json)"
+            )
+    scorer_dir = Path(clip) if clip is not None else run_clip
+    if scorer_dir is None:
+        raise ValueError(
+            f"clip: {model} is an editor folder, which holds no CLIP; give the open_clip folder "
+            "that scores its edits (a run's clip/model)"
+        )
+    if not (scorer_dir / "open_clip_config.json").is_file():
+        raise FileNotFoundError(f"clip: {scorer_dir} holds no open_clip_config.json")
+    return editor, scorer_dir
+
+
+def evaluate_shapes_editor(
+    model: str | os.PathLike[str] = "shapes",
+    output: str | os.PathLike[str] | None = None,
+    *,
+    clip: str | os.PathLike[str] | None = None,
+    scenes: int = 200,
+    seed: int = 0,
+    steps: int = 20,
+    sweep_scenes: int = 48,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Scores a ShapesWorld editor as the results page does, from an install alone.
+
+    Edits ``scenes`` held-out *rendered* scenes (:func:`held_out_edits`; ``seed`` 0 draws the
+    test edits the results page reports, 7 the validation edits the guidance was chosen on) at
+    the editor's stored guidance, each with the noise of ``seed`` + its index, and judges them
+    with the oracle (per family and over all: realised, rest intact, success, unchanged-region
+    error) and CLIP (directional and image similarity). The identity baseline and the floor
+    (the ground truth through the editor's autoencoder) are scored beside it. With
+    ``sweep_scenes``, the paper's sweep (s_T = 7.5, s_I from 1 to 2.2) on the first of them.
+
+    Args:
+        model: ``"shapes"`` (the embedded default), a folder of ``instructedit shapes
+            reproduce`` or an editor folder (then give ``clip``).
+        output: a folder for ``evaluation.json``, ``grid.png`` (two edits per family) and,
+            with the sweep, ``sweep.csv`` and ``sweep.png`` (``None``: nothing is written).
+        clip: the open_clip folder that scores the edits (default: the model's).
+        scenes: held-out edits (their families in equal shares).
+        seed: the held-out scenes' and the noise's seed.
+        steps: sampler steps.
+        sweep_scenes: edits of the sweep (0: no sweep).
+        device: where to run (default: CUDA if available).
+        progress: show progress bars.
+
+    Returns:
+        ``{"model", "guidance", "scenes", "seed", "steps", "methods", "sweep"}``; ``methods`` maps
+        ``"editor"``, ``"identity"`` and ``"ground truth, autoencoded"`` to their ``"oracle"``
+        (:func:`oracle_summary`) and ``"clip"`` (:func:`clip_similarities`) scores.
+
+    Raises:
+        ValueError: a count out of range, or an editor folder without ``clip``.
+        FileNotFoundError: ``model`` or ``clip`` is not what it must be.
+    """
+    from instructedit.clip import ClipScorer
+    from instructedit.evaluation import PAPER_IMAGE_SCALES, guidance_sweep, plot_sweep, write_csv
+    from instructedit.pipeline import EditPipeline
+    from instructedit.worlds.shapes import edit_record
+
+    for name, value, minimum in (
+        ("scenes", scenes, 1),
+        ("steps", steps, 1),
+        ("sweep_scenes", sweep_scenes, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if sweep_scenes > scenes:
+        raise ValueError(f"sweep_scenes ({sweep_scenes}) must not exceed scenes ({scenes})")
+    editor_dir, clip_dir = _editor_and_clip(model, clip)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = EditPipeline.from_pretrained(editor_dir)
+    if device != "cpu":
+        pipe = pipe.to(device)
+    scorer = ClipScorer.from_open_clip(f"local-dir:{clip_dir}", device=device)
+    edits = held_out_edits(scenes, seed=seed)
+    size = int(pipe.vae.config.sample_size) if "sample_size" in pipe.vae.config else 32
+    outputs = {
+        "editor": pipeline_edits(
+            pipe, edits, size=size, num_inference_steps=steps, seed=seed, progress=progress
+        ),
+        "identity": identity_edits(edits, size=size),
+        "ground truth, autoencoded": round_trip_edits(pipe.vae, edits, size=size),
+    }
+    methods = {
+        name: {
+            "oracle": oracle_summary(edits, images, size=size),
+            "clip": clip_similarities(scorer, edits, images, size=size),
+        }
+        for name, images in outputs.items()
+    }
+    points = []
+    if sweep_scenes:
+        points = guidance_sweep(
+            pipe,
+            scorer,
+            [edit_record(edit, size) for edit in edits[:sweep_scenes]],
+            text_scale=7.5,
+            image_scales=PAPER_IMAGE_SCALES,
+            num_inference_steps=steps,
+            seed=seed,
+            progress=progress,
+        )
+    result: dict[str, Any] = {
+        "model": str(model),
+        "guidance": {
+            "text_scale": pipe.guidance.text_scale,
+            "image_scale": pipe.guidance.image_scale,
+        },
+        "scenes": scenes,
+        "seed": seed,
+        "steps": steps,
+        "methods": methods,
+        "sweep": [asdict(point) for point in points],
+    }
+    if output is not None:
+        from instructedit.data import write_json_atomic
+
+        folder = Path(output)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [i for family in range(4) for i in (family, family + 4) if i < len(edits)]
+        edit_grid(
+            [edits[i] for i in rows], {"editor": [outputs["editor"][i] for i in rows]}, size=size
+        ).save(folder / "grid.png")
+        if points:
+            write_csv(points, folder / "sweep.csv")
+            plot_sweep(points, folder / "sweep.png", label="ShapesWorld editor")
+        write_json_atomic(folder / "evaluation.json", result)
+    logger.info("%s", format_evaluation(result))
+    return result
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """A plain-text table of :func:`evaluate_shapes_editor`'s result: per method, the oracle's
+    realised and success shares per family, the success, the share with the rest intact, the
+    unchanged-region error and the CLIP similarities; then the sweep."""
+    guidance = result["guidance"]
+    lines = [
+        f"{result['model']} at s_T = {guidance['text_scale']:g}, s_I = {guidance['image_scale']:g}"
+        f" on {result['scenes']} held-out rendered edits (seed {result['seed']}, "
+        f"{result['steps']} steps)",
+        f"{'method':<26}  {'realised: rc/bg/add/rm':<22}  {'success: rc/bg/add/rm':<22}  "
+        "success   intact   error  CLIP dir  CLIP img",
+    ]
+    for name, scores in result["methods"].items():
+        oracle, clip = scores["oracle"], scores["clip"]
+        per_family = [oracle[f] for f in EDIT_FAMILIES if f in oracle]
+        realised = "/".join(f"{100 * row['realised']:.0f}" for row in per_family) + " %"
+        success = "/".join(f"{100 * row['success']:.0f}" for row in per_family) + " %"
+        lines.append(
+            f"{name:<26}  {realised:<22}  {success:<22}  {100 * oracle['all']['success']:5.1f} %"
+            f"  {100 * oracle['all']['intact']:5.1f} %  {oracle['all']['unchanged_error']:.3f}"
+            f"  {clip['direction_similarity']:8.3f}  {clip['image_similarity']:8.3f}"
+        )
+    if result["sweep"]:
+        lines.append("sweep at s_T = 7.5: s_I, CLIP direction, CLIP image")
+        lines.extend(
+            f"  {point['image_scale']:.1f}  {point['direction_similarity']:.3f}  "
+            f"{point['image_similarity']:.3f}"
+            for point in result["sweep"]
+        )
+    return "\n".join(lines)

@@ -1632,9 +1632,9 @@ def _outdated(stage: str, config: RecipeConfig, record: dict[str, Any]) -> str |
 
 
 def shapes_command(
-    action: Literal["reproduce"],
+    action: Literal["reproduce", "evaluate"],
     *,
-    output: Path = Path("outputs/shapes"),
+    output: Path | None = None,
     smoke: bool = False,
     gpu: bool = False,
     seed: int = 0,
@@ -1642,19 +1642,49 @@ def shapes_command(
         "text_to_image", "clip", "pairs", "editor", "guidance", "evaluate", "ablations", "report"
     ]
     | None = None,
+    model: str = "shapes",
+    clip: Path | None = None,
+    scenes: int = 200,
 ) -> str:
-    """Runs the ShapesWorld reproduction of the paper (rerun to continue a stopped run).
+    """Runs the ShapesWorld reproduction of the paper (rerun to continue a stopped run), or
+    scores an editor on held-out rendered scenes as the results page does.
 
     Args:
-        action: what to do; "reproduce" runs (or continues) every stage.
-        output: folder of the run.
-        smoke: run every stage at toy size (about two minutes; the numbers are meaningless).
+        action: "reproduce" runs (or continues) every stage; "evaluate" scores ``model``
+            (:func:`~instructedit.worlds.evaluation.evaluate_shapes_editor`) and logs the table.
+        output: folder of the run (default outputs/shapes), or of the evaluation's files
+            (default outputs/shapes-evaluation).
+        smoke: run every stage at toy size (about two minutes; the numbers are meaningless), or
+            evaluate on 8 edits with a 4-edit sweep.
         gpu: the editor sizes of the second run (:meth:`RecipeConfig.gpu`; for a CUDA device).
-        seed: seed of every stage.
+        seed: seed of every stage; for "evaluate" the held-out scenes' (0: the test edits the
+            results page reports, 7: the validation edits).
         until: last stage to run (default: all of them).
+        model: for "evaluate": "shapes" (the embedded default), a run's folder or an editor
+            folder (then give ``clip``).
+        clip: for "evaluate": the open_clip folder that scores the edits (default: the model's).
+        scenes: for "evaluate": held-out edits (the sweep takes the first 48).
     """
+    if action == "evaluate":
+        if gpu or until is not None:
+            raise ValueError("gpu and until belong to reproduce, not to evaluate")
+        from instructedit.worlds.evaluation import evaluate_shapes_editor
+
+        folder = output if output is not None else Path("outputs/shapes-evaluation")
+        evaluate_shapes_editor(
+            model,
+            folder,
+            clip=clip,
+            scenes=8 if smoke else scenes,
+            seed=seed,
+            sweep_scenes=4 if smoke else min(48, scenes),
+        )
+        return str(folder / "evaluation.json")
+    if model != "shapes" or clip is not None or scenes != 200:
+        raise ValueError("model, clip and scenes belong to evaluate, not to reproduce")
     if smoke and gpu:
         raise ValueError("smoke and gpu are two presets: pass at most one")
+    output = output if output is not None else Path("outputs/shapes")
     if smoke:
         base = RecipeConfig.smoke(str(output))
     elif gpu:
