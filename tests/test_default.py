@@ -218,7 +218,7 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     # Each new version of the weights removed the folders of the older ones; the folder of
     # the package's own default (another source, which exists) is kept.
     folders = {
-        folder: (folder / "instructedit_source.txt").read_text()
+        folder: json.loads((folder / "instructedit_source.txt").read_text())["editor"]
         for folder in default.cache_dir().glob("default-*")
     }
     ours = [
@@ -229,9 +229,15 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     package = default.default_model_dir()
     assert package.is_dir()
     assert package.parent == ours[0].parent
-    # A folder whose source no longer exists (an uninstalled copy of the package) goes too.
+    # A folder whose source no longer exists (an uninstalled copy of the package) goes too, but
+    # only if this machine built it: another one sharing the cache may still use it.
+    elsewhere = ours[0].with_name("default-elsewhere")
+    shutil.copytree(ours[0], elsewhere, symlinks=True)
+    source = json.loads((elsewhere / "instructedit_source.txt").read_text())
+    (elsewhere / "instructedit_source.txt").write_text(json.dumps({**source, "host": "another"}))
     shutil.rmtree(target)
     default.default_model_dir()
+    assert elsewhere.is_dir()
     assert not ours[0].exists()
     assert package.is_dir()
 

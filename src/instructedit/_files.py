@@ -21,7 +21,8 @@ def replace_dir(target: str | os.PathLike[str]) -> Path:
 
     Two renames: the old folder is set aside, then the new one takes its name, then the old one
     is deleted. At every instant one complete folder is at ``target`` or set aside beside it, and
-    :func:`recover_dir` finishes a replacement that a kill interrupted. Returns ``target``.
+    :func:`recover_dir` finishes a replacement that a kill interrupted. Returns ``target``. One
+    writer per ``target`` at a time: two would share the staging folder.
     """
     target = Path(target)
     staging, retired = swap_dirs(target)

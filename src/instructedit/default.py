@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 _EDITOR_PARTS = ("unet", "vae", "text_encoder", "scheduler")
 _SOURCE_FILE = "instructedit_source.txt"
-"""Written into each cached folder: the package folder it was assembled from."""
+"""Written into each cached folder: the machine and the package folder it was assembled from."""
 
 
 def bundled_dir() -> Path:
@@ -67,8 +68,9 @@ def default_model_dir() -> Path:
 
     The weights stay in the package (linked, or copied where links are not allowed); only the
     CLIP tokenizer files are written. The folder also loads with diffusers'
-    ``StableDiffusionInstructPix2PixPipeline.from_pretrained``. Folders assembled earlier from
-    the same package folder (older weights) or from one that no longer exists are removed.
+    ``StableDiffusionInstructPix2PixPipeline.from_pretrained``. Folders this machine assembled
+    earlier from the same package folder (older weights) or from one that no longer exists are
+    removed.
     """
     from instructedit.testing import clip_tokenizer_dir
 
@@ -103,7 +105,8 @@ def default_model_dir() -> Path:
         shutil.copytree(clip_tokenizer_dir(), directory / "tokenizer")
         if (editor / GUIDANCE_CONFIG_NAME).is_file():
             shutil.copyfile(editor / GUIDANCE_CONFIG_NAME, directory / GUIDANCE_CONFIG_NAME)
-        (directory / _SOURCE_FILE).write_text(str(editor.resolve()), encoding="utf-8")
+        source = {"host": socket.gethostname(), "editor": str(editor.resolve())}
+        (directory / _SOURCE_FILE).write_text(json.dumps(source), encoding="utf-8")
         shutil.copyfile(editor / "model_index.json", directory / "model_index.json")  # the marker
 
     folder = materialize_dir(cache_dir() / f"default-{key}", build, marker="model_index.json")
@@ -112,17 +115,20 @@ def default_model_dir() -> Path:
 
 
 def _prune_superseded(current: Path, editor: Path) -> None:
-    """Deletes the cached folders that ``current`` supersedes: those assembled from the same
-    package folder (older weights of this install) or from one that no longer exists (an
-    uninstalled or moved install). Folders of other installs that still exist are kept."""
+    """Deletes the cached folders that ``current`` supersedes: those this machine assembled from
+    the same package folder (older weights of this install) or from one that no longer exists
+    (an uninstalled or moved install). Folders of other installs, and of other machines sharing
+    the cache (a home folder mounted into a container, a cluster's shared home), are kept."""
+    host = socket.gethostname()
     for folder in current.parent.glob("default-*"):
         if folder == current or not folder.is_dir():
             continue
         try:
-            source = (folder / _SOURCE_FILE).read_text(encoding="utf-8")
-        except OSError:  # a folder assembled before the source was recorded, or being built
+            source = json.loads((folder / _SOURCE_FILE).read_text(encoding="utf-8"))
+            built_here, origin = source["host"] == host, Path(source["editor"])
+        except (OSError, ValueError, KeyError, TypeError):  # older, or being built: kept
             continue
-        if source == str(editor) or not Path(source).is_dir():
+        if built_here and (origin == editor or not origin.is_dir()):
             logger.info("removing the superseded cached model folder %s", folder)
             shutil.rmtree(folder, ignore_errors=True)
 

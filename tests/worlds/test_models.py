@@ -197,6 +197,13 @@ def test_decoder_finetuning_resumes_exactly_after_a_kill(tmp_path):
             finetune_decoder(other, steps=6, checkpoint_every=2, **options, **changed)
     assert _same_weights(other, shapes_autoencoder(0))
     assert len(finetune_decoder(other, steps=6, checkpoint_every=2, **options)) == 6
+    # A checkpoint written before the settings were recorded resumes as it did.
+    state = torch.load(checkpoint, weights_only=True)
+    del state["options"]
+    torch.save(state, checkpoint)
+    old = shapes_autoencoder(0)
+    kwargs = {**options, "shape_weight": 4.0}
+    assert len(finetune_decoder(old, steps=8, checkpoint_every=2, **kwargs)) == 8
     with pytest.raises(ValueError, match="steps must be >= 0"):
         finetune_decoder(shapes_autoencoder(0), steps=-1)
 

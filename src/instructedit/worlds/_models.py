@@ -10,6 +10,7 @@ a 4×-downsampling autoencoder (~1M parameters), a 2-layer text encoder and a 4.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
@@ -160,8 +161,8 @@ class _LoopState:
     run draws exactly the batches and noise of an uninterrupted one. It also records ``options``,
     the settings that define the loop's objective: a checkpoint written with others (another
     learning rate, which the restored optimiser would otherwise bring back silently, or another
-    loss weight) is refused, not resumed. Only the number of steps may change: a finished run
-    can be continued further.
+    loss weight) is refused, not resumed. The number of steps may change, so a finished run can
+    be continued further (unless a setting depends on it, as a cosine schedule does).
     """
 
     def __init__(
@@ -181,21 +182,23 @@ class _LoopState:
         self.modules = modules
         self.optimizer = optimizer
         self.rng = rng
-        self.options = options or {}
+        # As plain JSON values: what a checkpoint loaded with weights_only holds and compares.
+        self.options = json.loads(json.dumps(options or {}))
 
     def restore(self) -> tuple[int, list[float]]:
         """Loads the checkpoint if there is one; returns (next step, losses so far)."""
         if self.path is None or not self.path.is_file():
             return 0, []
         state = torch.load(self.path, map_location="cpu", weights_only=True)
-        # A checkpoint from before options were recorded holds none, and resumes as it did.
-        found = state.get("options", self.options)
-        if found != self.options:
-            differ = ", ".join(
-                f"{key} {found.get(key)!r} there, {self.options.get(key)!r} here"
-                for key in sorted(set(found) | set(self.options))
-                if found.get(key) != self.options.get(key)
-            )
+        # A checkpoint from before options were recorded holds none, and resumes as it did; a
+        # setting recorded on one side only (added to the loop since) is not compared.
+        found = state.get("options", {})
+        differ = ", ".join(
+            f"{key} {found[key]!r} there, {self.options[key]!r} here"
+            for key in sorted(set(found) & set(self.options))
+            if found[key] != self.options[key]
+        )
+        if differ:
             raise ValueError(
                 f"checkpoint {self.path} was written by a run with other settings ({differ}): "
                 "delete it to start afresh, or pass the settings it was written with"

@@ -291,7 +291,9 @@ def edit_grid(
     return figure
 
 
-def _editor_and_clip(model: str | os.PathLike[str], clip: str | os.PathLike[str] | None) -> Any:
+def _editor_and_clip(
+    model: str | os.PathLike[str], clip: str | os.PathLike[str] | None
+) -> tuple[Path, Path]:
     """(editor folder, CLIP folder) of ``model``: ``"shapes"``, a recipe run or an editor."""
     from instructedit.default import DEFAULT_MODEL_NAME, default_clip_dir, default_model_dir
 
@@ -304,9 +306,15 @@ def _editor_and_clip(model: str | os.PathLike[str], clip: str | os.PathLike[str]
         elif (folder / "model_index.json").is_file():
             editor, run_clip = folder, None
         else:
+            shadowing = (
+                f" (the folder {folder} here hides the embedded default: run elsewhere)"
+                if str(model) == DEFAULT_MODEL_NAME
+                else ""
+            )
             raise FileNotFoundError(
                 f"model: {folder} is neither 'shapes' (the embedded default), a folder of "
-                "`instructedit shapes reproduce` nor an editor folder (no model_index.json)"
+                f"`instructedit shapes reproduce` nor an editor folder (no model_index.json)"
+                f"{shadowing}"
             )
     scorer_dir = Path(clip) if clip is not None else run_clip
     if scorer_dir is None:
@@ -364,6 +372,7 @@ def evaluate_shapes_editor(
         FileNotFoundError: ``model`` or ``clip`` is not what it must be.
     """
     from instructedit.clip import ClipScorer
+    from instructedit.components import vae_scale_factor
     from instructedit.evaluation import PAPER_IMAGE_SCALES, guidance_sweep, plot_sweep, write_csv
     from instructedit.pipeline import EditPipeline
     from instructedit.worlds.shapes import edit_record
@@ -384,7 +393,7 @@ def evaluate_shapes_editor(
         pipe = pipe.to(device)
     scorer = ClipScorer.from_open_clip(f"local-dir:{clip_dir}", device=device)
     edits = held_out_edits(scenes, seed=seed)
-    size = int(pipe.vae.config.sample_size) if "sample_size" in pipe.vae.config else 32
+    size = int(pipe.unet.config.sample_size) * vae_scale_factor(pipe.vae)  # the scenes' side
     outputs = {
         "editor": pipeline_edits(
             pipe, edits, size=size, num_inference_steps=steps, seed=seed, progress=progress
@@ -428,14 +437,18 @@ def evaluate_shapes_editor(
 
         folder = Path(output)
         folder.mkdir(parents=True, exist_ok=True)
-        rows = [i for family in range(4) for i in (family, family + 4) if i < len(edits)]
+        write_json_atomic(folder / "evaluation.json", result)
+        families = len(EDIT_FAMILIES)  # held_out_edits cycles through them: two rows of each
+        rows = [i for f in range(families) for i in (f, f + families) if i < len(edits)]
         edit_grid(
             [edits[i] for i in rows], {"editor": [outputs["editor"][i] for i in rows]}, size=size
         ).save(folder / "grid.png")
         if points:
             write_csv(points, folder / "sweep.csv")
-            plot_sweep(points, folder / "sweep.png", label="ShapesWorld editor")
-        write_json_atomic(folder / "evaluation.json", result)
+            try:
+                plot_sweep(points, folder / "sweep.png", label="ShapesWorld editor")
+            except ImportError as error:  # matplotlib is an extra: instructedit[plot]
+                logger.warning("sweep.png not drawn (%s); sweep.csv holds the points", error)
     logger.info("%s", format_evaluation(result))
     return result
 
@@ -445,16 +458,19 @@ def format_evaluation(result: dict[str, Any]) -> str:
     realised and success shares per family, the success, the share with the rest intact, the
     unchanged-region error and the CLIP similarities; then the sweep."""
     guidance = result["guidance"]
+    abbreviations = {"recolour": "rc", "background": "bg", "add": "add", "remove": "rm"}
+    present = [f for f in EDIT_FAMILIES if f in result["methods"]["editor"]["oracle"]]
+    families = "/".join(abbreviations.get(f, f) for f in present)
     lines = [
         f"{result['model']} at s_T = {guidance['text_scale']:g}, s_I = {guidance['image_scale']:g}"
         f" on {result['scenes']} held-out rendered edits (seed {result['seed']}, "
         f"{result['steps']} steps)",
-        f"{'method':<26}  {'realised: rc/bg/add/rm':<22}  {'success: rc/bg/add/rm':<22}  "
+        f"{'method':<26}  {'realised: ' + families:<22}  {'success: ' + families:<22}  "
         "success   intact   error  CLIP dir  CLIP img",
     ]
     for name, scores in result["methods"].items():
         oracle, clip = scores["oracle"], scores["clip"]
-        per_family = [oracle[f] for f in EDIT_FAMILIES if f in oracle]
+        per_family = [oracle[f] for f in present]
         realised = "/".join(f"{100 * row['realised']:.0f}" for row in per_family) + " %"
         success = "/".join(f"{100 * row['success']:.0f}" for row in per_family) + " %"
         lines.append(

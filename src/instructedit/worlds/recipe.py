@@ -1666,8 +1666,11 @@ def shapes_command(
         scenes: for "evaluate": held-out edits (the sweep takes the first 48).
     """
     if action == "evaluate":
-        if gpu or until is not None:
-            raise ValueError("gpu and until belong to reproduce, not to evaluate")
+        given = [name for name, value in (("gpu", gpu), ("until", until)) if value]
+        if given:
+            raise ValueError(f"{' and '.join(given)}: reproduce's options, not evaluate's")
+        if smoke and scenes != 200:
+            raise ValueError(f"scenes: smoke evaluates 8 edits, so scenes={scenes} cannot apply")
         from instructedit.worlds.evaluation import evaluate_shapes_editor
 
         folder = output if output is not None else Path("outputs/shapes-evaluation")
@@ -1680,8 +1683,13 @@ def shapes_command(
             sweep_scenes=4 if smoke else min(48, scenes),
         )
         return str(folder / "evaluation.json")
-    if model != "shapes" or clip is not None or scenes != 200:
-        raise ValueError("model, clip and scenes belong to evaluate, not to reproduce")
+    given = [
+        name
+        for name, value in (("model", model != "shapes"), ("clip", clip), ("scenes", scenes != 200))
+        if value
+    ]
+    if given:
+        raise ValueError(f"{' and '.join(given)}: evaluate's options, not reproduce's")
     if smoke and gpu:
         raise ValueError("smoke and gpu are two presets: pass at most one")
     output = output if output is not None else Path("outputs/shapes")
