@@ -1,6 +1,6 @@
 """Runs (or continues) the ShapesWorld reproduction of the paper from Python, stage by stage.
 
-    python examples/shapes/reproduce.py --output outputs/shapes            # full run (CPU, ~2 h 50 min)
+    python examples/shapes/reproduce.py --output outputs/shapes            # full run (CPU, ~2 h 55 min)
     python examples/shapes/reproduce.py --output outputs/shapes --smoke    # every stage, ~1 min
     python examples/shapes/reproduce.py --output outputs/shapes --until pairs
 
