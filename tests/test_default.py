@@ -231,6 +231,9 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     assert package.parent == ours[0].parent
     # A folder whose source no longer exists (an uninstalled copy of the package) goes too, but
     # only if this machine built it: another one sharing the cache may still use it.
+    older = ours[0].with_name("default-older")  # assembled before sources were recorded
+    shutil.copytree(ours[0], older, symlinks=True)
+    (older / "instructedit_source.txt").unlink()
     elsewhere = ours[0].with_name("default-elsewhere")
     shutil.copytree(ours[0], elsewhere, symlinks=True)
     source = json.loads((elsewhere / "instructedit_source.txt").read_text())
@@ -238,6 +241,7 @@ def test_export_writes_float16_that_loads_back(tmp_path, monkeypatch):
     shutil.rmtree(target)
     default.default_model_dir()
     assert elsewhere.is_dir()
+    assert older.is_dir()
     assert not ours[0].exists()
     assert package.is_dir()
 
