@@ -469,3 +469,15 @@ def test_shapes_evaluate_command_writes_its_files_and_keeps_its_options(tmp_path
         main(["shapes", "evaluate", "--smoke", "--scenes", "20", "--output", str(tmp_path / "z")])
     assert "scenes: smoke evaluates 8 edits" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ev"]
+
+
+def test_family_rows_take_the_first_edits_of_each_family_in_order():
+    from instructedit.worlds.evaluation import family_rows
+
+    edits = held_out_edits(12, seed=5)
+    # held_out_edits cycles through the families, so the rows are 0, 4, 1, 5, 2, 6, 3, 7.
+    assert family_rows(edits) == [0, 4, 1, 5, 2, 6, 3, 7]
+    assert [edits[i].family for i in family_rows(edits, per_family=3)] == [
+        family for family in EDIT_FAMILIES for _ in range(3)
+    ]
+    assert family_rows(edits[:6]) == [0, 4, 1, 5, 2, 3]  # as many as there are

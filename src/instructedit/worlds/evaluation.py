@@ -36,12 +36,14 @@ __all__ = [
     "clip_similarities",
     "edit_grid",
     "evaluate_shapes_editor",
+    "family_rows",
     "format_evaluation",
     "held_out_edits",
     "identity_edits",
     "oracle_summary",
     "pipeline_edits",
     "round_trip_edits",
+    "score_edits",
     "sdedit_edits",
 ]
 
@@ -291,6 +293,32 @@ def edit_grid(
     return figure
 
 
+def score_edits(
+    scorer: Any,
+    edits: Sequence[SceneEdit],
+    outputs: Sequence[Image.Image],
+    *,
+    size: int = 32,
+    tolerance: float = 0.08,
+) -> dict[str, Any]:
+    """One method's scores: ``{"oracle": oracle_summary(...), "clip": clip_similarities(...)}``
+    (see :func:`oracle_summary` and :func:`clip_similarities`)."""
+    return {
+        "oracle": oracle_summary(edits, outputs, size=size, tolerance=tolerance),
+        "clip": clip_similarities(scorer, edits, outputs, size=size),
+    }
+
+
+def family_rows(edits: Sequence[SceneEdit], per_family: int = 2) -> list[int]:
+    """Indices of the first ``per_family`` edits of each family, family by family: the rows of a
+    figure that shows every family (:func:`edit_grid`)."""
+    return [
+        index
+        for family in EDIT_FAMILIES
+        for index in [i for i, edit in enumerate(edits) if edit.family == family][:per_family]
+    ]
+
+
 def _editor_and_clip(
     model: str | os.PathLike[str], clip: str | os.PathLike[str] | None
 ) -> tuple[Path, Path]:
@@ -402,11 +430,7 @@ def evaluate_shapes_editor(
         "ground truth, autoencoded": round_trip_edits(pipe.vae, edits, size=size),
     }
     methods = {
-        name: {
-            "oracle": oracle_summary(edits, images, size=size),
-            "clip": clip_similarities(scorer, edits, images, size=size),
-        }
-        for name, images in outputs.items()
+        name: score_edits(scorer, edits, images, size=size) for name, images in outputs.items()
     }
     points = []
     if sweep_scenes:
@@ -438,8 +462,7 @@ def evaluate_shapes_editor(
         folder = Path(output)
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / "evaluation.json", result)
-        families = len(EDIT_FAMILIES)  # held_out_edits cycles through them: two rows of each
-        rows = [i for f in range(families) for i in (f, f + families) if i < len(edits)]
+        rows = family_rows(edits)
         edit_grid(
             [edits[i] for i in rows], {"editor": [outputs["editor"][i] for i in rows]}, size=size
         ).save(folder / "grid.png")

@@ -1051,17 +1051,6 @@ def _stage_editor(config: RecipeConfig, folder: Path, progress: bool) -> dict[st
     )
 
 
-def _score_outputs(
-    config: RecipeConfig, scorer: Any, edits: list[Any], outputs: list[Image.Image]
-) -> dict[str, Any]:
-    from instructedit.worlds.evaluation import clip_similarities, oracle_summary
-
-    return {
-        "oracle": oracle_summary(edits, outputs, size=config.size, tolerance=config.tolerance),
-        "clip": clip_similarities(scorer, edits, outputs, size=config.size),
-    }
-
-
 def _load_editor(
     config: RecipeConfig, model: Path, guidance: Any = None, scheduler: str | None = None
 ) -> Any:
@@ -1231,11 +1220,13 @@ def evaluate_editor(model: Path, config: RecipeConfig, guidance: Any = None) -> 
     ``guidance`` (a :class:`~instructedit.guidance.DualGuidance`; ``None``: the folder's stored
     guidance); returns the oracle's verdicts per family (see
     :func:`~instructedit.worlds.evaluation.oracle_summary`) and the CLIP similarities."""
-    from instructedit.worlds.evaluation import held_out_edits
+    from instructedit.worlds.evaluation import held_out_edits, score_edits
 
     edits = held_out_edits(config.eval_scenes, seed=config.seed)
     outputs = _edit_held_out(config, _load_editor(config, Path(model), guidance), edits)
-    return _score_outputs(config, _scorer(config), edits, outputs)
+    return score_edits(
+        _scorer(config), edits, outputs, size=config.size, tolerance=config.tolerance
+    )
 
 
 PAPER_GUIDANCE_ROW = "editor at the paper's guidance (7.5, 1.5)"
@@ -1250,9 +1241,11 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
     from instructedit.guidance import DualGuidance
     from instructedit.worlds.evaluation import (
         edit_grid,
+        family_rows,
         held_out_edits,
         identity_edits,
         round_trip_edits,
+        score_edits,
         sdedit_edits,
     )
     from instructedit.worlds.shapes import edit_record
@@ -1289,7 +1282,8 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
             progress=progress,
         )
     methods = {
-        name: _score_outputs(config, scorer, edits, images) for name, images in outputs.items()
+        name: score_edits(scorer, edits, images, size=config.size, tolerance=config.tolerance)
+        for name, images in outputs.items()
     }
 
     examples = [edit_record(edit, config.size) for edit in edits[: config.sweep_scenes]]
@@ -1310,7 +1304,7 @@ def _stage_evaluate(config: RecipeConfig, folder: Path, progress: bool) -> dict[
         (name for name in methods if name.startswith("sdedit")),
         key=lambda name: methods[name]["oracle"]["all"]["success"],
     )
-    rows = [i for family in range(4) for i in (family, family + 4) if i < len(edits)]
+    rows = family_rows(edits)
     edit_grid(
         [edits[i] for i in rows],
         {
