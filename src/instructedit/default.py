@@ -37,6 +37,7 @@ __all__ = [
     "export_default_model",
     "load_default",
     "load_default_clip",
+    "names_default",
 ]
 
 DEFAULT_MODEL_NAME = "shapes"
@@ -48,6 +49,12 @@ logger = logging.getLogger(__name__)
 _EDITOR_PARTS = ("unet", "vae", "text_encoder", "scheduler")
 _SOURCE_FILE = "instructedit_source.txt"
 """Written into each cached folder: the machine and the package folder it was assembled from."""
+
+
+def names_default(model: str | os.PathLike[str]) -> bool:
+    """Whether ``model`` names the embedded default: :data:`DEFAULT_MODEL_NAME`, unless a local
+    folder of that name exists (a local folder always wins)."""
+    return str(model) == DEFAULT_MODEL_NAME and not Path(model).exists()
 
 
 def bundled_dir() -> Path:

@@ -21,7 +21,7 @@ from instructedit.components import (
     run_vae,
     vae_scale_factor,
 )
-from instructedit.default import DEFAULT_MODEL_NAME, default_model_dir
+from instructedit.default import default_model_dir, names_default
 from instructedit.guidance import (
     GUIDANCE_CONFIG_NAME,
     DualGuidance,
@@ -196,7 +196,7 @@ class EditPipeline:
             revision: hub revision.
             cache_dir: hub cache folder.
         """
-        if str(path_or_hub_id) == DEFAULT_MODEL_NAME and not Path(path_or_hub_id).exists():
+        if names_default(path_or_hub_id):
             path_or_hub_id = default_model_dir()
             # Its weights are stored in float16; CPUs need float32 unless asked otherwise.
             torch_dtype = torch_dtype or torch.float32

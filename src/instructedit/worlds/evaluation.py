@@ -323,9 +323,14 @@ def _editor_and_clip(
     model: str | os.PathLike[str], clip: str | os.PathLike[str] | None
 ) -> tuple[Path, Path]:
     """(editor folder, CLIP folder) of ``model``: ``"shapes"``, a recipe run or an editor."""
-    from instructedit.default import DEFAULT_MODEL_NAME, default_clip_dir, default_model_dir
+    from instructedit.default import (
+        DEFAULT_MODEL_NAME,
+        default_clip_dir,
+        default_model_dir,
+        names_default,
+    )
 
-    if str(model) == DEFAULT_MODEL_NAME and not Path(model).exists():
+    if names_default(model):
         editor, run_clip = default_model_dir(), default_clip_dir()
     else:
         folder = Path(model)
