@@ -170,51 +170,48 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys, caplog):
     assert sum(len(e) == 3 for e in entries) == len(entries) // 2  # keep_per_pair from each set
     assert len(load_selection(pooled, "unfiltered")) == len(entries)
 
-    # The pairs stage split over processes (shards of the captions, one after the other here)
-    # writes the very candidates of the one-process stage, and selects the same training sets.
-    from instructedit.clip import ClipDirectionalFilter
-    from instructedit.data import write_seeds_index
-    from instructedit.datagen import generate_dataset
-    from instructedit.p2p import PromptToPrompt
-    from instructedit.worlds.recipe import (
-        _device,
-        _scorer,
-        pair_captions,
-        pair_generation_config,
-        select_training_sets,
-    )
-    from instructedit.worlds.shapes import ShapesCaptionEditor
+    # The pairs stage split over worker processes (two shares of the captions, rendered side by
+    # side) writes the very candidates of the one-process stage, and selects the same training
+    # sets.
+    import logging
 
-    sharded = tmp_path / "sharded"
-    for stage in ("text_to_image", "clip"):
-        shutil.copytree(output / stage, sharded / stage)
-    shard_config = RecipeConfig.smoke(str(sharded))
-    p2p = PromptToPrompt.from_pretrained(sharded / "text_to_image" / "model").to(
-        _device(shard_config)
-    )
-    scorer = _scorer(shard_config)
-    for shard in ((1, 2), (0, 2)):
-        generate_dataset(
-            pair_captions(shard_config),
-            sharded / "pairs" / "candidates",
-            caption_editor=ShapesCaptionEditor(seed=shard_config.seed),
-            p2p=p2p,
-            clip_filter=ClipDirectionalFilter(scorer, -1.0, -1.0, -1.0),
-            config=pair_generation_config(shard_config, (7.5, 7.5), shard=shard),
-            progress=False,
-        )
-    write_seeds_index(sharded / "pairs" / "candidates")
-    whole, parts = output / "pairs" / "candidates", sharded / "pairs" / "candidates"
+    # Each worker gets one of the two threads, so the one-process stage runs on one thread too:
+    # floating-point sums over other thread counts may differ in their last bits.
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    for folder in (single, sharded):
+        for stage in ("text_to_image", "clip"):
+            shutil.copytree(output / stage, folder / stage)
+    shard_config = replace(RecipeConfig.smoke(str(sharded)), pair_workers=2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        reference = reproduce(RecipeConfig.smoke(str(single)), until="pairs", progress=False)
+        torch.set_num_threads(2)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="instructedit.worlds.recipe"):
+            selected = reproduce(shard_config, until="pairs", progress=False)["pairs"]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert "pairs stage: candidates in 2 processes" in caplog.text
+    whole, parts = single / "pairs" / "candidates", sharded / "pairs" / "candidates"
     assert folder_index(parts) == folder_index(whole)
     for name, seed in folder_index(whole):
         for image in (f"{seed}_0.jpg", f"{seed}_1.jpg"):
             assert (parts / name / image).read_bytes() == (whole / name / image).read_bytes()
-    selected = select_training_sets(shard_config, sharded / "pairs", scorer, read_back=False)
-    assert "read_back" not in selected
-    assert selected["filtered_pairs"] == summary["pairs"]["filtered_pairs"]
+    assert selected["candidates"] == reference["pairs"]["candidates"]
+    assert selected["filtered_pairs"] == reference["pairs"]["filtered_pairs"]
     assert json.loads((sharded / "pairs" / "selections.json").read_text()) == json.loads(
-        (output / "pairs" / "selections.json").read_text()
+        (single / "pairs" / "selections.json").read_text()
     )
+    # The selection alone, without the read-back (as the GPU call's phases run it).
+    from instructedit.worlds.recipe import _scorer, select_training_sets
+
+    quick = select_training_sets(
+        shard_config, sharded / "pairs", _scorer(shard_config), read_back=False
+    )
+    assert "read_back" not in quick
+    assert quick["filtered_pairs"] == selected["filtered_pairs"]
 
     # The run's diagnostic examples read its folder as the recipe wrote it.
     import subprocess
@@ -444,6 +441,9 @@ def test_smoke_and_gpu_presets_are_exclusive(tmp_path):
         ("ground_truth_large_pairs", 2.5, "ground_truth_large_pairs must be an int"),
         ("editor_learning_rate", -1e-4, "editor_learning_rate must be a finite number > 0"),
         ("loader_workers", -1, "loader_workers must be an int >= 0"),
+        ("pair_workers", 0, r"pair_workers must be None \(automatic\) or an int >= 1, got 0"),
+        ("pair_workers", True, "pair_workers must be None"),
+        ("pair_workers", "2", "pair_workers must be None"),
         ("decoder_steps", -5, "decoder_steps must be an int >= 0"),
         ("pair_control", "local", "pair_control must be 'self_attention' or 'cross_attention'"),
         ("pair_control_range", (0.9, 0.1), "pair_control_range must be"),
@@ -493,6 +493,35 @@ def test_local_blend_needs_the_cross_attention_control():
     assert RecipeConfig(pair_local_blend=0.3).pair_control == "cross_attention"  # the default
     with pytest.raises(ValueError, match="pair_local_blend needs pair_control='cross_attention'"):
         RecipeConfig(pair_control="self_attention", pair_local_blend=0.3)
+
+
+def test_the_pairs_stage_splits_over_cpu_threads_only_where_it_is_the_only_process(monkeypatch):
+    from instructedit.worlds.recipe import pair_worker_count
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 6)
+    assert pair_worker_count(RecipeConfig(device="cpu")) == 4
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert pair_worker_count(RecipeConfig(device="cpu")) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert pair_worker_count(RecipeConfig(device="cpu")) == 2
+    assert pair_worker_count(RecipeConfig(device="cuda")) == 1
+    assert pair_worker_count(RecipeConfig(device="cpu", pair_workers=3)) == 3
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's processes share the captions already
+    assert pair_worker_count(RecipeConfig(device="cpu")) == 1
+    assert RecipeConfig.smoke().pair_workers == 1  # the CI run stays in one process
+
+
+@pytest.mark.slow
+def test_a_failing_pairs_worker_stops_the_stage_with_a_clear_error(tmp_path):
+    from instructedit.worlds.recipe import _render_in_workers
+
+    # No text-to-image model in the run: both workers fail as they load it.
+    config = RecipeConfig.smoke(str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"a pairs stage worker failed \(exit code 1\)"):
+        _render_in_workers(
+            config, tmp_path, tmp_path / "pairs" / "candidates", (7.5, 7.5), 2, False
+        )
 
 
 def test_until_must_name_a_stage(tmp_path):

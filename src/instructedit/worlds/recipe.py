@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
+import os
 import random
 import time
 from collections import defaultdict
@@ -68,6 +70,7 @@ __all__ = [
     "load_selection",
     "pair_captions",
     "pair_generation_config",
+    "pair_worker_count",
     "reproduce",
     "select_pairs",
     "select_training_sets",
@@ -284,6 +287,21 @@ class RecipeConfig:
     sample with, and the embedded default when
     :func:`~instructedit.default.export_default_model` ships the run; ``None``: Euler ancestral,
     the paper's (plain Euler for ``editor_prediction_type="sample"``)."""
+    pair_workers: int | None = None
+    """Processes that render the pairs stage's candidates, each a share of the captions
+    (:attr:`GenerationConfig.shard <instructedit.datagen.GenerationConfig.shard>`), torch's
+    threads divided between them. Each caption's candidates come from its own seed whatever the
+    count: byte for byte the candidates of one process with as many threads as each worker has
+    (the recipe's test compares them); with other thread counts torch's floating-point sums, and so
+    a candidate's pixels, may differ in their last bits. ``None``: one per torch thread on a CPU (at most 4); one on a GPU and in a
+    process started by torchrun or ``accelerate launch`` (whose processes share the captions
+    already). The workers are spawned, so a script that calls :func:`reproduce` needs the ``if
+    __name__ == "__main__":`` guard. A caption's batch (two to eight candidates of a
+    4M-parameter UNet on an 8² latent) leaves threads idle: on two CPU cores, two processes of one
+    thread ran the stage 1.12× as fast as one of two at the default eight candidates a caption,
+    1.26× at two (on 16 and 32 captions, loading and selection included; the nineteenth run's
+    11 000 candidates took 0.77 s a caption, the tenth's 1.41 s in one process:
+    ``benchmarks/pair_workers.py``)."""
     loader_workers: int = 0
     """Worker processes that prepare training data: the text-to-image stage's scenes (rendered and
     tokenized ahead of the step; the same batches for any count, see
@@ -394,6 +412,13 @@ class RecipeConfig:
                 f"editor_learning_rate must be a finite number > 0, got {self.editor_learning_rate!r}"
             )
         check_counts(self, ("decoder_steps", "loader_workers"), minimum=0)
+        workers = self.pair_workers
+        if workers is not None and (
+            not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
+        ):
+            raise ValueError(
+                f"pair_workers must be None (automatic) or an int >= 1, got {workers!r}"
+            )
         if not (
             isinstance(self.decoder_shape_weight, (int, float))
             and not isinstance(self.decoder_shape_weight, bool)
@@ -456,6 +481,7 @@ class RecipeConfig:
             min_text_similarity=-1.0,
             min_structure_similarity=0.0,
             generation_steps=3,
+            pair_workers=1,
             editor_steps=5,
             editor_batch_size=4,
             eval_scenes=8,
@@ -653,30 +679,24 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
 
     Candidates are written with their CLIP scores and no threshold; the paper's filter is then
     applied to the stored scores (:meth:`ClipDirectionalFilter.judge` and ``top_k``), so the
-    filtered set and the ablations' sets come from the very same candidates.
+    filtered set and the ablations' sets come from the very same candidates. With several
+    :attr:`~RecipeConfig.pair_workers`, worker processes render the candidates, each a share of
+    the captions, and this one counts what they finished.
     """
-    from instructedit.clip import ClipDirectionalFilter
-    from instructedit.datagen import generate_dataset
     from instructedit.p2p import PromptToPrompt
-    from instructedit.worlds.shapes import ShapesCaptionEditor
 
     root = folder.parent
-    captions = pair_captions(config)
-    p2p = PromptToPrompt.from_pretrained(root / "text_to_image" / "model").to(_device(config))
     scorer = _scorer(config)
-    sets = candidate_sets(config)
+    workers = pair_worker_count(config)
+    p2p = PromptToPrompt.from_pretrained(root / "text_to_image" / "model").to(_device(config))
     samples = 0
     caption_rejections: dict[str, int] = defaultdict(int)
-    for name, guidance in sets:
-        summary = generate_dataset(
-            captions,
-            folder / name,
-            caption_editor=ShapesCaptionEditor(seed=config.seed),
-            p2p=p2p,
-            # Score every candidate, keep all: thresholds are applied below, on the stored scores.
-            clip_filter=ClipDirectionalFilter(scorer, -1.0, -1.0, -1.0),
-            config=pair_generation_config(config, guidance),
-            progress=progress,
+    for name, guidance in candidate_sets(config):
+        if workers > 1:
+            _render_in_workers(config, root, folder / name, guidance, workers, progress)
+        # With workers, every caption is finished: this pass counts them and indexes the folder.
+        summary = _candidates(
+            config, p2p, scorer, folder / name, guidance, (0, 1), progress and workers == 1
         )
         samples += summary.samples
         for reason, count in summary.caption_rejections.items():
@@ -686,6 +706,141 @@ def _stage_pairs(config: RecipeConfig, folder: Path, progress: bool) -> dict[str
         "caption_rejections": dict(caption_rejections),
         **select_training_sets(config, folder, scorer),
     }
+
+
+_LAUNCHER_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+"""Environment of a process started by torchrun or ``accelerate launch``."""
+
+
+def pair_worker_count(config: RecipeConfig) -> int:
+    """Processes of the pairs stage: ``config.pair_workers``, or by default one per torch thread
+    on a CPU (at most 4) and one on a GPU or in a process started by torchrun or ``accelerate
+    launch`` (whose processes already share the captions)."""
+    if config.pair_workers is not None:
+        return config.pair_workers
+    if _device(config) != "cpu" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 1
+    return max(1, min(4, torch.get_num_threads()))
+
+
+def _candidates(
+    config: RecipeConfig,
+    p2p: Any,
+    scorer: Any,
+    target: Path,
+    guidance: tuple[float, float],
+    shard: tuple[int, int],
+    progress: bool,
+) -> Any:
+    """Renders one share of a candidate set (all of it for ``shard=(0, 1)``; captions already
+    finished are only counted); returns the :class:`~instructedit.datagen.GenerationSummary`."""
+    from instructedit.clip import ClipDirectionalFilter
+    from instructedit.datagen import generate_dataset
+    from instructedit.worlds.shapes import ShapesCaptionEditor
+
+    return generate_dataset(
+        pair_captions(config),
+        target,
+        caption_editor=ShapesCaptionEditor(seed=config.seed),
+        p2p=p2p,
+        # Score every candidate, keep all: thresholds are applied later, on the stored scores.
+        clip_filter=ClipDirectionalFilter(scorer, -1.0, -1.0, -1.0),
+        config=pair_generation_config(config, guidance, shard=shard),
+        progress=progress,
+    )
+
+
+def _render_in_workers(
+    config: RecipeConfig,
+    root: Path,
+    target: Path,
+    guidance: tuple[float, float],
+    workers: int,
+    progress: bool,
+) -> None:
+    """Renders a candidate set in ``workers`` processes, torch's threads shared between them;
+    stops them all and raises as soon as one fails (what they finished stays: the stage
+    resumes)."""
+    from tqdm.auto import tqdm
+
+    threads = torch.get_num_threads()
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(
+            target=_candidate_worker,
+            args=(
+                config,
+                root,
+                target,
+                guidance,
+                (i, workers),
+                threads // workers + (i < threads % workers),
+            ),
+            daemon=True,
+        )
+        for i in range(workers)
+    ]
+    logger.info("pairs stage: %s in %d processes", target.name, workers)
+    total = len(pair_captions(config))
+    try:
+        for process in processes:
+            process.start()
+        with tqdm(total=total, disable=not progress, desc="captions") as bar:
+            while True:
+                running = any(process.is_alive() for process in processes)
+                failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+                if failed:
+                    raise RuntimeError(
+                        f"a pairs stage worker failed (exit code {failed[0]}); what the workers "
+                        "finished is kept, and the stage resumes from it"
+                    )
+                bar.update(_finished_captions(target) - bar.n)
+                if not running:
+                    break
+                time.sleep(1.0)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+
+
+def _finished_captions(target: Path) -> int:
+    """Captions of a candidate folder finished so far (written or refused)."""
+    from instructedit.datagen._run import SKIPPED
+
+    if not target.is_dir():
+        return 0
+    refused = target / SKIPPED
+    written = sum(1 for p in target.iterdir() if (p / "prompt.json").is_file())
+    return written + (len(list(refused.glob("*.json"))) if refused.is_dir() else 0)
+
+
+def _candidate_worker(
+    config: RecipeConfig,
+    root: Path,
+    target: Path,
+    guidance: tuple[float, float],
+    shard: tuple[int, int],
+    threads: int,
+) -> None:
+    """A worker process of the pairs stage: renders its share with its own models, with
+    ``threads`` torch threads; ends itself if the stage's process dies."""
+    import threading
+
+    from instructedit.p2p import PromptToPrompt
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    torch.set_num_threads(max(1, threads))
+    p2p = PromptToPrompt.from_pretrained(root / "text_to_image" / "model").to(_device(config))
+    _candidates(config, p2p, _scorer(config), target, guidance, shard, progress=False)
 
 
 def pair_captions(config: RecipeConfig) -> list[str]:
