@@ -15,8 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from instructedit.clip_tokenizer import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE
+from instructedit.seeding import seeded
+
 __all__ = [
     "COMPONENTS",
+    "SD_SCHEDULER_CONFIG",
+    "clip_text_encoder",
     "decode_latents",
     "encode_prompts",
     "load_components",
@@ -29,6 +34,16 @@ logger = logging.getLogger(__name__)
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _MODEL_COMPONENTS = ("unet", "vae", "text_encoder")
+
+SD_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+"""The noise schedule of Stable Diffusion v1 (every scheduler of the tiny components and the ShapesWorld models uses it)."""
 
 
 def _check_weights_present(folder: Path, component: str, allow_pickle: bool) -> None:
@@ -247,3 +262,25 @@ def decode_latents(vae: Any, latents: Tensor) -> Tensor:
         return model.decode(scaled, return_dict=False)[0]
 
     return run_vae(vae, run, "decoding").float()
+
+
+def clip_text_encoder(*, width: int, layers: int = 2, heads: int = 4, seed: int = 0) -> Any:
+    """Returns a seeded ``CLIPTextModel`` over the real CLIP vocabulary (77 positions), in eval
+    mode, with ``width``-dimensional outputs and a ``2 × width`` feed-forward layer."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=CLIP_VOCAB_SIZE,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=CLIP_CONTEXT_LENGTH,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        projection_dim=width,
+    )
+    with seeded(seed):
+        encoder = CLIPTextModel(config)
+    return encoder.eval()

@@ -79,7 +79,7 @@ def default_model_dir() -> Path:
     earlier from the same package folder (older weights) or from one that no longer exists are
     removed.
     """
-    from instructedit.testing import clip_tokenizer_dir
+    from instructedit.clip_tokenizer import clip_tokenizer_dir
 
     source = bundled_dir()
     _check_bundled(source)

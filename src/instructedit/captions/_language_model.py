@@ -23,7 +23,7 @@ from instructedit.captions._format import (
     parse_completion,
     read_caption_edits,
 )
-from instructedit.testing import seeded
+from instructedit.seeding import seeded
 
 __all__ = ["LanguageModelCaptionEditor", "SamplingConfig", "finetune_caption_editor"]
 

@@ -22,7 +22,7 @@ def caption_rng(seed: int, caption: str) -> random.Random:
     from it as well, so a caption that occurs twice in a dataset gets two independent edits
     (seeding by the text alone gave every repeat the same one).
     :func:`~instructedit.datagen.generate_dataset` seeds the generator per caption index, so a
-    run's edits are reproducible; around a direct call, :func:`~instructedit.testing.seeded`
+    run's edits are reproducible; around a direct call, :func:`~instructedit.seeding.seeded`
     does the same.
     """
     draw = int(torch.randint(0, 2**62, (1,)).item())

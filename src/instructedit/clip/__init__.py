@@ -1,6 +1,7 @@
 """Stage 3: CLIP scoring and InstructPix2Pix's directional-similarity filter (open_clip)."""
 
 from instructedit._public import publish
+from instructedit.clip._files import save_open_clip
 from instructedit.clip._filter import ClipDirectionalFilter, ClipScores, FilterResult
 from instructedit.clip._scorer import ClipScorer, official_preprocess
 from instructedit.clip._similarity import (
@@ -20,6 +21,7 @@ __all__ = [
     "image_image_similarity",
     "image_text_similarity",
     "official_preprocess",
+    "save_open_clip",
     "structure_similarity",
 ]
 

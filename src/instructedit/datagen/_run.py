@@ -34,7 +34,7 @@ from instructedit.data import (
     write_seeds_index,
 )
 from instructedit.p2p import PAIR_CONTROLS, PairControl, check_local_blend
-from instructedit.testing import seeded
+from instructedit.seeding import seeded
 
 __all__ = ["GenerationConfig", "GenerationSummary", "generate_dataset", "parse_shard"]
 

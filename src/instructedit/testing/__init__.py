@@ -22,17 +22,18 @@ state. Use it in downstream tests the way diffusers uses ``get_dummy_components(
 """
 
 from instructedit._public import publish
-from instructedit.testing._clip_tokenizer import (
+from instructedit.clip import save_open_clip
+from instructedit.clip_tokenizer import (
     CLIP_CONTEXT_LENGTH,
     CLIP_VOCAB_SIZE,
     clip_tokenizer,
     clip_tokenizer_dir,
 )
+from instructedit.components import SD_SCHEDULER_CONFIG, clip_text_encoder
+from instructedit.seeding import seeded
 from instructedit.testing._diffusion import (
-    SD_SCHEDULER_CONFIG,
     SchedulerName,
     TinyComponents,
-    clip_text_encoder,
     save_tiny_pipeline,
     tiny_components,
     tiny_scheduler,
@@ -47,11 +48,9 @@ from instructedit.testing._language_model import (
 )
 from instructedit.testing._open_clip import (
     TINY_OPEN_CLIP_CONFIG,
-    save_open_clip,
     save_tiny_open_clip,
     tiny_open_clip,
 )
-from instructedit.testing._seeding import seeded
 
 __all__ = [
     "CAPTION_EDIT_CORPUS",

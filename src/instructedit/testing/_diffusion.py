@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from instructedit.testing._clip_tokenizer import (
-    CLIP_CONTEXT_LENGTH,
-    CLIP_VOCAB_SIZE,
-    clip_tokenizer,
-)
-from instructedit.testing._seeding import seeded
+from instructedit.clip_tokenizer import clip_tokenizer
+from instructedit.components import SD_SCHEDULER_CONFIG, clip_text_encoder
+from instructedit.seeding import seeded
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -18,10 +15,8 @@ if TYPE_CHECKING:
     from transformers import CLIPTextModel, CLIPTokenizer
 
 __all__ = [
-    "SD_SCHEDULER_CONFIG",
     "SchedulerName",
     "TinyComponents",
-    "clip_text_encoder",
     "save_tiny_pipeline",
     "tiny_components",
     "tiny_scheduler",
@@ -32,15 +27,6 @@ __all__ = [
 
 SchedulerName = Literal["ddim", "ddpm", "pndm", "euler", "euler_ancestral", "dpm_solver++"]
 
-SD_SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
-"""The noise schedule of Stable Diffusion v1 (shared by every scheduler below)."""
 
 _SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
     # clip_sample=False matters: DDIM/DDPM default to clipping x0 to [-1, 1], which ruins latents.
@@ -109,30 +95,6 @@ def tiny_vae(*, seed: int = 0) -> AutoencoderKL:
             sample_size=32,
         )
     return vae.eval()
-
-
-def clip_text_encoder(
-    *, width: int, layers: int = 2, heads: int = 4, seed: int = 0
-) -> CLIPTextModel:
-    """Returns a seeded ``CLIPTextModel`` over the real CLIP vocabulary (77 positions), in eval
-    mode, with ``width``-dimensional outputs and a ``2 × width`` feed-forward layer."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    config = CLIPTextConfig(
-        vocab_size=CLIP_VOCAB_SIZE,
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=CLIP_CONTEXT_LENGTH,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-        projection_dim=width,
-    )
-    with seeded(seed):
-        encoder = CLIPTextModel(config)
-    return encoder.eval()
 
 
 def tiny_text_encoder(*, seed: int = 0) -> CLIPTextModel:

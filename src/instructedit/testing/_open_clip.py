@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructedit.testing._clip_tokenizer import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE
-from instructedit.testing._seeding import seeded
+from instructedit.clip import save_open_clip
+from instructedit.clip_tokenizer import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE
+from instructedit.seeding import seeded
 
 if TYPE_CHECKING:
     import open_clip
 
-__all__ = ["TINY_OPEN_CLIP_CONFIG", "save_open_clip", "save_tiny_open_clip", "tiny_open_clip"]
+__all__ = ["TINY_OPEN_CLIP_CONFIG", "save_tiny_open_clip", "tiny_open_clip"]
 
 TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 32,
@@ -50,35 +50,6 @@ def tiny_open_clip(*, seed: int = 0) -> open_clip.CLIP:
     with seeded(seed):
         model = open_clip.CLIP(**config)
     return model.eval()
-
-
-def save_open_clip(model: Any, model_cfg: dict[str, Any], directory: str | Path) -> Path:
-    """Writes any open_clip model as a ``local-dir:`` folder and returns the folder.
-
-    The folder holds ``open_clip_config.json`` (``model_cfg`` and CLIP's bicubic, mean/std
-    preprocessing) and ``open_clip_model.safetensors``. Load it with::
-
-        model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
-        tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
-    """
-    from safetensors.torch import save_file
-
-    open_clip = _import_open_clip()
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    config = {
-        "model_cfg": copy.deepcopy(model_cfg),
-        "preprocess_cfg": {
-            "mean": list(open_clip.OPENAI_DATASET_MEAN),
-            "std": list(open_clip.OPENAI_DATASET_STD),
-            "interpolation": "bicubic",
-            "resize_mode": "shortest",
-        },
-    }
-    (path / "open_clip_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(path / "open_clip_model.safetensors"))
-    return path
 
 
 def save_tiny_open_clip(directory: str | Path, *, seed: int = 0) -> Path:

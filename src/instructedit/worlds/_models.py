@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from instructedit.clip_tokenizer import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE
+from instructedit.components import clip_text_encoder
 from instructedit.guidance import check_scale
-from instructedit.testing import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, clip_text_encoder, seeded
+from instructedit.seeding import seeded
 from instructedit.worlds.shapes import Scene, caption, random_scene, region_masks, render
 
 __all__ = [
