@@ -147,6 +147,42 @@ def test_word_swap_with_store_local_blend_and_grid(tmp_path):
     assert grid.size == (32 * 4, 32 + 16)  # a, red, ball, end token
 
 
+class _ExplodingUNet:
+    """Stands in for the UNet: any call means validation came too late."""
+
+    def __init__(self, unet):
+        self.config, self.dtype, self.device = unet.config, unet.dtype, unet.device
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("the model ran before the input was validated")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"source_prompt": []}, ValueError, "source_prompt must be one item or a non-empty list"),
+        ({"target_prompt": ["a", None]}, TypeError, r"target_prompt\[1\] must be a str"),
+        (
+            {"source_prompt": ["a", "b"], "target_prompt": ["c"] * 3},
+            ValueError,
+            "2 source prompts and 3",
+        ),
+        ({"seed": [0, 1]}, ValueError, "got 2 seed values for 1 items"),
+        ({"seed": "7"}, ValueError, "seed must be an int or a list of 1"),
+        ({"guidance_scale": [7.5, 3.0]}, ValueError, "got 2 guidance_scale values"),
+        ({"num_inference_steps": True}, ValueError, "num_inference_steps must be an int >= 1"),
+        ({"output_type": "jpeg"}, ValueError, "output_type must be one of"),
+    ],
+)
+def test_bad_generate_arguments_are_rejected_before_any_model_runs(kwargs, error, message):
+    p2p = _p2p()
+    p2p.unet = _ExplodingUNet(p2p.unet)
+    arguments = {"source_prompt": "a red ball", "target_prompt": "a blue ball", "progress": False}
+    arguments.update(kwargs)
+    with pytest.raises(error, match=message):
+        p2p.generate(num_inference_steps=arguments.pop("num_inference_steps", 1), **arguments)
+
+
 def test_bad_prompts_are_rejected():
     p2p = _p2p()
     with pytest.raises(

@@ -15,6 +15,16 @@ from PIL import Image
 from torch import Tensor
 
 from instructedit._checks import check_range
+from instructedit._inputs import (
+    OutputType,
+    as_list,
+    broadcast,
+    check_output_type,
+    check_positive_int,
+    check_texts,
+    pair_count,
+    per_item,
+)
 from instructedit.attention import AttentionController, attention_control
 from instructedit.components import (
     decode_latents,
@@ -67,8 +77,6 @@ def check_local_blend(local_blend: float | None, control: str, *, prefix: str = 
 
 logger = logging.getLogger(__name__)
 
-_OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-
 
 @dataclass
 class PairOutput:
@@ -103,13 +111,6 @@ class PairCandidate:
     seed: int
     injection: float
     guidance_scale: float
-
-
-def _as_list(value: str | Sequence[str], argument: str) -> list[str]:
-    items = [value] if isinstance(value, str) else list(value)
-    if not items:
-        raise ValueError(f"{argument} must not be empty")
-    return items
 
 
 class PromptToPrompt:
@@ -210,7 +211,7 @@ class PromptToPrompt:
         guidance_scale: float | Sequence[float] = 7.5,
         height: int | None = None,
         width: int | None = None,
-        output_type: str = "pil",
+        output_type: OutputType = "pil",
         *,
         negative_prompt: str | None = None,
         latents: Tensor | None = None,
@@ -242,31 +243,24 @@ class PromptToPrompt:
             scheduler: a scheduler for this call instead of ``self.scheduler``.
             progress: show a progress bar.
         """
-        sources = _as_list(source_prompt, "source_prompt")
-        targets = _as_list(target_prompt, "target_prompt")
-        if len(sources) > 1 and len(targets) > 1 and len(sources) != len(targets):
-            raise ValueError(f"got {len(sources)} source prompts and {len(targets)} target prompts")
-        pairs = max(len(sources), len(targets))
-        sources = sources * pairs if len(sources) == 1 else sources
-        targets = targets * pairs if len(targets) == 1 else targets
+        sources = check_texts(
+            as_list(source_prompt, "source_prompt"), "source_prompt", allow_empty=True
+        )
+        targets = check_texts(
+            as_list(target_prompt, "target_prompt"), "target_prompt", allow_empty=True
+        )
+        pairs = pair_count(sources, "source prompts", targets, "target prompts")
+        sources = broadcast(sources, pairs, "source_prompt")
+        targets = broadcast(targets, pairs, "target_prompt")
         self._check_prompts(sources, "source_prompt")
         self._check_prompts(targets, "target_prompt")
-        seeds = [seed] * pairs if isinstance(seed, int) else list(seed)
-        if len(seeds) != pairs:
-            raise ValueError(f"got {len(seeds)} seeds for {pairs} prompt pairs")
-        scales = (
-            [float(guidance_scale)] * pairs
-            if isinstance(guidance_scale, (int, float))
-            else list(guidance_scale)
-        )
-        if len(scales) != pairs:
-            raise ValueError(f"got {len(scales)} guidance scales for {pairs} prompt pairs")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(
-                f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}"
-            )
-        if output_type not in _OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {_OUTPUT_TYPES}, got {output_type!r}")
+        seeds = per_item(seed, pairs, "seed", int, "an int")
+        scales = [
+            float(scale)
+            for scale in per_item(guidance_scale, pairs, "guidance_scale", (int, float), "a number")
+        ]
+        check_positive_int(num_inference_steps, "num_inference_steps")
+        check_output_type(output_type)
         if uncond_embeddings is not None and len(uncond_embeddings) != num_inference_steps:
             raise ValueError(
                 f"uncond_embeddings has {len(uncond_embeddings)} entries for {num_inference_steps} steps"
@@ -364,7 +358,7 @@ class PromptToPrompt:
         target_prompt: str,
         controller: AttentionController | None = None,
         *,
-        output_type: str = "pil",
+        output_type: OutputType = "pil",
         progress: bool = True,
     ) -> PairOutput:
         """Renders the inverted image (``.source``, its reconstruction) and its edit (``.target``)."""

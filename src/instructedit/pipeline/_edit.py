@@ -6,13 +6,22 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from instructedit._inputs import (
+    OutputType,
+    as_list,
+    broadcast,
+    check_output_type,
+    check_positive_int,
+    check_texts,
+    pair_count,
+)
 from instructedit.components import (
     decode_latents,
     encode_prompts,
@@ -48,9 +57,6 @@ __all__ = ["EditOutput", "EditPipeline", "OutputType"]
 
 logger = logging.getLogger(__name__)
 
-OutputType = Literal["pil", "np", "pt", "latent"]
-_OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-
 PipelineCallback = Callable[
     ["EditPipeline", int, Tensor, dict[str, Tensor]], "Mapping[str, Any] | None"
 ]
@@ -70,14 +76,6 @@ class EditOutput:
     """
 
     images: list[Image.Image] | np.ndarray | Tensor
-
-
-def _as_list(value: Any, argument: str) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ValueError(f"{argument} must not be an empty list")
-        return list(value)
-    return [value]
 
 
 def _hub_guidance(
@@ -354,25 +352,10 @@ class EditPipeline:
             :class:`EditOutput` with the edited images.
         """
         # Validate everything before any model runs.
-        images_in = _as_list(image, "image")
-        instructions = [str(text) for text in _as_list(instruction, "instruction")]
-        for index, item in enumerate(instructions):
-            if not item.strip():
-                raise ValueError(
-                    f"instruction[{index}] is empty; describe the edit, e.g. 'make it snowy'"
-                )
-        if (
-            isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, int)
-            or num_inference_steps < 1
-        ):
-            raise ValueError(
-                f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}"
-            )
-        if not isinstance(num_images_per_instruction, int) or num_images_per_instruction < 1:
-            raise ValueError(
-                f"num_images_per_instruction must be an int >= 1, got {num_images_per_instruction!r}"
-            )
+        images_in = as_list(image, "image")
+        instructions = check_texts(as_list(instruction, "instruction"), "instruction")
+        check_positive_int(num_inference_steps, "num_inference_steps")
+        check_positive_int(num_images_per_instruction, "num_images_per_instruction")
         for name, value in (
             ("guidance_scale", guidance_scale),
             ("image_guidance_scale", image_guidance_scale),
@@ -380,25 +363,20 @@ class EditPipeline:
             if value is not None:
                 check_scale(name, value)
         check_scale("eta", eta)
-        if output_type not in _OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {_OUTPUT_TYPES}, got {output_type!r}")
-        if len(images_in) > 1 and len(instructions) > 1 and len(images_in) != len(instructions):
-            raise ValueError(
-                f"got {len(images_in)} images and {len(instructions)} instructions; pass equal counts, "
-                "or a single one of either to broadcast"
-            )
-        count = max(len(images_in), len(instructions))
-        negatives = (
-            [""] * count
-            if negative_instruction is None
-            else _as_list(negative_instruction, "negative_instruction")
+        check_output_type(output_type)
+        count = pair_count(images_in, "images", instructions, "instructions")
+        negatives = broadcast(
+            check_texts(
+                as_list(
+                    "" if negative_instruction is None else negative_instruction,
+                    "negative_instruction",
+                ),
+                "negative_instruction",
+                allow_empty=True,
+            ),
+            count,
+            "negative_instruction",
         )
-        if len(negatives) == 1:
-            negatives = negatives * count
-        if len(negatives) != count:
-            raise ValueError(
-                f"negative_instruction has {len(negatives)} entries, expected 1 or {count}"
-            )
         guidance = self.guidance.with_scales(
             text_scale=guidance_scale, image_scale=image_guidance_scale
         )
@@ -422,10 +400,8 @@ class EditPipeline:
                 f"images of one call must share a size after resizing, got {sorted({p.size for p in prepared})}; "
                 "edit them in separate calls"
             )
-        if len(prepared) == 1:
-            prepared = prepared * count
-        if len(instructions) == 1:
-            instructions = instructions * count
+        prepared = broadcast(prepared, count, "image")
+        instructions = broadcast(instructions, count, "instruction")
         total = count * num_images_per_instruction
         if isinstance(generator, Sequence) and len(generator) != total:
             raise ValueError(f"got {len(generator)} generators for {total} output images")
