@@ -15,7 +15,7 @@ from instructedit.training._data import (
 )
 from instructedit.training._dropout import DroppedConditions, conditioning_dropout
 from instructedit.training._surgery import to_edit_unet
-from instructedit.training._trainer import Trainer
+from instructedit.training._trainer import Trainer, TrainingState
 
 __all__ = [
     "DatasetsSource",
@@ -28,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingExamples",
+    "TrainingState",
     "augment_pair",
     "conditioning_dropout",
     "load_run_file",

@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from instructedit.training._data import (
 )
 from instructedit.training._dropout import conditioning_dropout
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "TrainingState"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,43 @@ def _tracker(choice: str) -> str | None:
         if importlib.util.find_spec(name) is not None:
             return "tensorboard"
     return None
+
+
+@dataclass
+class TrainingState:
+    """What one call of :meth:`Trainer.train` works with once :meth:`Trainer.setup` ran: the
+    accelerate-prepared models, optimiser and schedule, and where the run stands."""
+
+    accelerator: Any
+    """The ``accelerate.Accelerator`` of the run."""
+    tracker: str | None
+    """The experiment tracker's name (``"tensorboard"``, ``"wandb"``) or ``None``."""
+    unet: Any
+    """The trained UNet as the accelerator prepared it (wrapped under DDP)."""
+    text_encoder: Any
+    """The trained text encoder as prepared, or ``None`` when it is frozen."""
+    optimizer: Any
+    """The optimiser over the trained parameters."""
+    lr_scheduler: Any
+    """Its learning-rate schedule."""
+    weight_dtype: torch.dtype
+    """The dtype of the frozen parts (the mixed precision's; float32 on a CPU)."""
+    empty_prompt: Any = None
+    """The empty instruction a dropped text condition becomes: its embedding ``[1, T, D]`` when
+    the text encoder is frozen, its token ids ``[1, T]`` when it trains."""
+    start: int = 0
+    """The optimiser step this call starts from (the resumed checkpoint's)."""
+    stop: int = 0
+    """The step this call stops after."""
+    interval_losses: list[float] = field(default_factory=list)
+    """Losses of the steps since the metrics were last logged."""
+    interval_start: float = field(default_factory=time.perf_counter)
+    """When that interval began (``time.perf_counter``)."""
+
+    @property
+    def trained(self) -> list[Any]:
+        """The prepared models whose parameters the optimiser updates."""
+        return [self.unet] if self.text_encoder is None else [self.unet, self.text_encoder]
 
 
 class Trainer:
@@ -302,26 +339,104 @@ class Trainer:
         ``validation_every`` steps, and metrics to ``metrics.jsonl`` (and TensorBoard or wandb).
         Progress bars (caching, training) show on the local main process unless
         ``progress=False``.
+
+        The run reads as named steps a subclass can override: :meth:`setup` (accelerator, frozen
+        parts, optimiser, EMA), :meth:`resume`, :meth:`training_batches`, :meth:`training_step`
+        (one optimiser step) and :meth:`end_of_step` (metrics, validation, checkpoint).
         """
+        config = self.config
+        # 1. Set up the accelerator, the models, the optimiser and the EMA.
+        state = self.setup()
+        # 2. Resume where the latest checkpoint stopped.
+        state.start = self.resume(state) if resume else 0
+        state.stop = min(config.max_steps, until if until is not None else config.max_steps)
+        self._truncate_metrics(state.start, state.accelerator)
+        if state.tracker is not None and state.accelerator.is_main_process:
+            state.accelerator.init_trackers(
+                "instructedit", config={k: str(v) for k, v in vars(config).items()}
+            )
+        # 3. The batches of the remaining steps, drawn as the uninterrupted run draws them.
+        batches = self.training_batches(state, progress=progress)
+        # 4. Train.
+        losses: list[float] = []
+        bar = tqdm(
+            total=state.stop,
+            initial=state.start,
+            disable=not (progress and state.accelerator.is_local_main_process),
+            desc="training",
+        )
+        state.interval_start = time.perf_counter()  # the cache's encoding is not training time
+        for step in range(state.start, state.stop):
+            loss = self.training_step(state, step, batches)
+            losses.append(loss)
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.4f}")
+            self.end_of_step(state, step + 1, loss)
+        bar.close()
+        # 5. Hand the trained models back.
+        if state.tracker is not None:
+            state.accelerator.end_training()
+        self.unet = state.accelerator.unwrap_model(state.unet)
+        if state.text_encoder is not None:
+            self.text_encoder = state.accelerator.unwrap_model(state.text_encoder).eval()
+        self.losses.extend(losses)
+        return losses
+
+    def setup(self) -> TrainingState:
+        """Creates the accelerator, freezes and places the untrained parts, builds the optimiser,
+        its schedule and the EMA, and prepares the trained models for the accelerator."""
         from accelerate import Accelerator
-        from accelerate.utils import DistributedType
-        from diffusers.optimization import get_scheduler
-        from diffusers.training_utils import EMAModel
 
         config = self.config
         tracker = _tracker(config.log_with)
         accelerator = Accelerator(
             mixed_precision=config.mixed_precision, log_with=tracker, project_dir=str(config.path)
         )
-        train_text = config.train_text_encoder
+        self._check_distribution(accelerator)
+        config.path.mkdir(parents=True, exist_ok=True)
+        weight_dtype = self._place_models(accelerator)
+        optimizer, lr_scheduler = self.create_optimizer()
+        text_encoder: Any = None
+        if config.train_text_encoder:
+            unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(
+                self.unet, self.text_encoder, optimizer, lr_scheduler
+            )
+        else:
+            unet, optimizer, lr_scheduler = accelerator.prepare(self.unet, optimizer, lr_scheduler)
+        state = TrainingState(
+            accelerator=accelerator,
+            tracker=tracker,
+            unet=unet,
+            text_encoder=text_encoder,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            weight_dtype=weight_dtype,
+        )
+        if config.ema_decay is not None:
+            self._create_ema(state)
+        state.empty_prompt = (
+            self._token_ids([""], accelerator.device)
+            if config.train_text_encoder
+            else self._encode_prompts([""], accelerator.device).to(weight_dtype)
+        )
+        return state
+
+    def _check_distribution(self, accelerator: Any) -> None:
+        from accelerate.utils import DistributedType
+
         sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
-        if train_text and accelerator.distributed_type in sharded:
+        if self.config.train_text_encoder and accelerator.distributed_type in sharded:
             raise ValueError(
                 "config.train_text_encoder supports one device or DDP, not "
                 f"{accelerator.distributed_type.value}: its "
                 "gradients are clipped over both models at once, which a sharded run cannot do"
             )
-        config.path.mkdir(parents=True, exist_ok=True)
+
+    def _place_models(self, accelerator: Any) -> torch.dtype:
+        """Sets which parts train, enables gradient checkpointing, and moves the frozen parts to
+        the device in the weight dtype of the mixed precision; returns that dtype."""
+        config = self.config
+        train_text = config.train_text_encoder
         if config.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if train_text:
@@ -344,6 +459,14 @@ class Trainer:
             if frozen.dtype != weight_dtype:
                 frozen.to(dtype=weight_dtype)
         self.unet.train()
+        return weight_dtype
+
+    def create_optimizer(self) -> tuple[Any, Any]:
+        """Returns the optimiser over the trained parameters (AdamW, or bitsandbytes' 8-bit AdamW
+        with ``config.use_8bit_adam``) and its learning-rate schedule."""
+        from diffusers.optimization import get_scheduler
+
+        config = self.config
         optimizer_class: Any = torch.optim.AdamW
         if config.use_8bit_adam:
             try:
@@ -354,7 +477,7 @@ class Trainer:
                 ) from error
             optimizer_class = bnb.optim.AdamW8bit
         groups: list[dict[str, Any]] = [{"params": list(self.unet.parameters())}]
-        if train_text:
+        if config.train_text_encoder:
             groups.append(
                 {
                     "params": list(self.text_encoder.parameters()),
@@ -376,187 +499,184 @@ class Trainer:
             num_warmup_steps=config.warmup_steps,
             num_training_steps=config.max_steps,
         )
-        text_encoder: Any = None
-        if train_text:
-            unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(
-                self.unet, self.text_encoder, optimizer, lr_scheduler
-            )
-            trained = [unet, text_encoder]
-        else:
-            unet, optimizer, lr_scheduler = accelerator.prepare(self.unet, optimizer, lr_scheduler)
-            trained = [unet]
-        if config.ema_decay is not None:
-            from diffusers import UNet2DConditionModel
+        return optimizer, lr_scheduler
 
-            base = accelerator.unwrap_model(unet)
-            self.ema = EMAModel(
-                base.parameters(),
-                decay=config.ema_decay,
-                model_cls=UNet2DConditionModel,
-                model_config=base.config,
-                # One fused update instead of a few kernels per parameter: on a GPU the
-                # per-parameter loop costs more than a small UNet's step.
-                foreach=accelerator.device.type == "cuda",
-            )
-            self.ema.to(accelerator.device)
-            if train_text:
-                self.text_encoder_ema = EMAModel(
-                    accelerator.unwrap_model(text_encoder).parameters(),
-                    decay=config.ema_decay,
-                    foreach=accelerator.device.type == "cuda",
-                )
-                self.text_encoder_ema.to(accelerator.device)
+    def _create_ema(self, state: TrainingState) -> None:
+        from diffusers import UNet2DConditionModel
+        from diffusers.training_utils import EMAModel
 
-        start = 0
-        checkpoint = self.latest_checkpoint() if resume else None
-        if checkpoint is not None:
-            state = json.loads((checkpoint / _STATE_FILE).read_text(encoding="utf-8"))
-            target = state.get("prediction_type")  # older checkpoints do not say
-            if target not in (None, self.noise_scheduler.config.prediction_type):
-                raise ValueError(
-                    f"{checkpoint} trained the UNet to predict {target!r}, this run asks for "
-                    f"{self.noise_scheduler.config.prediction_type!r} (config.prediction_type): "
-                    "use that target, or a new output_dir"
-                )
-            if state.get("train_text_encoder", False) != train_text:
-                raise ValueError(
-                    f"{checkpoint} was trained with train_text_encoder="
-                    f"{state.get('train_text_encoder', False)}, this run asks for {train_text} "
-                    "(config.train_text_encoder): use that setting, or a new output_dir"
-                )
-            accelerator.load_state(str(checkpoint))
-            start = state["step"]
-            if self.ema is not None and (checkpoint / "ema.pt").is_file():
-                self.ema.load_state_dict(torch.load(checkpoint / "ema.pt", weights_only=True))
-                self.ema.to(accelerator.device)
-            if self.text_encoder_ema is not None and (checkpoint / _TEXT_EMA_FILE).is_file():
-                self.text_encoder_ema.load_state_dict(
-                    torch.load(checkpoint / _TEXT_EMA_FILE, weights_only=True)
-                )
-                self.text_encoder_ema.to(accelerator.device)
-            logger.info("resumed from %s at step %d", checkpoint, start)
-        self._truncate_metrics(start, accelerator)
-        stop = min(config.max_steps, until if until is not None else config.max_steps)
-        if tracker is not None and accelerator.is_main_process:
-            accelerator.init_trackers(
-                "instructedit", config={k: str(v) for k, v in vars(config).items()}
+        accelerator = state.accelerator
+        # One fused update instead of a few kernels per parameter: on a GPU the per-parameter
+        # loop costs more than a small UNet's step.
+        foreach = accelerator.device.type == "cuda"
+        base = accelerator.unwrap_model(state.unet)
+        self.ema = EMAModel(
+            base.parameters(),
+            decay=self.config.ema_decay,
+            model_cls=UNet2DConditionModel,
+            model_config=base.config,
+            foreach=foreach,
+        )
+        self.ema.to(accelerator.device)
+        if state.text_encoder is not None:
+            self.text_encoder_ema = EMAModel(
+                accelerator.unwrap_model(state.text_encoder).parameters(),
+                decay=self.config.ema_decay,
+                foreach=foreach,
             )
+            self.text_encoder_ema.to(accelerator.device)
 
+    def resume(self, state: TrainingState) -> int:
+        """Loads the latest checkpoint (models, optimiser, schedule, EMA) into ``state`` and
+        returns its step; 0 when there is none. Refuses a checkpoint trained for another target or
+        text-encoder setting."""
+        checkpoint = self.latest_checkpoint()
+        if checkpoint is None:
+            return 0
+        record = json.loads((checkpoint / _STATE_FILE).read_text(encoding="utf-8"))
+        target = record.get("prediction_type")  # older checkpoints do not say
+        if target not in (None, self.noise_scheduler.config.prediction_type):
+            raise ValueError(
+                f"{checkpoint} trained the UNet to predict {target!r}, this run asks for "
+                f"{self.noise_scheduler.config.prediction_type!r} (config.prediction_type): "
+                "use that target, or a new output_dir"
+            )
+        train_text = self.config.train_text_encoder
+        if record.get("train_text_encoder", False) != train_text:
+            raise ValueError(
+                f"{checkpoint} was trained with train_text_encoder="
+                f"{record.get('train_text_encoder', False)}, this run asks for {train_text} "
+                "(config.train_text_encoder): use that setting, or a new output_dir"
+            )
+        device = state.accelerator.device
+        state.accelerator.load_state(str(checkpoint))
+        if self.ema is not None and (checkpoint / "ema.pt").is_file():
+            self.ema.load_state_dict(torch.load(checkpoint / "ema.pt", weights_only=True))
+            self.ema.to(device)
+        if self.text_encoder_ema is not None and (checkpoint / _TEXT_EMA_FILE).is_file():
+            self.text_encoder_ema.load_state_dict(
+                torch.load(checkpoint / _TEXT_EMA_FILE, weights_only=True)
+            )
+            self.text_encoder_ema.to(device)
+        logger.info("resumed from %s at step %d", checkpoint, record["step"])
+        return int(record["step"])
+
+    def training_batches(
+        self, state: TrainingState, *, progress: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        """The micro-batches of steps ``state.start`` to ``state.stop``, this process's share:
+        from the latent cache (built first) with ``config.cache_latents``, else loaded and
+        augmented by a ``DataLoader``."""
+        config = self.config
+        accelerator = state.accelerator
         accumulation = config.gradient_accumulation_steps
+        sampler = StepBatches(
+            len(self.source),
+            config.batch_size,
+            seed=config.seed,
+            start=state.start * accumulation,
+            stop=state.stop * accumulation,
+            rank=accelerator.process_index,
+            ranks=accelerator.num_processes,
+        )
+        if config.cache_latents:
+            cache = self._build_cache(
+                accelerator.device, progress=progress and accelerator.is_local_main_process
+            )
+            return (cache.batch(keys, config, accelerator.device) for keys in sampler)
         examples = TrainingExamples(
             self.source,
             resolution=config.resolution,
             resize=config.resize_resolution or config.resolution,
             flip=config.random_flip,
         )
-        sampler = StepBatches(
-            len(self.source),
-            config.batch_size,
-            seed=config.seed,
-            start=start * accumulation,
-            stop=stop * accumulation,
-            rank=accelerator.process_index,
-            ranks=accelerator.num_processes,
-        )
-        batches: Iterator[dict[str, Any]]
-        if config.cache_latents:
-            cache = self._build_cache(
-                accelerator.device, progress=progress and accelerator.is_local_main_process
+        return iter(
+            torch.utils.data.DataLoader(
+                examples,
+                batch_sampler=sampler,
+                num_workers=config.num_workers,
+                collate_fn=_collate,
             )
-            batches = (cache.batch(keys, config, accelerator.device) for keys in sampler)
-        else:
-            batches = iter(
-                torch.utils.data.DataLoader(
-                    examples,
-                    batch_sampler=sampler,
-                    num_workers=config.num_workers,
-                    collate_fn=_collate,
-                )
-            )
-        # The empty prompt: its embedding when the text encoder is frozen, else its tokens (the
-        # embedding changes as the encoder trains).
-        empty = (
-            self._token_ids([""], accelerator.device)
-            if train_text
-            else self._encode_prompts([""], accelerator.device).to(weight_dtype)
         )
-        losses: list[float] = []
-        interval: list[float] = []
-        timer = time.perf_counter()
-        bar = tqdm(
-            total=stop,
-            initial=start,
-            disable=not (progress and accelerator.is_local_main_process),
-            desc="training",
-        )
-        for step in range(start, stop):
-            step_loss = 0.0
-            for part in range(accumulation):
-                micro = step * accumulation + part
-                batch = next(batches)
-                with contextlib.ExitStack() as context:
-                    # Gradients are all-reduced once per optimiser step, not per micro-step.
-                    if part < accumulation - 1:
-                        for model in trained:
-                            context.enter_context(accelerator.no_sync(model))
-                    context.enter_context(accelerator.autocast())
-                    loss = self._loss(
-                        unet,
-                        text_encoder,
-                        batch,
-                        micro,
-                        accelerator.process_index,
-                        empty,
-                        accelerator,
-                    )
-                    accelerator.backward(loss / accumulation)
-                step_loss += loss.detach().item() / accumulation
-            if config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(
-                    [p for model in trained for p in model.parameters()], config.max_grad_norm
-                )
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.step(accelerator.unwrap_model(unet).parameters())
-            if self.text_encoder_ema is not None:
-                self.text_encoder_ema.step(accelerator.unwrap_model(text_encoder).parameters())
-            done = step + 1
-            losses.append(step_loss)
-            interval.append(step_loss)
-            bar.update()
-            bar.set_postfix(loss=f"{step_loss:.4f}")
-            if done % config.log_every == 0 or done == stop:
-                elapsed = time.perf_counter() - timer
-                images = (
-                    len(interval) * config.batch_size * accumulation * accelerator.num_processes
-                )
-                record = {
-                    "step": done,
-                    "loss": sum(interval) / len(interval),
-                    "lr": lr_scheduler.get_last_lr()[0],
-                    "images_per_s": images / max(elapsed, 1e-9),
-                }
-                self._log(record, accelerator, tracker)
-                interval, timer = [], time.perf_counter()
-            if config.validation_prompts and done % config.validation_every == 0:
-                self.validate(
-                    done,
-                    accelerator.unwrap_model(unet),
+
+    def training_step(
+        self, state: TrainingState, step: int, batches: Iterator[dict[str, Any]]
+    ) -> float:
+        """Runs optimiser step ``step`` (0-based) over ``config.gradient_accumulation_steps``
+        micro-batches, then the EMA update; returns the step's mean loss."""
+        accelerator = state.accelerator
+        accumulation = self.config.gradient_accumulation_steps
+        step_loss = 0.0
+        for part in range(accumulation):
+            micro = step * accumulation + part
+            batch = next(batches)
+            with contextlib.ExitStack() as context:
+                # Gradients are all-reduced once per optimiser step, not per micro-step.
+                if part < accumulation - 1:
+                    for model in state.trained:
+                        context.enter_context(accelerator.no_sync(model))
+                context.enter_context(accelerator.autocast())
+                loss = self._loss(
+                    state.unet,
+                    state.text_encoder,
+                    batch,
+                    micro,
+                    accelerator.process_index,
+                    state.empty_prompt,
                     accelerator,
-                    text_encoder=accelerator.unwrap_model(text_encoder) if train_text else None,
                 )
-            if done % config.checkpoint_every == 0 or done == stop:
-                self._save_checkpoint(accelerator, done)
-        bar.close()
-        if tracker is not None:
-            accelerator.end_training()
-        self.unet = accelerator.unwrap_model(unet)
-        if train_text:
-            self.text_encoder = accelerator.unwrap_model(text_encoder).eval()
-        self.losses.extend(losses)
-        return losses
+                accelerator.backward(loss / accumulation)
+            step_loss += loss.detach().item() / accumulation
+        if self.config.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(
+                [p for model in state.trained for p in model.parameters()],
+                self.config.max_grad_norm,
+            )
+        state.optimizer.step()
+        state.lr_scheduler.step()
+        state.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step(accelerator.unwrap_model(state.unet).parameters())
+        if self.text_encoder_ema is not None:
+            self.text_encoder_ema.step(accelerator.unwrap_model(state.text_encoder).parameters())
+        return step_loss
+
+    def end_of_step(self, state: TrainingState, done: int, loss: float) -> None:
+        """After optimiser step ``done`` (1-based) with loss ``loss``: logs the metrics of the
+        last ``config.log_every`` steps, runs the validation edits and saves a checkpoint when
+        they are due."""
+        config = self.config
+        accelerator = state.accelerator
+        state.interval_losses.append(loss)
+        if done % config.log_every == 0 or done == state.stop:
+            elapsed = time.perf_counter() - state.interval_start
+            images = (
+                len(state.interval_losses)
+                * config.batch_size
+                * config.gradient_accumulation_steps
+                * accelerator.num_processes
+            )
+            record = {
+                "step": done,
+                "loss": sum(state.interval_losses) / len(state.interval_losses),
+                "lr": state.lr_scheduler.get_last_lr()[0],
+                "images_per_s": images / max(elapsed, 1e-9),
+            }
+            self._log(record, accelerator, state.tracker)
+            state.interval_losses, state.interval_start = [], time.perf_counter()
+        if config.validation_prompts and done % config.validation_every == 0:
+            self.validate(
+                done,
+                accelerator.unwrap_model(state.unet),
+                accelerator,
+                text_encoder=(
+                    accelerator.unwrap_model(state.text_encoder)
+                    if state.text_encoder is not None
+                    else None
+                ),
+            )
+        if done % config.checkpoint_every == 0 or done == state.stop:
+            self._save_checkpoint(accelerator, done)
 
     # ------------------------------------------------------------------ logging, validation, export
 
