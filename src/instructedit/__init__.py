@@ -13,27 +13,40 @@ from typing import TYPE_CHECKING, Any
 from instructedit._version import __version__
 
 if TYPE_CHECKING:
+    from instructedit.clip import ClipDirectionalFilter
     from instructedit.default import load_default, load_default_clip
     from instructedit.guidance import ClassifierFreeGuidance, DualGuidance
+    from instructedit.p2p import PromptToPrompt
     from instructedit.pipeline import EditOutput, EditPipeline
     from instructedit.sampling import denoise
+    from instructedit.training import TrainConfig, Trainer
 
 __all__ = [
     "ClassifierFreeGuidance",
+    "ClipDirectionalFilter",
     "DualGuidance",
     "EditOutput",
     "EditPipeline",
+    "PromptToPrompt",
+    "TrainConfig",
+    "Trainer",
     "__version__",
     "denoise",
     "load_default",
     "load_default_clip",
 ]
 
+# The design card's API (stage by stage: pairs, filter, training, editing) and what a user needs
+# beside it; each name imports its subpackage on first use.
 _LAZY = {
     "ClassifierFreeGuidance": "instructedit.guidance",
+    "ClipDirectionalFilter": "instructedit.clip",
     "DualGuidance": "instructedit.guidance",
     "EditOutput": "instructedit.pipeline",
     "EditPipeline": "instructedit.pipeline",
+    "PromptToPrompt": "instructedit.p2p",
+    "TrainConfig": "instructedit.training",
+    "Trainer": "instructedit.training",
     "denoise": "instructedit.sampling",
     "load_default": "instructedit.default",
     "load_default_clip": "instructedit.default",
