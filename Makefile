@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck docs pytest clean
+.PHONY: demo test test-fast lint typecheck docs pytest pytest-fast clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ docs: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# The contributor's loop: lint, types and every test not marked slow (a few minutes).
+pytest-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+test-fast: lint typecheck pytest-fast
+
+# The whole suite, as CI runs it.
 test: lint typecheck docs pytest
 
 clean:
