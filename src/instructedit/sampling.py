@@ -13,13 +13,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from instructedit.guidance import (
-    Guidance,
-    advance_scheduler,
-    affine_update,
-    draw_step_noise,
-    fused_guided_step,
-)
+from instructedit.guidance import Guidance, fused_guided_step
+from instructedit.guidance._fused import advance_scheduler, affine_update, draw_step_noise
 
 __all__ = [
     "CALLBACK_TENSORS",
@@ -202,7 +197,7 @@ def denoise(
     Each step evaluates, in one UNet call, only the branches whose guidance weight is non-zero
     (stacked along the batch in ``guidance.branch_names`` order), then either applies the fused
     guided step (when the scheduler update is affine and the guidance linear, see
-    :func:`~instructedit.guidance.affine_update`) or combines the branches with
+    the scheduler's affine form) or combines the branches with
     ``guidance.combine`` and calls ``scheduler.step``. Both give the same result; the fused step
     does it in one pass and keeps the scheduler's state and random draws identical.
 

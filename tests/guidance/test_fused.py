@@ -4,14 +4,16 @@ import pytest
 import torch
 
 from instructedit.guidance import (
-    AffineUpdate,
-    advance_scheduler,
-    affine_update,
-    draw_step_noise,
     dual_guidance,
     dual_guidance_weights,
     fused_guided_step,
     fused_guided_step_torch,
+)
+from instructedit.guidance._fused import (
+    AffineUpdate,
+    advance_scheduler,
+    affine_update,
+    draw_step_noise,
 )
 from instructedit.testing import tiny_scheduler
 

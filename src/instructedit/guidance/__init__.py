@@ -6,15 +6,7 @@ from instructedit.guidance._config import (
     load_guidance_config,
     save_guidance_config,
 )
-from instructedit.guidance._fused import (
-    AffineUpdate,
-    advance_scheduler,
-    affine_update,
-    draw_step_noise,
-    fused_guided_step,
-    fused_guided_step_torch,
-    resolve_backend,
-)
+from instructedit.guidance._fused import fused_guided_step, fused_guided_step_torch
 from instructedit.guidance._guidance import (
     Backend,
     ClassifierFreeGuidance,
@@ -31,22 +23,17 @@ from instructedit.guidance._reference import (
 
 __all__ = [
     "GUIDANCE_CONFIG_NAME",
-    "AffineUpdate",
     "Backend",
     "ClassifierFreeGuidance",
     "DualGuidance",
     "Guidance",
-    "advance_scheduler",
-    "affine_update",
     "check_scale",
-    "draw_step_noise",
     "dual_guidance",
     "dual_guidance_weights",
     "fused_guided_step",
     "fused_guided_step_torch",
     "load_guidance_config",
     "rescale_guidance",
-    "resolve_backend",
     "save_guidance_config",
     "weighted_sum",
 ]
