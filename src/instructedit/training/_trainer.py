@@ -6,7 +6,6 @@ import contextlib
 import copy
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from instructedit.checkpoints import publish_dir, write_json_atomic
 from instructedit.sampling import check_sampler, scheduler_from_name
 from instructedit.training._config import PREDICTION_TYPES, TrainConfig
 from instructedit.training._data import (
@@ -194,10 +194,8 @@ class Trainer:
                 "prediction_type": self.noise_scheduler.config.prediction_type,
                 "train_text_encoder": self.config.train_text_encoder,
             }
-            (staging / _STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staging, final)
+            write_json_atomic(staging / _STATE_FILE, state)
+            publish_dir(staging, final)
             keep = self.config.checkpoints_to_keep
             if keep is not None:
                 for old in sorted(self.checkpoint_root.glob("step-*"))[:-keep]:

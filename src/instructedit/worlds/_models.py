@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from instructedit.checkpoints import check_settings, save_torch_atomic
 from instructedit.clip_tokenizer import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE
 from instructedit.components import clip_text_encoder
 from instructedit.guidance import check_scale
@@ -194,17 +195,7 @@ class _LoopState:
         state = torch.load(self.path, map_location="cpu", weights_only=True)
         # A checkpoint from before options were recorded holds none, and resumes as it did; a
         # setting recorded on one side only (added to the loop since) is not compared.
-        found = state.get("options", {})
-        differ = ", ".join(
-            f"{key} {found[key]!r} there, {self.options[key]!r} here"
-            for key in sorted(set(found) & set(self.options))
-            if found[key] != self.options[key]
-        )
-        if differ:
-            raise ValueError(
-                f"checkpoint {self.path} was written by a run with other settings ({differ}): "
-                "delete it to start afresh, or pass the settings it was written with"
-            )
+        check_settings(state.get("options", {}), self.options, checkpoint=self.path)
         for name, module in self.modules.items():
             module.load_state_dict(state["modules"][name])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -272,10 +263,7 @@ class _LoopState:
             "losses": losses,
             "options": self.options,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_name(self.path.name + ".tmp")
-        torch.save(state, staging)
-        os.replace(staging, self.path)
+        save_torch_atomic(state, self.path)
 
 
 def train_autoencoder(
