@@ -62,13 +62,13 @@ def records(data, cfg):
     from PIL import Image
 
     from instructedit.data import EditRecord
-    from instructedit.worlds.recipe import _ground_truth_records
+    from instructedit.worlds.recipe import ground_truth_records
 
     packed = np.load(HERE / "data.npz")
     if data == "ground_truth":
-        return _ground_truth_records(len(packed["filtered"]), cfg)
+        return ground_truth_records(len(packed["filtered"]), cfg)
     if data == "ground_truth_large":
-        return _ground_truth_records(cfg.ground_truth_large_pairs, cfg, stream="ground-truth-large")
+        return ground_truth_records(cfg.ground_truth_large_pairs, cfg, stream="ground-truth-large")
     inputs, edited, prompts = packed["inputs"], packed["edited"], packed["prompts"]
     return [
         EditRecord(Image.fromarray(inputs[i]), str(prompts[i]), Image.fromarray(edited[i]))

@@ -257,7 +257,7 @@ def t2i_pipeline(name: str) -> tuple[Any, dict[str, Any]]:
     import torch
 
     from instructedit.worlds._models import _latent_scale
-    from instructedit.worlds.recipe import _text_to_image_pipeline
+    from instructedit.worlds.recipe import text_to_image_pipeline
 
     state = torch.load(WORK / name / "t2i.pt", map_location="cpu", weights_only=True)
     unet, text_encoder, tokenizer, vae = t2i_parts(name)
@@ -268,7 +268,7 @@ def t2i_pipeline(name: str) -> tuple[Any, dict[str, Any]]:
 
         vae = AutoencoderKL.from_pretrained(DECODED, torch_dtype=torch.float32)
     vae.register_to_config(scaling_factor=_latent_scale(vae, run_config().size, 0))
-    pipe = _text_to_image_pipeline(unet.eval(), text_encoder, tokenizer, vae).to(DEVICE)
+    pipe = text_to_image_pipeline(unet.eval(), text_encoder, tokenizer, vae).to(DEVICE)
     last = state["losses"][-200:]
     return pipe, {
         "steps": state["step"],
@@ -297,7 +297,7 @@ def generate(shard: int, count: int) -> None:
     from instructedit.clip import ClipDirectionalFilter
     from instructedit.datagen import generate_dataset
     from instructedit.p2p import PromptToPrompt
-    from instructedit.worlds.recipe import _scorer, pair_captions, pair_generation_config
+    from instructedit.worlds.recipe import clip_scorer, pair_captions, pair_generation_config
     from instructedit.worlds.shapes import ShapesCaptionEditor
 
     torch.set_num_threads(1)
@@ -308,7 +308,7 @@ def generate(shard: int, count: int) -> None:
         RUN / "pairs" / "candidates",
         caption_editor=ShapesCaptionEditor(seed=config.seed),
         p2p=p2p,
-        clip_filter=ClipDirectionalFilter(_scorer(config), -1.0, -1.0, -1.0),
+        clip_filter=ClipDirectionalFilter(clip_scorer(config), -1.0, -1.0, -1.0),
         config=pair_generation_config(config, config.pair_guidance_range, shard=(shard, count)),
         progress=False,
     )
@@ -325,12 +325,12 @@ EDITORS = {"editor": Path("editor"), "ground_truth": Path("ground_truth_editor")
 
 def editor_records(name: str, config: Any, limit: int | None = None) -> list[Any]:
     """An editor's training set (its first ``limit`` pairs: enough to export at a checkpoint)."""
-    from instructedit.worlds.recipe import _ground_truth_records, load_selection
+    from instructedit.worlds.recipe import ground_truth_records, load_selection
 
     if name == "editor":
         return load_selection(RUN, "filtered")[:limit]
     count = config.ground_truth_large_pairs
-    return _ground_truth_records(min(count, limit or count), config, stream="ground-truth-large")
+    return ground_truth_records(min(count, limit or count), config, stream="ground-truth-large")
 
 
 def editor(name: str) -> None:
@@ -616,7 +616,7 @@ def pairs_and_editor(
 ) -> float:
     """Phases 2 and 3 (the editor's training, not its export); returns when phase 3 started."""
     from instructedit.data import write_seeds_index
-    from instructedit.worlds.recipe import _scorer, select_training_sets
+    from instructedit.worlds.recipe import clip_scorer, select_training_sets
 
     # 2. Candidate pairs, then the recipe's selection.
     start = time.time()
@@ -629,7 +629,7 @@ def pairs_and_editor(
     folders = caption_folders(candidates)
     summary["generation"] = {"seconds": round(time.time() - start), "caption_folders": len(folders)}
     start = time.time()
-    record = select_training_sets(config, RUN / "pairs", _scorer(config), read_back=False)
+    record = select_training_sets(config, RUN / "pairs", clip_scorer(config), read_back=False)
     count = sum(len(list(p.glob("*_0.jpg"))) for p in folders)
     record = {"candidates": count, "caption_folders": len(folders), **record}
     if "carried_caption_folders" in summary:  # a continued run: the seconds are this call's

@@ -365,9 +365,9 @@ def test_calibrated_thresholds_keep_the_ground_truth_pairs(scorer):
     assert mixed["min_text_similarity"] == pytest.approx(tenth["min_text_similarity"])
     assert all(lowest[k] <= tenth[k] for k in lowest)
     assert all(math.isfinite(v) for v in tenth.values())
-    from instructedit.worlds.recipe import _ground_truth_records
+    from instructedit.worlds.recipe import ground_truth_records
 
-    records = _ground_truth_records(32, RecipeConfig(), stream="calibration")
+    records = ground_truth_records(32, RecipeConfig(), stream="calibration")
     result = ClipDirectionalFilter(scorer, **lowest)(
         [r.input_image for r in records],
         [r.edited_image for r in records],

@@ -205,10 +205,10 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path, capsys, caplog):
         (single / "pairs" / "selections.json").read_text()
     )
     # The selection alone, without the read-back (as the GPU call's phases run it).
-    from instructedit.worlds.recipe import _scorer, select_training_sets
+    from instructedit.worlds.recipe import clip_scorer, select_training_sets
 
     quick = select_training_sets(
-        shard_config, sharded / "pairs", _scorer(shard_config), read_back=False
+        shard_config, sharded / "pairs", clip_scorer(shard_config), read_back=False
     )
     assert "read_back" not in quick
     assert quick["filtered_pairs"] == selected["filtered_pairs"]
@@ -384,16 +384,16 @@ def test_a_choice_at_the_end_of_the_values_tried_is_an_edge():
 
 
 def test_the_report_notes_a_choice_on_the_grids_edge_even_in_an_older_record():
-    from instructedit.worlds.recipe import _edges_note
+    from instructedit.worlds.recipe import edges_note
 
     grid = [
         {"text_scale": t, "image_scale": i, "oracle": {}} for t in (5.0, 7.5) for i in (2.0, 3.0)
     ]
     older = {"text_scale": 5.0, "image_scale": 3.0, "grid": grid}  # no "edges" kept
-    assert _edges_note(older) == (
+    assert edges_note(older) == (
         "; on the grid's edge: s_T = 5 is the smallest tried; s_I = 3 is the largest tried"
     )
-    assert _edges_note({**older, "edges": []}) == ""
+    assert edges_note({**older, "edges": []}) == ""
 
 
 def test_guidance_grid_refuses_bad_scales_before_loading_anything(tmp_path):
@@ -514,14 +514,12 @@ def test_the_pairs_stage_splits_over_cpu_threads_only_where_it_is_the_only_proce
 
 @pytest.mark.slow
 def test_a_failing_pairs_worker_stops_the_stage_with_a_clear_error(tmp_path):
-    from instructedit.worlds.recipe import _render_in_workers
+    from instructedit.worlds.recipe import render_in_workers
 
     # No text-to-image model in the run: both workers fail as they load it.
     config = RecipeConfig.smoke(str(tmp_path))
     with pytest.raises(RuntimeError, match=r"a pairs stage worker failed \(exit code 1\)"):
-        _render_in_workers(
-            config, tmp_path, tmp_path / "pairs" / "candidates", (7.5, 7.5), 2, False
-        )
+        render_in_workers(config, tmp_path, tmp_path / "pairs" / "candidates", (7.5, 7.5), 2, False)
 
 
 def test_until_must_name_a_stage(tmp_path):
@@ -566,7 +564,7 @@ def test_a_2x_latent_run_draws_full_size_scenes_by_default(tmp_path):
 
 def test_a_finished_autoencoder_sub_stage_is_loaded_not_retrained(tmp_path):
     from instructedit.worlds._models import shapes_autoencoder
-    from instructedit.worlds.recipe import _autoencoder_sub_stage
+    from instructedit.worlds.recipe import autoencoder_sub_stage
 
     calls = []
 
@@ -575,15 +573,15 @@ def test_a_finished_autoencoder_sub_stage_is_loaded_not_retrained(tmp_path):
         vae = shapes_autoencoder(3)
         return vae, [0.5, 0.25]
 
-    vae, losses = _autoencoder_sub_stage(tmp_path / "ae", train)
+    vae, losses = autoencoder_sub_stage(tmp_path / "ae", train)
     assert (calls, losses) == ([1], [0.5, 0.25])
     assert json.loads((tmp_path / "ae" / "losses.json").read_text()) == [0.5, 0.25]
     # A restarted recipe finds the marker: same weights and losses, no training.
-    again, losses = _autoencoder_sub_stage(tmp_path / "ae", train)
+    again, losses = autoencoder_sub_stage(tmp_path / "ae", train)
     assert (calls, losses) == ([1], [0.5, 0.25])
     for a, b in zip(vae.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     # Weights without the marker (killed while saving) are trained again.
     (tmp_path / "ae" / "losses.json").unlink()
-    _autoencoder_sub_stage(tmp_path / "ae", train)
+    autoencoder_sub_stage(tmp_path / "ae", train)
     assert calls == [1, 1]
