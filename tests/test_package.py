@@ -79,3 +79,68 @@ def test_wheel_carries_typing_marker_and_assets_and_imports_in_fresh_venv(tmp_pa
     ).stdout.split()
     assert out[0] == instructedit.__version__
     assert str(env_dir) in out[1]
+
+
+def test_design_card_api_is_importable_from_the_top_level():
+    from instructedit import (
+        ClipDirectionalFilter,
+        DualGuidance,
+        EditPipeline,
+        PromptToPrompt,
+        TrainConfig,
+        Trainer,
+        load_default,
+    )
+    from instructedit.clip import ClipDirectionalFilter as FromClip
+    from instructedit.p2p import PromptToPrompt as FromP2P
+    from instructedit.training import Trainer as FromTraining
+
+    assert (ClipDirectionalFilter, PromptToPrompt, Trainer) == (FromClip, FromP2P, FromTraining)
+    assert all(callable(item) for item in (DualGuidance, EditPipeline, TrainConfig, load_default))
+
+
+def _library_modules():
+    package = ROOT / "src" / "instructedit"
+    return [
+        path for path in package.rglob("*.py") if "testing" not in path.relative_to(package).parts
+    ]
+
+
+def test_library_never_imports_the_test_kit():
+    import ast
+
+    offenders = []
+    for path in _library_modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name.split(".")[:2] == ["instructedit", "testing"] for name in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_modules_stay_readable_in_one_sitting():
+    longest = max(_library_modules(), key=lambda path: len(path.read_text().splitlines()))
+    assert len(longest.read_text().splitlines()) <= 900, longest
+
+
+def test_package_speaks_in_the_present_tense():
+    import re
+
+    ordinals = (
+        "first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|"
+        "thirteenth|fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth|twentieth"
+    )
+    history = re.compile(rf"\b({ordinals}) run\b|\b20\d\d-\d\d-\d\d\b", re.IGNORECASE)
+    package = ROOT / "src" / "instructedit"
+    texts = [*package.rglob("*.py"), *package.rglob("*.md")]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in texts
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if history.search(line)
+    ]
+    assert found == []
