@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from instructedit.checkpoints import publish_dir, write_json_atomic
 from instructedit.sampling import check_sampler, scheduler_from_name
+from instructedit.training._cache import LatentCache, build_latent_cache
 from instructedit.training._config import PREDICTION_TYPES, TrainConfig
 from instructedit.training._data import (
     EditSource,
@@ -26,8 +27,6 @@ from instructedit.training._data import (
     StepBatches,
     TrainingExamples,
     _mix,
-    augment_pair,
-    augmentation_draw,
 )
 from instructedit.training._dropout import conditioning_dropout
 
@@ -218,53 +217,10 @@ class Trainer:
         with torch.no_grad():
             return self.text_encoder(self._token_ids(prompts, device))[0]
 
-    def _build_cache(
-        self, device: torch.device, *, progress: bool = True, chunk: int = 64
-    ) -> _LatentCache:
-        """Encodes every example (each flip the run can draw) and every distinct instruction (its
-        tokens only when the text encoder trains)."""
-        config = self.config
-        flips = (False, True) if config.random_flip else (False,)
-        means: list[torch.Tensor] = []
-        stds: list[torch.Tensor] = []
-        images: list[torch.Tensor] = []
-        prompts: dict[str, int] = {}
-        prompt_index: list[int] = []
-        unused = torch.Generator()  # a fixed crop and no flip: augment_pair draws nothing used
-        total = len(self.source)
-        with tqdm(total=total, desc="caching latents", unit="example", disable=not progress) as bar:
-            for start in range(0, total, chunk):
-                inputs, edited = [], []
-                for index in range(start, min(start + chunk, total)):
-                    record = self.source.record(index)
-                    prompt_index.append(prompts.setdefault(record.edit_prompt, len(prompts)))
-                    source, target = augment_pair(
-                        record, config.resolution, config.resolution, False, unused
-                    )
-                    for mirrored in flips:
-                        inputs.append(source.flip(-1) if mirrored else source)
-                        edited.append(target.flip(-1) if mirrored else target)
-                with torch.no_grad():
-                    dtype = self.vae.dtype
-                    posterior = self.vae.encode(torch.stack(edited).to(device, dtype)).latent_dist
-                    mode = self.vae.encode(torch.stack(inputs).to(device, dtype)).latent_dist.mode()
-                shape = (-1, len(flips), *mode.shape[1:])
-                means.append(posterior.mean.reshape(shape))
-                stds.append(posterior.std.reshape(shape))
-                images.append(mode.reshape(shape))
-                bar.update(len(edited) // len(flips))
-        texts = list(prompts)
+    def _build_cache(self, device: torch.device, *, progress: bool = True) -> LatentCache:
         encode = self._token_ids if self.config.train_text_encoder else self._encode_prompts
-        text = torch.cat(
-            [encode(texts[i : i + chunk], device) for i in range(0, len(texts), chunk)]
-        )
-        logger.info("cached %d examples and %d distinct instructions", total, len(texts))
-        return _LatentCache(
-            edited_mean=torch.cat(means),
-            edited_std=torch.cat(stds),
-            image_latents=torch.cat(images),
-            prompt_index=torch.tensor(prompt_index, device=device),
-            text=text,
+        return build_latent_cache(
+            self.source, self.vae, self.config, encode, device, progress=progress
         )
 
     def _loss(
@@ -789,42 +745,6 @@ def _with_prediction_type(noise_scheduler: Any, prediction_type: str | None) -> 
             f"{noise_scheduler.config.prediction_type!r}"
         )
     return noise_scheduler
-
-
-@dataclass(frozen=True)
-class _LatentCache:
-    """Per example ``[N, flips, C, h, w]`` posteriors; per distinct instruction its embedding, or
-    its token ids when the text encoder trains."""
-
-    edited_mean: torch.Tensor
-    edited_std: torch.Tensor
-    image_latents: torch.Tensor
-    prompt_index: torch.Tensor
-    text: torch.Tensor
-
-    def batch(
-        self, keys: list[tuple[int, int]], config: TrainConfig, device: torch.device
-    ) -> dict[str, Any]:
-        """The cached batch of ``keys``: the flip of each is drawn as :func:`augment_pair` draws
-        it, so the run sees exactly the examples of an uncached one."""
-        rows, flips = [], []
-        for index, seed in keys:
-            _, _, mirrored = augmentation_draw(
-                config.resolution,
-                config.resolution,
-                config.random_flip,
-                torch.Generator().manual_seed(seed),
-            )
-            rows.append(index)
-            flips.append(int(mirrored))
-        row = torch.tensor(rows, device=device)
-        flip = torch.tensor(flips, device=device)
-        return {
-            "edited_mean": self.edited_mean[row, flip],
-            "edited_std": self.edited_std[row, flip],
-            "image_latents": self.image_latents[row, flip],
-            "text": self.text[self.prompt_index[row]],
-        }
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
