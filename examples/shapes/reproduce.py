@@ -6,7 +6,7 @@
 
 The same run as ``instructedit shapes reproduce``: each stage writes ``DONE.json`` when finished
 and is skipped afterwards, and the long stages checkpoint inside, so a killed run restarts where
-it stopped. The last stage writes ``report/report.rst``, the tables of the results page.
+it stopped. The last stage writes ``report/report.rst``, the tables of the ShapesWorld research notes.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ guidance 7.5, the recipe's pair settings) from each model folder and reads them 
 :func:`~instructedit.worlds.reading.caption_fidelity`: the share that shows the caption's
 background and shape colours and nothing more (``colours``), and with the shapes' kinds
 (``exact``), for one-shape and two-shape captions. Every pair comes from the text-to-image model,
-so this bounds how many generated pairs can be correct. The results page's text-to-image numbers
+so this bounds how many generated pairs can be correct. The research notes' text-to-image numbers
 come from this protocol.
 """
 

@@ -18,6 +18,7 @@ __all__ = [
     "broadcast",
     "check_output_type",
     "check_positive_int",
+    "check_side",
     "check_texts",
     "pair_count",
     "per_item",
@@ -99,6 +100,20 @@ def check_positive_int(value: Any, argument: str) -> int:
     ``argument`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{argument} must be an int >= 1, got {value!r}")
+    return value
+
+
+def check_side(value: Any, argument: str, multiple: int) -> int:
+    """Returns ``value`` if it is an image side in pixels, a positive int multiple of
+    ``multiple`` (the pixels per latent; bools refused); raises ``TypeError``/``ValueError``
+    naming ``argument`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{argument} must be an int, a positive multiple of {multiple}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if value < multiple or value % multiple:
+        raise ValueError(f"{argument} must be a positive multiple of {multiple}, got {value}")
     return value
 
 

@@ -1,6 +1,6 @@
 """The embedded default model: the ShapesWorld editor and its CLIP, shipped inside the package.
 
-Both were trained by ``instructedit shapes reproduce`` (see the ShapesWorld results page) and are
+Both were trained by ``instructedit shapes reproduce`` (see the ShapesWorld research notes) and are
 stored in float16 safetensors under ``instructedit/assets/shapes``: the editor in the diffusers
 layout without its tokenizer folder, and the CLIP as an open_clip folder. The tokenizer is CLIP's
 own, rebuilt from open_clip's BPE file, so it is not shipped twice; :func:`default_model_dir`

@@ -165,3 +165,34 @@ def test_template_editor_is_deterministic_and_varied():
     assert all(isinstance(e, CaptionEdit) and "red" not in e.output for e in first)
     assert len({e.instruction.split()[0] for e in first}) == 2  # both phrasings occur
     assert editor.edit(["a square"]) == [Rejection("a square", "no_rule")]
+
+
+@pytest.mark.parametrize(
+    ("captions", "message"),
+    [
+        ("a red ball", "captions must be a list of str, got str"),
+        (["a red ball", 3], r"captions\[1\] must be a str, got int"),
+    ],
+)
+def test_editors_refuse_a_single_caption_string_and_non_strings(captions, message):
+    rule = TemplateRule(r"\b(red)\b", ["blue"], ["make it {new}"])
+    model, tokenizer = tiny_causal_lm(seed=0)
+    for editor in (
+        TemplateCaptionEditor([rule], seed=0),
+        LanguageModelCaptionEditor(model, tokenizer),
+    ):
+        with pytest.raises(TypeError, match=message):
+            editor.edit(captions)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        ({"temperature": "0.7"}, TypeError, "temperature must be a number, got str"),
+        ({"max_new_tokens": 0}, ValueError, "max_new_tokens must be an int >= 1, got 0"),
+        ({"retries": 2.5}, ValueError, "retries must be an int >= 1, got 2.5"),
+    ],
+)
+def test_sampling_config_names_the_bad_setting(settings, error, message):
+    with pytest.raises(error, match=message):
+        SamplingConfig(**settings)

@@ -96,8 +96,8 @@ def test_size_resizes_both_images_and_mismatches_are_refused():
         structure_similarity([small, small], [small])
     for kwargs, message in (
         ({"edge_threshold": 0.0}, "edge_threshold must be in"),
-        ({"radius": -1}, "radius must be >= 0"),
-        ({"size": 2}, "size must be >= 3"),
+        ({"radius": -1}, "radius must be an int >= 0"),
+        ({"size": 2}, "size must be an int >= 3"),
     ):
         with pytest.raises(ValueError, match=message):
             structure_similarity([small], [small], **kwargs)
@@ -148,3 +148,17 @@ def test_bad_structure_thresholds_are_refused(scorer):
         ClipDirectionalFilter(scorer, min_structure_similarity=1.5)
     with pytest.raises(TypeError, match="min_structure_similarity must be a number"):
         ClipDirectionalFilter(scorer, min_structure_similarity="0.8")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"radius": 1.5}, ValueError, "radius must be an int >= 0, got 1.5"),
+        ({"size": True}, ValueError, "size must be an int >= 3 or None, got True"),
+        ({"edge_threshold": "0.2"}, TypeError, "edge_threshold must be a number"),
+    ],
+)
+def test_parameters_of_the_wrong_type_are_refused(kwargs, error, message):
+    image = Image.new("RGB", (8, 8))
+    with pytest.raises(error, match=message):
+        structure_similarity([image], [image], **kwargs)

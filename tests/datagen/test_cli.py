@@ -116,3 +116,43 @@ def test_ranges_take_two_values(tmp_path, capsys):
         capsys.readouterr().err
     )
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "captions.jsonl",
+            '{"caption": "a red ball"}\n{"caption": "a cat"\n',
+            r"captions.jsonl:2: not valid JSON",
+        ),
+        ("captions.jsonl", '"a red ball"\n', r"captions.jsonl:1: expected a JSON object, got str"),
+        ("captions.jsonl", "\n\n", r"captions.jsonl holds no captions"),
+        ("captions.txt", "  \n", r"captions.txt holds no captions"),
+    ],
+)
+def test_malformed_or_empty_captions_file_is_named(tmp_path, capsys, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_captions(path)
+    with pytest.raises(SystemExit):
+        main(["generate", str(path), str(tmp_path / "o"), "--text-to-image", "unused"])
+    assert name in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--min-image-similarity", "1.5", "min_image_similarity must be a cosine similarity in"),
+        ("--min-text-similarity", "nan", "min_text_similarity must be a cosine similarity in"),
+    ],
+)
+def test_thresholds_are_checked_before_any_model_loads(tmp_path, capsys, flag, value, message):
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text(json.dumps({"input": "a red ball", "edit": "blue", "output": "a blue ball"}))
+    with pytest.raises(SystemExit):
+        main(
+            ["generate", str(edits), str(tmp_path / "o"), "--text-to-image", "unused", flag, value]
+        )
+    assert message in capsys.readouterr().err

@@ -238,3 +238,55 @@ def test_repeated_captions_get_their_own_edits_reproducibly(tmp_path):
     assert len(first) == 8
     assert len({prompt for _, prompt in first}) >= 4
     assert edits(tmp_path / "b") == first
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"height": 33}, ValueError, "height must be a positive multiple of 8, got 33"),
+        ({"width": 0}, ValueError, "width must be a positive multiple of 8, got 0"),
+        ({"height": 256.0}, TypeError, "height must be an int"),
+        ({"seed": 1.5}, ValueError, "seed must be an int, got 1.5"),
+        ({"shard": (0,)}, ValueError, r"shard must be a pair \(i, n\)"),
+    ],
+)
+def test_config_refuses_sizes_off_the_latent_grid_and_bad_values(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        GenerationConfig(**kwargs)
+    assert GenerationConfig(height=64, width=128).height == 64
+
+
+def test_a_corrupt_summary_of_a_finished_caption_names_the_file(tmp_path):
+    from instructedit.datagen import generate_dataset
+
+    folder = tmp_path / "0000000"
+    folder.mkdir()
+    (folder / "prompt.json").write_text('{"input": "a", "edit": "b", "output": "c"}')
+    (folder / "summary.json").write_text('{"samples": 2, "kept": ')
+    with pytest.raises(ValueError, match=r"0000000/summary.json: not valid JSON"):
+        generate_dataset(
+            ["a red ball"],
+            tmp_path,
+            caption_editor=None,  # type: ignore[arg-type]
+            p2p=None,
+            clip_filter=None,  # type: ignore[arg-type]
+            progress=False,
+        )
+
+
+def test_captions_must_be_a_list_of_strings(tmp_path):
+    from instructedit.datagen import generate_dataset
+
+    for captions, message in (
+        ("a red ball", "captions must be a list of str"),
+        ([None], r"captions\[0\] must be a str"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            generate_dataset(
+                captions,
+                tmp_path,
+                caption_editor=None,  # type: ignore[arg-type]
+                p2p=None,
+                clip_filter=None,  # type: ignore[arg-type]
+                progress=False,
+            )

@@ -47,3 +47,18 @@ def test_evaluate_command_writes_table_and_plot(tmp_path, capsys):
     rows = list(csv.DictReader((tmp_path / "eval" / "sweep.csv").open()))
     assert [float(r["image_scale"]) for r in rows] == [1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2]
     assert all(int(r["count"]) == 2 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--text-scale", "nan"], "text_scale must be a finite number >= 0, got nan"),
+        ([], "data: no such dataset"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_model_loads(tmp_path, capsys, arguments, message):
+    command = ["evaluate", "unused-model", str(tmp_path / "missing"), str(tmp_path / "out")]
+    with pytest.raises(SystemExit):
+        main(command + arguments)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

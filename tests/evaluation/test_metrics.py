@@ -86,3 +86,43 @@ def test_edit_metrics_by_hand(scorer):
     assert edit_metrics([black], [white], ["a"], scorer, dino=dino).dino == pytest.approx(0.0)
     with pytest.raises(ValueError, match="1 outputs, 2 targets"):
         edit_metrics([black], [black, white], ["a", "b"], scorer)
+
+
+class _ExplodingPipe:
+    """Stands in for the pipeline: any edit means validation came too late."""
+
+    device = torch.device("cpu")
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("the editor ran before the input was validated")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"examples": []}, ValueError, "examples is empty"),
+        ({"examples": _records(1)[0]}, TypeError, "examples must be a list of EditRecord"),
+        ({"image_scales": ()}, ValueError, "image_scales is empty"),
+        ({"image_scales": 1.5}, TypeError, "image_scales must be a list of numbers"),
+        ({"image_scales": (1.0, -1.0)}, ValueError, r"image_scales\[1\] must be a finite number"),
+        ({"text_scale": math.nan}, ValueError, "text_scale must be a finite number >= 0"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
+        ({"num_inference_steps": 2.5}, ValueError, "num_inference_steps must be an int >= 1"),
+    ],
+)
+def test_bad_sweep_arguments_are_refused_before_any_edit(scorer, kwargs, error, message):
+    arguments = {"examples": _records(1), "progress": False, **kwargs}
+    with pytest.raises(error, match=message):
+        guidance_sweep(_ExplodingPipe(), scorer, **arguments)
+
+
+def test_edit_metrics_refuse_an_empty_or_mistyped_batch(scorer):
+    image = Image.new("RGB", (16, 16))
+    with pytest.raises(ValueError, match="outputs is empty"):
+        edit_metrics([], [], [], scorer)
+    with pytest.raises(TypeError, match="target_captions must be a list, got str"):
+        edit_metrics([image], [image], "a cat", scorer)
+    with pytest.raises(TypeError, match=r"targets\[0\] must be a PIL image, got str"):
+        edit_metrics([image], ["target.png"], ["a cat"], scorer)
+    with pytest.raises(ValueError, match="rows is empty"):
+        write_csv([], "unused.csv")

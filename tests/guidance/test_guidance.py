@@ -111,3 +111,16 @@ def test_with_scales_keeps_other_fields():
     assert changed.text_scale == base.text_scale
     assert changed.interval == (0.0, 0.5)
     assert changed.backend == "torch"
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        (-1.0, r"^scale must be a finite number >= 0, got -1.0"),
+        ((7.5, math.nan), r"^scale\[1\] must be a finite number >= 0, got nan"),
+        ((), "scale must be a number or a non-empty tuple"),
+    ],
+)
+def test_classifier_free_guidance_names_the_bad_scale(scale, message):
+    with pytest.raises(ValueError, match=message):
+        ClassifierFreeGuidance(scale=scale)

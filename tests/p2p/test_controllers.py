@@ -6,6 +6,7 @@ import torch
 from instructedit.attention import AttentionContext
 from instructedit.p2p import (
     CrossAttentionEdit,
+    LocalBlend,
     Refine,
     Reweight,
     SelfAttentionInjection,
@@ -13,6 +14,7 @@ from instructedit.p2p import (
     WordSwap,
     injection_active,
 )
+from instructedit.testing import clip_tokenizer
 
 HEADS, QUERIES, DIM, TOKENS = 2, 16, 8, 77
 
@@ -192,3 +194,78 @@ def test_per_pair_until_count_must_match_pairs():
     controller = SelfAttentionInjection(until=[0.2, 0.4, 0.6])
     with pytest.raises(ValueError, match="3 values for 2 prompt pairs"):
         controller.controls(_context(False, pairs=2))
+
+
+@pytest.mark.parametrize(
+    ("until", "error", "message"),
+    [
+        ([], ValueError, "until is empty"),
+        ("0.5", TypeError, "until must be a fraction or a list of fractions"),
+        ([0.5, None], TypeError, "until must be a fraction or a list of fractions"),
+        (True, TypeError, "until must be a fraction"),
+    ],
+)
+def test_until_of_the_wrong_kind_is_refused(until, error, message):
+    with pytest.raises(error, match=message):
+        SelfAttentionInjection(until=until)
+
+
+@pytest.mark.parametrize("value", [(0.1,), (0.1, 0.2, 0.3), "0.4", (0.1, None)])
+def test_malformed_windows_are_refused_naming_the_argument(value):
+    with pytest.raises(ValueError, match="self_replace_steps must be a fraction or a"):
+        CrossAttentionEdit(None, torch.zeros(1, 1, TOKENS), self_window=value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"threshold": float("nan")}, ValueError, "threshold must be in \\[0, 1\\), got nan"),
+        ({"threshold": 1.0}, ValueError, "threshold must be in"),
+        ({"start": -0.1}, ValueError, "start must be a fraction in"),
+        ({"threshold": "0.3"}, TypeError, "threshold must be a number"),
+        ({"resolution": 0}, ValueError, "resolution must be an int >= 1"),
+        ({"target_tokens": []}, ValueError, "one token list per pair each, got 1 and 0"),
+    ],
+)
+def test_local_blend_parameters_are_checked(kwargs, error, message):
+    arguments = {"source_tokens": [[1]], "target_tokens": [[1]], **kwargs}
+    with pytest.raises(error, match=message):
+        LocalBlend(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda t: WordSwap.from_prompts("a cat", "a dog", t), TypeError, "sources must be a list"),
+        (lambda t: Refine.from_prompts([], [], t), ValueError, "sources is empty"),
+        (
+            lambda t: WordSwap.from_prompts(["a cat"], ["a dog", "a cow"], t),
+            ValueError,
+            "got 1 sources and 2 targets",
+        ),
+        (
+            lambda t: Refine.from_prompts(["a cat"], [None], t),
+            TypeError,
+            r"targets\[0\] must be a str",
+        ),
+        (
+            lambda t: Reweight.from_words(["a cat"], {"cat": "2"}, t),
+            TypeError,
+            r"words\['cat'\] must be a number",
+        ),
+        (lambda t: Reweight.from_words(["a cat"], {}, t), ValueError, "words must be a non-empty"),
+        (
+            lambda t: LocalBlend.from_edits([], [], t),
+            ValueError,
+            "LocalBlend.from_edits: sources is empty",
+        ),
+        (
+            lambda t: LocalBlend.from_words(["a cat"], ["a dog"], [], t),
+            ValueError,
+            "got 0 for 1 pairs",
+        ),
+    ],
+)
+def test_prompt_lists_of_controllers_are_checked(build, error, message):
+    with pytest.raises(error, match=message):
+        build(clip_tokenizer())

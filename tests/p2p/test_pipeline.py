@@ -172,6 +172,16 @@ class _ExplodingUNet:
         ({"guidance_scale": [7.5, 3.0]}, ValueError, "got 2 guidance_scale values"),
         ({"num_inference_steps": True}, ValueError, "num_inference_steps must be an int >= 1"),
         ({"output_type": "jpeg"}, ValueError, "output_type must be one of"),
+        ({"guidance_scale": -1.0}, ValueError, "guidance_scale must be a finite number >= 0"),
+        (
+            {"source_prompt": ["a", "b"], "guidance_scale": [7.5, float("nan")]},
+            ValueError,
+            r"guidance_scale\[1\] must be a finite number >= 0, got nan",
+        ),
+        ({"height": 0}, ValueError, "height must be a positive multiple of 2, got 0"),
+        ({"width": 33}, ValueError, "width must be a positive multiple of 2, got 33"),
+        ({"height": 32.0}, TypeError, "height must be an int"),
+        ({"width": True}, TypeError, "width must be an int"),
     ],
 )
 def test_bad_generate_arguments_are_rejected_before_any_model_runs(kwargs, error, message):
@@ -394,3 +404,48 @@ def test_null_text_inversion_improves_a_real_unet_and_edits_keep_the_source():
     )
     reconstructed = p2p.edit_inverted(tuned, "a red ball", output_type="np", progress=False)
     assert np.abs(edited.source - reconstructed.source).max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"source_prompt": ["a red ball"]}, TypeError, "source_prompt must be a str"),
+        ({"num_samples": 1.5}, ValueError, "num_samples must be an int >= 1, got 1.5"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
+        ({"num_inference_steps": 0}, ValueError, "num_inference_steps must be an int >= 1"),
+        ({"height": 33}, ValueError, "height must be a positive multiple of 2, got 33"),
+        ({"self_replace_steps": float("nan")}, ValueError, "self_replace_steps must be in"),
+    ],
+)
+def test_bad_sample_pairs_arguments_are_rejected_before_any_model_runs(kwargs, error, message):
+    p2p = _p2p()
+    p2p.unet = _ExplodingUNet(p2p.unet)
+    arguments = {"source_prompt": "a red ball", "target_prompt": "a blue ball", "progress": False}
+    arguments.update(kwargs)
+    with pytest.raises(error, match=message):
+        p2p.sample_pairs(num_samples=arguments.pop("num_samples", 1), **arguments)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"height": 33, "width": 32},
+            ValueError,
+            "height must be a positive multiple of 8, got 33",
+        ),
+        ({"height": 32}, ValueError, "pass both height and width"),
+        ({"guidance_scale": -2.0}, ValueError, "guidance_scale must be a finite number >= 0"),
+        ({"num_inference_steps": 0}, ValueError, "num_inference_steps must be an int >= 1"),
+        ({"inner_steps": 0}, ValueError, "inner_steps must be an int >= 1"),
+        ({"prompt": None}, TypeError, "prompt must be a str"),
+        ({"inner_step": 3}, TypeError, r"unknown keyword argument\(s\) \['inner_step'\]"),
+    ],
+)
+def test_bad_inversion_arguments_are_rejected_before_any_model_runs(kwargs, error, message):
+    p2p = _p2p()
+    p2p.unet = _ExplodingUNet(p2p.unet)
+    arguments = {"image": Image.new("RGB", (32, 32)), "prompt": "a red ball", "progress": False}
+    arguments.update(kwargs)
+    with pytest.raises(error, match=message):
+        p2p.invert(arguments.pop("image"), arguments.pop("prompt"), **arguments)

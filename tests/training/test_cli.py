@@ -42,3 +42,33 @@ def test_bad_config_files_are_explained(tmp_path):
     other.write_text("x")
     with pytest.raises(ValueError, match=r"must be \.yaml"):
         load_run_file(other)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("run.toml", 'model = "x"\n[data\n', r"run\.toml: not a valid TOML file"),
+        ("run.json", '{"model": "x", ', r"run\.json: not a valid JSON file"),
+        ("run.yaml", "model: [x\n", r"run\.yaml: not a valid YAML file"),
+        (
+            "run.toml",
+            'model = "x"\ndata = 3\n',
+            r"run\.toml: 'data' must be a table of settings, got int",
+        ),
+        (
+            "run.toml",
+            'model = "x"\ntrain = "fast"\n[data]\nfolder = "d"\n',
+            "'train' must be a table",
+        ),
+        (
+            "run.toml",
+            'model = 7\n[data]\nfolder = "d"\n',
+            "'model' must be a folder or hub id, got 7",
+        ),
+    ],
+)
+def test_malformed_config_files_name_the_file(tmp_path, name, text, message):
+    config = tmp_path / name
+    config.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_run_file(config)

@@ -74,6 +74,20 @@ class CaptionEditor(Protocol):
         ...
 
 
+def check_captions(captions: Sequence[str]) -> list[str]:
+    """Returns ``captions`` as a list; raises ``TypeError`` for a single string (which would be
+    read as one caption per character) or a non-string entry, naming ``captions[index]``."""
+    if isinstance(captions, (str, bytes)) or not isinstance(captions, Sequence):
+        raise TypeError(
+            f"captions must be a list of str, got {type(captions).__name__}; wrap a single "
+            "caption in [...]"
+        )
+    for index, caption in enumerate(captions):
+        if not isinstance(caption, str):
+            raise TypeError(f"captions[{index}] must be a str, got {type(caption).__name__}")
+    return list(captions)
+
+
 def format_prompt(caption: str) -> str:
     """The fine-tuning prompt: ``caption + "\\n##\\n"``."""
     return caption + PROMPT_SEPARATOR

@@ -13,10 +13,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from instructedit._checks import check_counts
+from instructedit._inputs import check_positive_int
 from instructedit.captions._format import (
     END,
     CaptionEdit,
     Rejection,
+    check_captions,
     format_completion,
     format_prompt,
     is_identity_edit,
@@ -47,14 +50,17 @@ class SamplingConfig:
     """Attempts per caption before it is rejected (paper: 3)."""
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not self.repetition_penalty >= 1:
             raise ValueError(f"repetition_penalty must be >= 1, got {self.repetition_penalty}")
-        if self.max_new_tokens < 1 or self.retries < 1:
-            raise ValueError("max_new_tokens and retries must be >= 1")
+        check_counts(self, ("max_new_tokens", "retries"))
 
 
 class LanguageModelCaptionEditor:
@@ -80,8 +86,9 @@ class LanguageModelCaptionEditor:
         sampling: SamplingConfig | None = None,
         batch_size: int = 16,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_positive_int(batch_size, "batch_size")
+        if sampling is not None and not isinstance(sampling, SamplingConfig):
+            raise TypeError(f"sampling must be a SamplingConfig, got {type(sampling).__name__}")
         self.model = model
         self.tokenizer = tokenizer
         self.sampling = sampling or SamplingConfig()
@@ -119,6 +126,7 @@ class LanguageModelCaptionEditor:
 
     def edit(self, captions: Sequence[str]) -> list[CaptionEdit | Rejection]:
         """Returns one edit or rejection per caption, in order."""
+        captions = check_captions(captions)
         results: list[CaptionEdit | Rejection | None] = [None] * len(captions)
         last: dict[int, Rejection] = {}
         for index, caption in enumerate(captions):

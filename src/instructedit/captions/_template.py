@@ -9,7 +9,12 @@ from dataclasses import dataclass
 
 import torch
 
-from instructedit.captions._format import CaptionEdit, Rejection, is_identity_edit
+from instructedit.captions._format import (
+    CaptionEdit,
+    Rejection,
+    check_captions,
+    is_identity_edit,
+)
 
 __all__ = ["TemplateCaptionEditor", "TemplateRule", "caption_rng"]
 
@@ -89,4 +94,5 @@ class TemplateCaptionEditor:
 
     def edit(self, captions: Sequence[str]) -> list[CaptionEdit | Rejection]:
         """Returns one edit or rejection per caption."""
+        captions = check_captions(captions)
         return [self.edit_one(c, caption_rng(self.seed, c)) for c in captions]

@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shapes": (
         "instructedit.worlds.recipe:shapes_command",
         "Runs the ShapesWorld reproduction of the paper (rerun to continue a stopped run), or "
-        "scores an editor on held-out rendered scenes as the results page does.",
+        "scores an editor on held-out rendered scenes as the ShapesWorld guide reports them.",
     ),
     "evaluate": (
         "instructedit.evaluation:evaluate_model",

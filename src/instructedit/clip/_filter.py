@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from instructedit._inputs import check_positive_int, check_texts
 from instructedit.clip._scorer import ClipScorer
 from instructedit.clip._similarity import (
     directional_similarity,
@@ -19,7 +20,13 @@ from instructedit.clip._similarity import (
 from instructedit.clip._structure import structure_similarity
 from instructedit.images import ImageInput
 
-__all__ = ["ClipDirectionalFilter", "ClipScores", "FilterResult", "check_structure_threshold"]
+__all__ = [
+    "ClipDirectionalFilter",
+    "ClipScores",
+    "FilterResult",
+    "check_similarity_threshold",
+    "check_structure_threshold",
+]
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,10 @@ def check_structure_threshold(value: float | None, name: str = "min_structure_si
         raise ValueError(f"{name} must be in [0, 1] or None, got {value}")
 
 
-def _threshold(name: str, value: float) -> None:
+def check_similarity_threshold(name: str, value: float) -> None:
+    """Refuses a CLIP threshold that is not a cosine similarity, a number in [-1, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a cosine similarity in [-1, 1], got {value!r}")
     if not math.isfinite(value) or not -1.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a cosine similarity in [-1, 1], got {value}")
 
@@ -105,9 +115,9 @@ class ClipDirectionalFilter:
         min_text_similarity: float = 0.2,
         min_structure_similarity: float | None = None,
     ) -> None:
-        _threshold("min_image_similarity", min_image_similarity)
-        _threshold("min_direction_similarity", min_direction_similarity)
-        _threshold("min_text_similarity", min_text_similarity)
+        check_similarity_threshold("min_image_similarity", min_image_similarity)
+        check_similarity_threshold("min_direction_similarity", min_direction_similarity)
+        check_similarity_threshold("min_text_similarity", min_text_similarity)
         check_structure_threshold(min_structure_similarity)
         self.scorer = scorer
         self.min_image_similarity = min_image_similarity
@@ -123,15 +133,33 @@ class ClipDirectionalFilter:
         after_captions: Sequence[str],
     ) -> ClipScores:
         """Computes the four similarities of each pair (images and captions batched), and the
-        structure similarity when the filter checks it."""
+        structure similarity when the filter checks it. No pairs give ``[0]`` tensors."""
+        lists = {
+            "before_images": before_images,
+            "after_images": after_images,
+            "before_captions": before_captions,
+            "after_captions": after_captions,
+        }
+        for name, items in lists.items():
+            if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+                raise TypeError(
+                    f"{name} must be a list with one entry per pair, got {type(items).__name__}"
+                )
         count = len(before_images)
-        for name, items in (
-            ("after_images", after_images),
-            ("before_captions", before_captions),
-            ("after_captions", after_captions),
-        ):
+        for name, items in lists.items():
             if len(items) != count:
                 raise ValueError(f"{name} has {len(items)} entries, before_images has {count}")
+        check_texts(before_captions, "before_captions", allow_empty=True)
+        check_texts(after_captions, "after_captions", allow_empty=True)
+        if count == 0:
+            empty = torch.empty(0)
+            return ClipScores(
+                image_similarity=empty,
+                direction_similarity=empty,
+                text_similarity_before=empty,
+                text_similarity_after=empty,
+                structure_similarity=None if self.min_structure_similarity is None else empty,
+            )
         images = self.scorer.encode_images([*before_images, *after_images])
         # Captions repeat across the samples of one caption pair: encode each distinct text once.
         unique = list(dict.fromkeys([*before_captions, *after_captions]))
@@ -209,9 +237,12 @@ class ClipDirectionalFilter:
             groups: the caption pair of each sample (all one group if ``None``).
             k: kept per group (the official run keeps at most 4 of 100).
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_positive_int(k, "k")
         labels = list(groups) if groups is not None else [0] * len(result.reasons)
+        if len(labels) != len(result.reasons):
+            raise ValueError(
+                f"groups has {len(labels)} entries for the {len(result.reasons)} pairs of result"
+            )
         order = sorted(
             (i for i in range(len(labels)) if result.reasons[i] is None),
             key=lambda i: (-float(result.scores.direction_similarity[i]), i),

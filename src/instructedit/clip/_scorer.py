@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from instructedit._inputs import check_positive_int, check_texts
 from instructedit.images import ImageInput, load_image
 
 __all__ = ["ClipScorer", "official_preprocess"]
@@ -62,8 +63,7 @@ class ClipScorer:
         batch_size: int = 64,
         device: str | torch.device | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_positive_int(batch_size, "batch_size")
         self.model = model.eval()
         self.tokenizer = tokenizer
         if preprocess is None:
@@ -109,25 +109,55 @@ class ClipScorer:
             return torch.autocast("cuda", dtype=torch.float16)
         return torch.autocast("cpu", enabled=False)
 
+    @property
+    def feature_dim(self) -> int:
+        """D, the size of one feature vector (the model's embedding size)."""
+        projection = getattr(self.model, "text_projection", None)
+        if isinstance(projection, Tensor):
+            return int(projection.shape[-1])
+        if isinstance(projection, torch.nn.Linear):
+            return int(projection.out_features)
+        # open_clip's CustomTextCLIP (hf-hub text towers) has no text_projection.
+        return int(self.model.visual.output_dim)
+
     def encode_images(self, images: Sequence[ImageInput]) -> Tensor:
-        """L2-normalised image features ``[N, D]`` (float32, on CPU)."""
+        """L2-normalised image features ``[N, D]`` (float32, on CPU); ``[0, D]`` for no images."""
+        images = _as_batch(images, "images")
+        if not images:
+            return torch.empty(0, self.feature_dim)
         features = []
         with torch.no_grad(), self._autocast():
             for start in range(0, len(images), self.batch_size):
                 chunk = [
-                    self.preprocess(load_image(i)) for i in images[start : start + self.batch_size]
+                    self.preprocess(load_image(images[i], argument=f"images[{i}]"))
+                    for i in range(start, min(start + self.batch_size, len(images)))
                 ]
                 batch = torch.stack(chunk).to(self.device)
                 features.append(F.normalize(self.model.encode_image(batch).float(), dim=-1).cpu())
-        return torch.cat(features) if features else torch.empty(0)
+        return torch.cat(features)
 
     def encode_texts(self, texts: Sequence[str]) -> Tensor:
-        """L2-normalised text features ``[N, D]`` (float32, on CPU)."""
+        """L2-normalised text features ``[N, D]`` (float32, on CPU); ``[0, D]`` for no texts."""
+        texts = check_texts(_as_batch(texts, "texts"), "texts", allow_empty=True)
+        if not texts:
+            return torch.empty(0, self.feature_dim)
         features = []
         with torch.no_grad(), self._autocast():
             for start in range(0, len(texts), self.batch_size):
-                tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(
-                    self.device
-                )
+                tokens = self.tokenizer(texts[start : start + self.batch_size]).to(self.device)
                 features.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
-        return torch.cat(features) if features else torch.empty(0)
+        return torch.cat(features)
+
+
+def _as_batch(items: Any, argument: str) -> list[Any]:
+    """``items`` as a list: a sequence, or a ``[N, C, H, W]`` tensor or array. A single string
+    or image is refused, so that it is not read as a batch of characters or rows."""
+    if isinstance(items, (Tensor, np.ndarray)) and items.ndim == 4:
+        return list(items)
+    if isinstance(items, (str, bytes, Image.Image, Tensor, np.ndarray)) or not isinstance(
+        items, Sequence
+    ):
+        raise TypeError(
+            f"{argument} must be a list, got {type(items).__name__}; wrap a single one in [...]"
+        )
+    return list(items)

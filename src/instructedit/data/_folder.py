@@ -33,6 +33,8 @@ __all__ = [
     "folder_index",
     "load_folder_sample",
     "read_folder_dataset",
+    "read_json_file",
+    "read_jsonl_file",
     "write_caption_folder",
     "write_json_atomic",
     "write_seeds_index",
@@ -87,9 +89,20 @@ def write_caption_folder(
         samples: the kept samples.
         extra: additional JSON written as ``summary.json`` (e.g. per-reason counts).
     """
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"index must be an int >= 0, got {index!r}")
+    if not isinstance(prompt, dict):
+        raise TypeError(f"prompt must be a dict with input, edit and output, got {prompt!r}")
     for key in ("input", "edit", "output"):
         if not isinstance(prompt.get(key), str):
             raise ValueError(f"prompt must have a string {key!r}, got {prompt!r}")
+    for number, sample in enumerate(samples):
+        if not isinstance(sample, FolderSample):
+            raise TypeError(
+                f"samples[{number}] must be a FolderSample, got {type(sample).__name__}"
+            )
+        if isinstance(sample.seed, bool) or not isinstance(sample.seed, int) or sample.seed < 0:
+            raise ValueError(f"samples[{number}].seed must be an int >= 0, got {sample.seed!r}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{index:07d}"
@@ -119,6 +132,38 @@ def write_caption_folder(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def read_json_file(path: Path) -> Any:
+    """The JSON value stored in ``path``; a file that is not valid UTF-8 JSON raises a
+    ``ValueError`` naming it, with the line and column of the error."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error.reason})") from error
+
+
+def read_jsonl_file(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields ``(line number, object)`` for each non-blank line of a JSONL file; a line that is
+    not a JSON object raises a ``ValueError`` naming the file and the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error.reason})") from error
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        yield number, row
 
 
 def _complete_folders(root: Path) -> list[Path]:
@@ -169,22 +214,64 @@ def folder_index(
 ) -> list[tuple[str, int]]:
     """Returns the (folder, seed) of every sample of ``split``, in dataset order."""
     root = Path(root)
-    if not root.is_dir():
+    if not root.exists():
         raise FileNotFoundError(f"no such dataset folder: {root}")
+    if not root.is_dir():
+        raise ValueError(
+            f"{root} is a file, not a dataset folder in the official layout (read a .parquet "
+            "file with read_parquet)"
+        )
+    if split != "all" and split not in SPLITS:
+        raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
     index_file = root / "seeds.json"
     if index_file.is_file():
-        entries = json.loads(index_file.read_text(encoding="utf-8"))
+        entries = _seeds_entries(index_file)
     else:
-        entries = [
-            [p.name, sorted(int(f.name.split("_")[0]) for f in p.glob("*_0.jpg"))]
-            for p in _complete_folders(root)
-        ]
+        folders = _complete_folders(root)
+        # Hidden and "_" entries are a generation run's own (temporary files, _skipped).
+        others = sorted(p.name for p in root.iterdir() if not p.name.startswith((".", "_")))
+        if not folders and others:
+            raise ValueError(
+                f"{root} is not a dataset in the official folder layout: it holds neither "
+                f"seeds.json nor caption folders (0000000/prompt.json, ...), but {others[:5]}"
+            )
+        entries = [(p.name, sorted(_seed_of(f) for f in p.glob("*_0.jpg"))) for p in folders]
     if split != "all":
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
         low, high = SPLITS[split]
         entries = entries[int(low * len(entries)) : int(high * len(entries))]
-    return [(name, int(seed)) for name, seeds in entries for seed in seeds]
+    return [(name, seed) for name, seeds in entries for seed in seeds]
+
+
+def _seed_of(image: Path) -> int:
+    """The seed of an image file ``{seed}_0.jpg``."""
+    prefix = image.name.split("_")[0]
+    if not prefix.isdigit():
+        raise ValueError(f"{image}: expected a file named {{seed}}_0.jpg with an integer seed")
+    return int(prefix)
+
+
+def _seeds_entries(path: Path) -> list[tuple[str, list[int]]]:
+    """The ``[[folder, [seed, ...]], ...]`` entries of a ``seeds.json``, checked."""
+    value = read_json_file(path)
+    if not isinstance(value, list):
+        raise ValueError(
+            f"{path}: expected a list of [folder, [seed, ...]] entries, got {type(value).__name__}"
+        )
+    entries = []
+    for number, entry in enumerate(value):
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 2
+            or not isinstance(entry[0], str)
+            or not isinstance(entry[1], list)
+            or any(isinstance(s, bool) or not isinstance(s, int) for s in entry[1])
+        ):
+            raise ValueError(
+                f"{path}: entry {number} must be [folder, [seed, ...]] with integer seeds, "
+                f"got {entry!r}"
+            )
+        entries.append((entry[0], list(entry[1])))
+    return entries
 
 
 def load_folder_sample(root: str | Path, name: str, seed: int) -> EditRecord:
@@ -193,7 +280,12 @@ def load_folder_sample(root: str | Path, name: str, seed: int) -> EditRecord:
     prompt_file = folder / "prompt.json"
     if not prompt_file.is_file():
         raise ValueError(f"{folder}: missing prompt.json")
-    prompt = json.loads(prompt_file.read_text(encoding="utf-8"))
+    prompt = read_json_file(prompt_file)
+    if not isinstance(prompt, dict):
+        raise ValueError(
+            f"{prompt_file}: expected a JSON object with input, edit and output, got "
+            f"{type(prompt).__name__}"
+        )
     caption = prompt.get("input", prompt.get("caption"))
     for key, value in (
         ("input (or caption)", caption),
@@ -205,11 +297,14 @@ def load_folder_sample(root: str | Path, name: str, seed: int) -> EditRecord:
     metadata: dict[str, Any] = {}
     metadata_file = folder / "metadata.jsonl"
     if metadata_file.is_file():
-        for line in metadata_file.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if int(row.get("seed", -1)) == int(seed):
-                    metadata = {k: v for k, v in row.items() if k != "seed"}
+        for number, row in read_jsonl_file(metadata_file):
+            row_seed = row.get("seed")
+            if isinstance(row_seed, bool) or not isinstance(row_seed, int):
+                raise ValueError(
+                    f"{metadata_file}:{number}: field 'seed' must be an integer, got {row_seed!r}"
+                )
+            if row_seed == int(seed):
+                metadata = {k: v for k, v in row.items() if k != "seed"}
     where = f"{folder} seed {seed}"
     return EditRecord(
         input_image=_load_image(folder / f"{seed}_0.jpg", where),

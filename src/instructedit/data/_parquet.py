@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import Image
 
+from instructedit._inputs import check_positive_int
 from instructedit.data._folder import (
     FolderSample,
     read_folder_dataset,
@@ -48,12 +49,24 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def _open_parquet(path: str | Path) -> Any:
+    """Opens a parquet file for reading; a missing or unreadable file raises naming it."""
+    pa, pq = _import_pyarrow()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such parquet file: {path}")
+    try:
+        return pq.ParquetFile(str(path))
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ValueError(f"{path} is not a readable parquet file ({error})") from error
+
+
 def write_parquet(
     records: Iterable[EditRecord], path: str | Path, *, rows_per_group: int = 256
 ) -> Path:
     """Writes records to a parquet file that ``datasets.load_dataset("parquet", …)`` reads with
     image columns (``input_image``, ``edit_prompt``, ``edited_image`` plus captions, seed and
     metadata as JSON). Images are stored losslessly as PNG. The file appears atomically."""
+    check_positive_int(rows_per_group, "rows_per_group")
     pa, pq = _import_pyarrow()
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     schema = pa.schema(
@@ -109,13 +122,20 @@ def write_parquet(
             writer.write_table(table)
             rows.clear()
 
-        for record in records:
+        for number, record in enumerate(records):
+            if not isinstance(record, EditRecord):
+                raise TypeError(
+                    f"records[{number}] must be an EditRecord, got {type(record).__name__}"
+                )
             rows.append(record)
             if len(rows) >= rows_per_group:
                 flush()
         flush()
-    finally:
+    except BaseException:
         writer.close()
+        staging.unlink(missing_ok=True)
+        raise
+    writer.close()
     staging.replace(target)
     return target
 
@@ -125,8 +145,14 @@ def _decode(value: Any, where: str) -> Image.Image:
         raise ValueError(f"{where} is missing")
     data = value.get("bytes") if isinstance(value, dict) else value
     if data is None and isinstance(value, dict) and value.get("path"):
-        with Image.open(value["path"]) as image:
-            return image.convert("RGB")
+        path = Path(value["path"])
+        if not path.is_file():
+            raise ValueError(f"{where}: no such image file {path}")
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except OSError as error:
+            raise ValueError(f"{where}: {path} is not a readable image ({error})") from error
     if not isinstance(data, (bytes, bytearray)):
         raise ValueError(f"{where} holds no image bytes")
     try:
@@ -144,15 +170,34 @@ def parquet_row(
     instruction = row.get(edit_column)
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError(f"{where}: field {edit_column!r} is missing or empty")
-    metadata = row.get("metadata")
+    metadata: Any = {}
+    if isinstance(row.get("metadata"), str):
+        try:
+            metadata = json.loads(row["metadata"])
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{where}: field 'metadata' is not valid JSON ({error.msg})"
+            ) from error
+        if not isinstance(metadata, dict):
+            raise ValueError(
+                f"{where}: field 'metadata' must hold a JSON object, got {type(metadata).__name__}"
+            )
+    seed = row.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"{where}: field 'seed' must be an integer or null, got {seed!r}")
+    for caption in ("input_caption", "output_caption"):
+        if row.get(caption) is not None and not isinstance(row[caption], str):
+            raise ValueError(
+                f"{where}: field {caption!r} must be a string or null, got {row[caption]!r}"
+            )
     return EditRecord(
         input_image=_decode(row.get(input_column), f"{where}: field {input_column!r}"),
         edit_prompt=instruction,
         edited_image=_decode(row.get(edited_column), f"{where}: field {edited_column!r}"),
         input_caption=row.get("input_caption"),
         output_caption=row.get("output_caption"),
-        seed=row.get("seed"),
-        metadata=json.loads(metadata) if isinstance(metadata, str) else {},
+        seed=seed,
+        metadata=metadata,
     )
 
 
@@ -168,8 +213,7 @@ def read_parquet(
     Column names default to diffusers'; a missing column, or a row with a missing image or an
     empty instruction, raises a ``ValueError`` naming the row and the field.
     """
-    _, pq = _import_pyarrow()
-    file = pq.ParquetFile(str(path))
+    file = _open_parquet(path)
     names = set(file.schema_arrow.names)
     for column in (input_column, edit_column, edited_column):
         if column not in names:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from instructedit.captions import CaptionEdit, CaptionEditor, Rejection, read_caption_edits
-from instructedit.clip._filter import check_structure_threshold
+from instructedit.captions._format import check_captions
+from instructedit.clip._filter import check_similarity_threshold, check_structure_threshold
+from instructedit.data._folder import read_jsonl_file
 from instructedit.datagen._run import (
     GenerationConfig,
     GenerationSummary,
@@ -27,6 +28,7 @@ class PrecomputedCaptionEditor:
 
     def edit(self, captions: Sequence[str]) -> list[CaptionEdit | Rejection]:
         """Returns the stored edit of each caption, or a ``"no_edit"`` rejection."""
+        captions = check_captions(captions)
         return [self.edits.get(c, Rejection(c, "no_edit")) for c in captions]
 
 
@@ -35,26 +37,29 @@ def read_captions(path: Path) -> tuple[list[str], dict[str, CaptionEdit]]:
     if not path.is_file():
         raise FileNotFoundError(f"captions: no such file: {path}")
     if path.suffix == ".jsonl":
-        first = next(
-            (line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "{}"
-        )
-        if "edit" in json.loads(first):
+        rows = list(read_jsonl_file(path))
+        if not rows:
+            raise ValueError(f"captions: {path} holds no captions")
+        if "edit" in rows[0][1]:
             edits = list(read_caption_edits(path))
             return [e.input for e in edits], {e.input: e for e in edits}
         captions = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                row = json.loads(line)
-                caption = row.get("caption", row.get("input"))
-                if not isinstance(caption, str) or not caption.strip():
-                    raise ValueError(
-                        f"{path}:{number}: field 'caption' (or 'input') is missing or empty"
-                    )
-                captions.append(caption)
+        for number, row in rows:
+            caption = row.get("caption", row.get("input"))
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(
+                    f"{path}:{number}: field 'caption' (or 'input') is missing or empty"
+                )
+            captions.append(caption)
         return captions, {}
-    return [
-        line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ], {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"captions: {path} is not a UTF-8 text file ({error.reason})") from error
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"captions: {path} holds no captions")
+    return lines, {}
 
 
 def generate_from_files(
@@ -126,6 +131,12 @@ def generate_from_files(
         guidance_range=(float(guidance_range[0]), float(guidance_range[1])),
         local_blend=local_blend,
     )
+    for name, value in (
+        ("min_image_similarity", min_image_similarity),
+        ("min_direction_similarity", min_direction_similarity),
+        ("min_text_similarity", min_text_similarity),
+    ):
+        check_similarity_threshold(name, value)
     check_structure_threshold(min_structure_similarity)
     texts, precomputed = read_captions(captions)
     if language_model is None and not precomputed:

@@ -9,7 +9,6 @@ and shards together write what one unsharded run writes.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from instructedit._checks import check_counts, check_range
+from instructedit._inputs import check_side, check_texts
 from instructedit.captions import CaptionEdit, CaptionEditor, Rejection
 from instructedit.clip import ClipDirectionalFilter
 from instructedit.data import (
@@ -33,6 +33,7 @@ from instructedit.data import (
     write_json_atomic,
     write_seeds_index,
 )
+from instructedit.data._folder import read_json_file
 from instructedit.p2p import PAIR_CONTROLS, PairControl, check_local_blend
 from instructedit.seeding import seeded
 
@@ -80,9 +81,9 @@ class GenerationConfig:
     guidance_range: tuple[float, float] = (7.5, 15.0)
     """Text guidance scale ~ U(range)."""
     height: int | None = None
-    """Image height (default: the model's)."""
+    """Image height in pixels, a positive multiple of 8 (default: the model's)."""
     width: int | None = None
-    """Image width (default: the model's)."""
+    """Image width in pixels, a positive multiple of 8 (default: the model's)."""
     shard: tuple[int, int] = (0, 1)
     """(i, n): this run handles captions with index ≡ i (mod n)."""
 
@@ -95,8 +96,18 @@ class GenerationConfig:
         check_local_blend(self.local_blend, self.control)
         check_range("injection_range", self.injection_range, maximum=1.0)
         check_range("guidance_range", self.guidance_range)
-        index, count = self.shard
-        if not 0 <= index < count:
+        for name in ("height", "width"):
+            if getattr(self, name) is not None:
+                # Stable Diffusion's VAE: 8 pixels per latent. A model with another factor
+                # refuses what it cannot render when sampling starts.
+                check_side(getattr(self, name), name, 8)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        try:
+            index, count = self.shard
+        except (TypeError, ValueError):
+            raise ValueError(f"shard must be a pair (i, n), got {self.shard!r}") from None
+        if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
             raise ValueError(f"shard must satisfy 0 <= i < n, got {self.shard}")
 
 
@@ -161,13 +172,24 @@ def _finished(output: Path, index: int) -> dict[str, Any] | None:
     if (folder / "prompt.json").is_file():
         summary = folder / "summary.json"
         if summary.is_file():
-            return dict(json.loads(summary.read_text(encoding="utf-8")))
+            return _record(summary)
         # A folder written by another tool (or the official code): count what it holds.
         return {"kept": len(list(folder.glob("*_0.jpg")))}
     marker = output / SKIPPED / f"{index:07d}.json"
     if marker.is_file():
-        return dict(json.loads(marker.read_text(encoding="utf-8")))
+        return _record(marker)
     return None
+
+
+def _record(path: Path) -> dict[str, Any]:
+    """A caption's stored counts (``summary.json`` or a skip marker)."""
+    value = read_json_file(path)
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"{path}: expected a JSON object of counts, got {type(value).__name__}; delete the "
+            "file to redo this caption"
+        )
+    return value
 
 
 def _clean_stale(root: Path, indices: Sequence[int]) -> None:
@@ -235,6 +257,11 @@ def generate_dataset(
         The run's summary (also logged).
     """
     config = config or GenerationConfig()
+    if not isinstance(config, GenerationConfig):
+        raise TypeError(f"config must be a GenerationConfig, got {type(config).__name__}")
+    if isinstance(captions, (str, bytes)) or not isinstance(captions, Sequence):
+        raise TypeError(f"captions must be a list of str, got {type(captions).__name__}")
+    check_texts(captions, "captions", allow_empty=True)
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     shard_index, shard_count, state = _process_shard(config.shard)

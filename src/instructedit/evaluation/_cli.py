@@ -38,6 +38,11 @@ def evaluate_model(
     """
     if count < 1 or steps < 1:
         raise ValueError(f"count and steps must be >= 1, got {count} and {steps}")
+    from instructedit.guidance import check_scale
+
+    check_scale("text_scale", text_scale)
+    if not data.exists():
+        raise FileNotFoundError(f"data: no such dataset: {data}")
     import itertools
 
     from instructedit.clip import ClipScorer

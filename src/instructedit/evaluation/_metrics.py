@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from instructedit._inputs import check_positive_int, check_texts
 from instructedit.clip import (
     ClipScorer,
     directional_similarity,
@@ -22,6 +23,7 @@ from instructedit.clip import (
     image_text_similarity,
 )
 from instructedit.data import EditRecord
+from instructedit.guidance import check_scale
 
 __all__ = [
     "PAPER_IMAGE_SCALES",
@@ -83,7 +85,24 @@ def guidance_sweep(
         batch_size: examples edited per call.
         progress: show a progress bar.
     """
+    if isinstance(examples, EditRecord) or not isinstance(examples, Sequence):
+        raise TypeError(f"examples must be a list of EditRecord, got {type(examples).__name__}")
+    if not examples:
+        raise ValueError("examples is empty; the sweep averages over at least one example")
+    check_scale("text_scale", text_scale)
+    if isinstance(image_scales, (int, float)) or not isinstance(image_scales, Sequence):
+        raise TypeError(f"image_scales must be a list of numbers, got {image_scales!r}")
+    if not image_scales:
+        raise ValueError("image_scales is empty; pass at least one s_I, e.g. (1.5,)")
+    for index, scale in enumerate(image_scales):
+        check_scale(f"image_scales[{index}]", scale)
+    check_positive_int(num_inference_steps, "num_inference_steps")
+    check_positive_int(batch_size, "batch_size")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
     for index, record in enumerate(examples):
+        if not isinstance(record, EditRecord):
+            raise TypeError(f"examples[{index}] must be an EditRecord, got {type(record).__name__}")
         if not record.input_caption or not record.output_caption:
             raise ValueError(
                 f"examples[{index}] needs input_caption and output_caption for the CLIP sweep"
@@ -127,9 +146,12 @@ def write_csv(rows: Sequence[Any], path: str | Path) -> Path:
     """Writes dataclass rows (e.g. :class:`SweepPoint`) as CSV with a header."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if not rows:
+        raise ValueError("rows is empty; there is nothing to write")
+    for index, row in enumerate(rows):
+        if not is_dataclass(row) or isinstance(row, type):
+            raise TypeError(f"rows[{index}] must be a dataclass instance, got {type(row).__name__}")
     dicts = [asdict(row) for row in rows]
-    if not dicts:
-        raise ValueError("no rows to write")
     with target.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=list(dicts[0]))
         writer.writeheader()
@@ -213,10 +235,24 @@ def edit_metrics(
 
     Outputs are resized to each target's size for L1.
     """
+    for name, items in (
+        ("outputs", outputs),
+        ("targets", targets),
+        ("target_captions", target_captions),
+    ):
+        if isinstance(items, (str, bytes, Image.Image)) or not isinstance(items, Sequence):
+            raise TypeError(f"{name} must be a list, got {type(items).__name__}")
     if not (len(outputs) == len(targets) == len(target_captions)):
         raise ValueError(
             f"got {len(outputs)} outputs, {len(targets)} targets, {len(target_captions)} captions"
         )
+    if not outputs:
+        raise ValueError("outputs is empty; the metrics average over at least one edited image")
+    for name, images in (("outputs", outputs), ("targets", targets)):
+        for index, image in enumerate(images):
+            if not isinstance(image, Image.Image):
+                raise TypeError(f"{name}[{index}] must be a PIL image, got {type(image).__name__}")
+    check_texts(target_captions, "target_captions")
     l1 = float(
         np.mean(
             [

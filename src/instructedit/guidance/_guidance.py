@@ -177,8 +177,13 @@ class ClassifierFreeGuidance:
     """Fused-step implementation, as in :class:`DualGuidance`."""
 
     def __post_init__(self) -> None:
-        for value in self.scale if isinstance(self.scale, tuple) else (self.scale,):
-            check_scale("scale", value)
+        if isinstance(self.scale, tuple):
+            if not self.scale:
+                raise ValueError("scale must be a number or a non-empty tuple, got ()")
+            for index, value in enumerate(self.scale):
+                check_scale(f"scale[{index}]", value)
+        else:
+            check_scale("scale", self.scale)
         _check_common(self.guidance_rescale, self.interval, self.backend)
 
     @property

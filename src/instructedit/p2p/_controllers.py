@@ -15,8 +15,10 @@ attend normally. Cross-attention maps are materialised only for an :class:`Atten
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any, Protocol
 
 import torch
@@ -48,6 +50,32 @@ __all__ = [
     "WordSwap",
     "injection_active",
 ]
+
+
+def _prompt_lists(
+    sources: Sequence[str], targets: Sequence[str], what: str
+) -> tuple[list[str], list[str]]:
+    """Checks the per-pair prompt lists of a controller's ``from_*`` constructor: lists of
+    strings, one of each per pair, at least one pair."""
+    for name, prompts in (("sources", sources), ("targets", targets)):
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise TypeError(
+                f"{what}: {name} must be a list of prompts, one per pair, got "
+                f"{type(prompts).__name__} {prompts!r}"
+            )
+        for index, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                raise TypeError(
+                    f"{what}: {name}[{index}] must be a str, got {type(prompt).__name__}"
+                )
+    if not sources:
+        raise ValueError(f"{what}: sources is empty; pass one source and one target per pair")
+    if len(sources) != len(targets):
+        raise ValueError(
+            f"{what} needs as many sources as targets, got {len(sources)} sources and "
+            f"{len(targets)} targets"
+        )
+    return list(sources), list(targets)
 
 
 def _rows(tensor: Tensor, context: AttentionContext) -> list[tuple[str, Tensor, Tensor]]:
@@ -113,9 +141,18 @@ class SelfAttentionInjection:
         max_resolution: int | None = None,
         branches: Sequence[str] | None = None,
     ) -> None:
-        values = [float(until)] if isinstance(until, (int, float)) else [float(v) for v in until]
+        items = until if isinstance(until, Sequence) and not isinstance(until, str) else [until]
+        if any(isinstance(v, bool) or not isinstance(v, Real) for v in items):
+            raise TypeError(f"until must be a fraction or a list of fractions, got {until!r}")
+        values = [float(v) for v in items]
+        if not values:
+            raise ValueError("until is empty; pass a fraction or one per pair")
         check_fractions(values, "until")
-        if max_resolution is not None and max_resolution < 1:
+        if max_resolution is not None and (
+            isinstance(max_resolution, bool)
+            or not isinstance(max_resolution, int)
+            or max_resolution < 1
+        ):
             raise ValueError(f"max_resolution must be >= 1 or None, got {max_resolution}")
         # float64, so the comparison with step / (n − 1) is exact for fractions like 0.1.
         self.until = torch.tensor(values, dtype=torch.float64)
@@ -182,6 +219,7 @@ class WordSwap:
         cls, sources: Sequence[str], targets: Sequence[str], tokenizer: Any
     ) -> WordSwap:
         """Builds the mappers of prompt pairs with equal word counts."""
+        sources, targets = _prompt_lists(sources, targets, "WordSwap.from_prompts")
         length = tokenizer.model_max_length
         return cls(
             torch.stack(
@@ -209,6 +247,7 @@ class Refine:
     @classmethod
     def from_prompts(cls, sources: Sequence[str], targets: Sequence[str], tokenizer: Any) -> Refine:
         """Aligns each pair's tokens with Needleman–Wunsch."""
+        sources, targets = _prompt_lists(sources, targets, "Refine.from_prompts")
         length = tokenizer.model_max_length
         pairs = [
             refinement_mapper(s, t, tokenizer, length)
@@ -247,6 +286,14 @@ class Reweight:
         base: CrossEdit | None = None,
     ) -> Reweight:
         """Weights ``{word: factor}`` in each target prompt; a word absent from a prompt is an error."""
+        _prompt_lists(targets, targets, "Reweight.from_words")
+        if not isinstance(words, dict) or not words:
+            raise ValueError(f"words must be a non-empty {{word: factor}} dict, got {words!r}")
+        for word, factor in words.items():
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+                raise TypeError(f"words[{word!r}] must be a number, got {factor!r}")
+            if not math.isfinite(factor):
+                raise ValueError(f"words[{word!r}] must be a finite number, got {factor}")
         length = tokenizer.model_max_length
         equalizer = torch.ones(len(targets), length)
         for row, target in enumerate(targets):
@@ -354,6 +401,27 @@ class LocalBlend:
     start: float = 0.2
     resolution: int = 16
 
+    def __post_init__(self) -> None:
+        if len(self.source_tokens) != len(self.target_tokens) or not self.source_tokens:
+            raise ValueError(
+                "source_tokens and target_tokens must hold one token list per pair each, got "
+                f"{len(self.source_tokens)} and {len(self.target_tokens)}"
+            )
+        for name, value in (("threshold", self.threshold), ("start", self.start)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+        # NaN fails both; a threshold of 1 leaves an empty mask.
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if not 0.0 <= self.start <= 1.0:
+            raise ValueError(f"start must be a fraction in [0, 1], got {self.start}")
+        if (
+            isinstance(self.resolution, bool)
+            or not isinstance(self.resolution, int)
+            or self.resolution < 1
+        ):
+            raise ValueError(f"resolution must be an int >= 1, got {self.resolution!r}")
+
     @classmethod
     def from_words(
         cls,
@@ -364,9 +432,11 @@ class LocalBlend:
         **kwargs: Any,
     ) -> LocalBlend:
         """``words``: per pair, (word in the source, word in the target) to blend around."""
+        sources, targets = _prompt_lists(sources, targets, "LocalBlend.from_words")
         if len(words) != len(sources):
             raise ValueError(
-                f"local blend needs one (source word, target word) per pair, got {len(words)}"
+                f"local blend needs one (source word, target word) per pair, got {len(words)} "
+                f"for {len(sources)} pairs"
             )
         return cls(
             [word_token_indices(s, w[0], tokenizer) for s, w in zip(sources, words, strict=True)],
@@ -385,11 +455,7 @@ class LocalBlend:
         """Blends around the words each edit changes (:func:`~instructedit.p2p.edited_words`):
         the replaced words and the noun after them, the removed words in the source, the added
         words in the target."""
-        if len(sources) != len(targets):
-            raise ValueError(
-                f"local blend needs as many sources as targets, got {len(sources)} and "
-                f"{len(targets)}"
-            )
+        sources, targets = _prompt_lists(sources, targets, "LocalBlend.from_edits")
         source_tokens: list[list[int]] = []
         target_tokens: list[list[int]] = []
         for source, target in zip(sources, targets, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from instructedit._inputs import check_positive_int, check_side
+from instructedit.guidance import check_scale
 from instructedit.images import ImageInput, load_image, pil_to_tensor, prepare_image
 from instructedit.sampling import scheduler_from_name
 
@@ -68,13 +71,53 @@ def _ddim_inverse_step(scheduler: Any, eps: Tensor, timestep: int, sample: Tenso
     return alpha_next**0.5 * x0 + (1 - alpha_next) ** 0.5 * eps
 
 
+def _side_multiple(p2p: PromptToPrompt) -> int:
+    return max(8, p2p.vae_scale_factor)
+
+
+def _check_size(p2p: PromptToPrompt, height: int | None, width: int | None) -> None:
+    if (height is None) != (width is None):
+        raise ValueError(
+            f"pass both height and width to resize the image, or neither, got height={height!r} "
+            f"and width={width!r}"
+        )
+    multiple = _side_multiple(p2p)
+    for name, value in (("height", height), ("width", width)):
+        if value is not None:
+            check_side(value, name, multiple)
+
+
+def _check_prompt(prompt: Any) -> None:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+
+
+def _check_null_text(
+    guidance_scale: float,
+    inner_steps: int,
+    learning_rate: float,
+    early_stop: float,
+    early_stop_slope: float,
+) -> None:
+    check_scale("guidance_scale", guidance_scale)
+    check_positive_int(inner_steps, "inner_steps")
+    for name, value in (
+        ("learning_rate", learning_rate),
+        ("early_stop", early_stop),
+        ("early_stop_slope", early_stop_slope),
+    ):
+        check_scale(name, value)
+    if learning_rate == 0:
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
+
+
 def _encode(
     p2p: PromptToPrompt, image: ImageInput, height: int | None, width: int | None
 ) -> Tensor:
-    loaded = load_image(image)
+    loaded = load_image(image, argument="image")
     if height is not None and width is not None:
         loaded = loaded.resize((width, height))
-    multiple = max(8, p2p.vae_scale_factor)
+    multiple = _side_multiple(p2p)
     pixels = pil_to_tensor([prepare_image(loaded, multiple=multiple)]).to(p2p.device, p2p.dtype)
     with torch.no_grad():
         latent = p2p.vae.encode(pixels).latent_dist.mean
@@ -93,8 +136,12 @@ def ddim_inversion(
 ) -> Inversion:
     """Inverts ``image`` to x_T by running DDIM backwards with the conditional prediction.
 
-    Sides are floored to multiples of 8 (or resized to ``height`` × ``width``).
+    The image's sides are floored to multiples of 8, or it is resized to ``height`` × ``width``
+    (both given, each a positive multiple of 8).
     """
+    _check_prompt(prompt)
+    check_positive_int(num_inference_steps, "num_inference_steps")
+    _check_size(p2p, height, width)
     scheduler = scheduler_from_name("ddim", p2p.scheduler.config)
     scheduler.set_timesteps(num_inference_steps, device=p2p.device)
     cond = p2p.encode_text([prompt])
@@ -138,6 +185,9 @@ def null_text_inversion(
     The thresholds are the paper's, for Stable Diffusion latents (standard deviation ≈ 1); scale
     them with the square of your latents' magnitude.
     """
+    if not isinstance(inversion, Inversion):
+        raise TypeError(f"inversion must be an Inversion, got {type(inversion).__name__}")
+    _check_null_text(guidance_scale, inner_steps, learning_rate, early_stop, early_stop_slope)
     scheduler = inversion.scheduler
     steps = inversion.num_inference_steps
     cond = p2p.encode_text([inversion.prompt])
@@ -193,15 +243,41 @@ def invert(
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
     null_text: bool = True,
+    height: int | None = None,
+    width: int | None = None,
     progress: bool = True,
     **kwargs: Any,
 ) -> Inversion:
     """DDIM inversion, then (by default) null-text inversion: the recipe for editing real images.
 
-    Keyword arguments go to :func:`null_text_inversion`.
+    ``height`` and ``width`` resize the image as in :func:`ddim_inversion`; other keyword
+    arguments go to :func:`null_text_inversion`.
     """
+    if null_text:
+        # Checked before the DDIM inversion runs, so that a typo does not cost it.
+        tunable = {
+            name: parameter.default
+            for name, parameter in inspect.signature(null_text_inversion).parameters.items()
+            if parameter.kind is parameter.KEYWORD_ONLY
+            and name not in ("guidance_scale", "progress")
+        }
+        unknown = sorted(set(kwargs) - set(tunable))
+        if unknown:
+            raise TypeError(
+                f"invert got unknown keyword argument(s) {unknown}; null_text_inversion takes "
+                f"{sorted(tunable)}"
+            )
+        _check_null_text(guidance_scale, **{**tunable, **kwargs})
+    elif kwargs:
+        raise TypeError(f"keyword argument(s) {sorted(kwargs)} need null_text=True")
     inversion = ddim_inversion(
-        p2p, image, prompt, num_inference_steps=num_inference_steps, progress=progress
+        p2p,
+        image,
+        prompt,
+        num_inference_steps=num_inference_steps,
+        height=height,
+        width=width,
+        progress=progress,
     )
     if not null_text:
         return inversion

@@ -21,6 +21,7 @@ from instructedit._inputs import (
     broadcast,
     check_output_type,
     check_positive_int,
+    check_side,
     check_texts,
     pair_count,
     per_item,
@@ -33,7 +34,7 @@ from instructedit.components import (
     move_models,
     vae_scale_factor,
 )
-from instructedit.guidance import ClassifierFreeGuidance
+from instructedit.guidance import ClassifierFreeGuidance, check_scale
 from instructedit.images import ImageInput, tensor_to_output
 from instructedit.p2p._controllers import (
     CrossAttentionEdit,
@@ -194,12 +195,10 @@ class PromptToPrompt:
 
     def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
         default = int(self.unet.config.sample_size) * self.vae_scale_factor
-        height, width = height or default, width or default
-        multiple = self.vae_scale_factor
-        for name, value in (("height", height), ("width", width)):
-            if value < multiple or value % multiple:
-                raise ValueError(f"{name} must be a positive multiple of {multiple}, got {value}")
-        return height, width
+        return (
+            default if height is None else check_side(height, "height", self.vae_scale_factor),
+            default if width is None else check_side(width, "width", self.vae_scale_factor),
+        )
 
     def generate(
         self,
@@ -255,10 +254,10 @@ class PromptToPrompt:
         self._check_prompts(sources, "source_prompt")
         self._check_prompts(targets, "target_prompt")
         seeds = per_item(seed, pairs, "seed", int, "an int")
-        scales = [
-            float(scale)
-            for scale in per_item(guidance_scale, pairs, "guidance_scale", (int, float), "a number")
-        ]
+        scales = per_item(guidance_scale, pairs, "guidance_scale", (int, float), "a number")
+        for index, scale in enumerate(scales):
+            check_scale("guidance_scale" if len(scales) == 1 else f"guidance_scale[{index}]", scale)
+        scales = [float(scale) for scale in scales]
         check_positive_int(num_inference_steps, "num_inference_steps")
         check_output_type(output_type)
         if uncond_embeddings is not None and len(uncond_embeddings) != num_inference_steps:
@@ -453,7 +452,7 @@ class PromptToPrompt:
           prompts have as many words, :class:`Refine` otherwise — and its self-attention the
           source's for the first ``self_replace_steps`` (:class:`CrossAttentionEdit`). Where the
           text decides the layout, as in ShapesWorld's small model, self-attention alone does
-          not hold it: this keeps 3–4× more pairs correct (see the ShapesWorld results page).
+          not hold it: this keeps 3–4× more pairs correct (see the ShapesWorld research notes).
 
         ``local_blend`` (a mask threshold, 0.3 in google's notebooks; cross-attention control
         only) adds :class:`LocalBlend` around the words the edit changes
@@ -467,10 +466,15 @@ class PromptToPrompt:
         Returns:
             ``num_samples`` candidates in order (filter them with CLIP afterwards).
         """
-        if num_samples < 1 or batch_size < 1:
-            raise ValueError(
-                f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}"
-            )
+        for name, text in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"{name} must be a str (one caption pair per call), got {type(text).__name__}"
+                )
+        check_positive_int(num_samples, "num_samples")
+        check_positive_int(batch_size, "batch_size")
+        check_positive_int(num_inference_steps, "num_inference_steps")
+        self._size(height, width)
         check_range("injection_range", injection_range, maximum=1.0)
         check_range("guidance_range", guidance_range)
         if control not in PAIR_CONTROLS:

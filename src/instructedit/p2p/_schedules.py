@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import torch
@@ -17,17 +18,14 @@ __all__ = ["CrossAttentionSchedule", "StepWindow", "as_window"]
 
 def as_window(value: float | tuple[float, float], argument: str) -> tuple[float, float]:
     """Turns a fraction ``f`` into the window (0, f) and checks a (start, end) pair."""
-    window = (
-        (0.0, float(value))
-        if isinstance(value, (int, float))
-        else (float(value[0]), float(value[1]))
-    )
-    start, end = window
+    message = f"{argument} must be a fraction or a (start, end) window within [0, 1], got {value!r}"
+    items = value if isinstance(value, Sequence) and not isinstance(value, str) else (0.0, value)
+    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, Real) for v in items):
+        raise ValueError(message)
+    start, end = float(items[0]), float(items[1])
     if not (math.isfinite(start) and math.isfinite(end) and 0.0 <= start <= end <= 1.0):
-        raise ValueError(
-            f"{argument} must be a fraction or a (start, end) window within [0, 1], got {value!r}"
-        )
-    return window
+        raise ValueError(message)
+    return start, end
 
 
 @dataclass(frozen=True)
@@ -83,5 +81,5 @@ class CrossAttentionSchedule:
 def check_fractions(values: Sequence[float], argument: str) -> None:
     """Raises if any value is not a finite fraction in [0, 1]."""
     for value in values:
-        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        if isinstance(value, bool) or not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise ValueError(f"{argument} must be fractions in [0, 1], got {value!r}")

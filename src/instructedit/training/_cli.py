@@ -20,17 +20,22 @@ def load_run_file(path: Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        values = yaml.safe_load(text)
+        parse: Any = yaml.safe_load
+        errors: tuple[type[Exception], ...] = (yaml.YAMLError,)
     elif path.suffix == ".toml":
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # pragma: no cover
             import tomli as tomllib
-        values = tomllib.loads(text)
+        parse, errors = tomllib.loads, (tomllib.TOMLDecodeError,)
     elif path.suffix == ".json":
-        values = json.loads(text)
+        parse, errors = json.loads, (json.JSONDecodeError,)
     else:
         raise ValueError(f"config must be .yaml, .yml, .toml or .json, got {path.name}")
+    try:
+        values = parse(text)
+    except errors as error:
+        raise ValueError(f"{path}: not a valid {path.suffix[1:].upper()} file ({error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     for key in ("model", "data"):
@@ -41,6 +46,13 @@ def load_run_file(path: Path) -> dict[str, Any]:
     unknown = sorted(set(values) - {"model", "data", "train"})
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: model, data, train")
+    for key in ("data", "train"):
+        if key in values and not isinstance(values[key], dict):
+            raise ValueError(
+                f"{path}: {key!r} must be a table of settings, got {type(values[key]).__name__}"
+            )
+    if not isinstance(values["model"], str) or not values["model"].strip():
+        raise ValueError(f"{path}: 'model' must be a folder or hub id, got {values['model']!r}")
     return values
 
 

@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from numbers import Real
 from pathlib import Path
 from typing import Any, Literal
 
 from instructedit._checks import check_counts
+from instructedit._inputs import check_texts
 from instructedit.sampling import check_sampler
 
 __all__ = ["PREDICTION_TYPES", "TrainConfig"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 """The UNet targets a :class:`TrainConfig` can train (diffusers' ``prediction_type`` names)."""
+
+
+_NUMBERS = (
+    "learning_rate",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "max_grad_norm",
+    "ema_decay",
+    "conditioning_dropout",
+    "text_encoder_learning_rate",
+)
+"""The float fields (``None`` where the field allows it)."""
+
+_FLAGS = (
+    "random_flip",
+    "train_text_encoder",
+    "gradient_checkpointing",
+    "use_8bit_adam",
+    "cache_latents",
+)
 
 
 @dataclass(frozen=True)
@@ -130,8 +154,24 @@ class TrainConfig:
             "log_every",
         )
         check_counts(self, positive)
+        check_counts(self, ("warmup_steps", "num_workers"), minimum=0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        for name in _NUMBERS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8, got {self.resolution}")
+        if self.resize_resolution is not None and (
+            isinstance(self.resize_resolution, bool) or not isinstance(self.resize_resolution, int)
+        ):
+            raise ValueError(
+                f"resize_resolution must be an int or None, got {self.resize_resolution!r}"
+            )
         if self.resize_resolution is not None and self.resize_resolution < self.resolution:
             raise ValueError(
                 f"resize_resolution must be >= resolution ({self.resolution}), got {self.resize_resolution}"
@@ -149,8 +189,11 @@ class TrainConfig:
                     "text_encoder_learning_rate must be > 0 or None, got "
                     f"{self.text_encoder_learning_rate}"
                 )
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0:
-            raise ValueError("warmup_steps, weight_decay and num_workers must be >= 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:  # NaN fails too
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
@@ -168,28 +211,48 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         check_sampler(self.sampler, self.prediction_type, argument="sampler")
+        if isinstance(self.validation_prompts, list):  # frozen: keep an immutable copy
+            object.__setattr__(self, "validation_prompts", tuple(self.validation_prompts))
+        if not isinstance(self.validation_prompts, tuple):
+            raise TypeError(
+                "validation_prompts must be a list or tuple of instructions, got "
+                f"{self.validation_prompts!r}"
+            )
+        check_texts(self.validation_prompts, "validation_prompts")
         if self.validation_prompts and self.validation_image is None:
             raise ValueError("validation_prompts need a validation_image")
+        if self.validation_image is not None and not Path(self.validation_image).is_file():
+            raise FileNotFoundError(f"validation_image: no such file: {self.validation_image}")
         if self.cache_latents and self.resize_resolution not in (None, self.resolution):
             raise ValueError(
                 "cache_latents needs resize_resolution unset or equal to resolution "
                 f"({self.resolution}): random crops cannot be cached, got {self.resize_resolution}"
             )
-        if self.checkpoints_to_keep is not None and self.checkpoints_to_keep < 1:
+        if self.checkpoints_to_keep is not None and (
+            isinstance(self.checkpoints_to_keep, bool)
+            or not isinstance(self.checkpoints_to_keep, int)
+            or self.checkpoints_to_keep < 1
+        ):
             raise ValueError(
                 f"checkpoints_to_keep must be >= 1 or None, got {self.checkpoints_to_keep}"
             )
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Builds a config from a mapping; unknown keys are an error naming them."""
+        if not isinstance(values, Mapping):
+            raise TypeError(
+                f"training settings must be a mapping of field names to values, got "
+                f"{type(values).__name__}"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; allowed: {sorted(known)}")
         prepared = dict(values)
-        if "validation_prompts" in prepared:
-            prepared["validation_prompts"] = tuple(prepared["validation_prompts"])
+        prompts = prepared.get("validation_prompts")
+        if isinstance(prompts, list):
+            prepared["validation_prompts"] = tuple(prompts)
         return cls(**prepared)
 
     @property

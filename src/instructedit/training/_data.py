@@ -39,6 +39,13 @@ class RecordSource:
     """Examples held in memory."""
 
     def __init__(self, records: Sequence[EditRecord]) -> None:
+        if isinstance(records, EditRecord) or not isinstance(records, Sequence):
+            raise TypeError(f"records must be a list of EditRecord, got {type(records).__name__}")
+        for index, record in enumerate(records):
+            if not isinstance(record, EditRecord):
+                raise TypeError(
+                    f"records[{index}] must be an EditRecord, got {type(record).__name__}"
+                )
         self.records = list(records)
 
     def __len__(self) -> int:
@@ -74,10 +81,16 @@ class ParquetSource:
         *,
         columns: tuple[str, str, str] = ("input_image", "edit_prompt", "edited_image"),
     ) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.path = Path(path)
-        self.table = pq.read_table(str(self.path), memory_map=True)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no such parquet file: {self.path}")
+        try:
+            self.table = pq.read_table(str(self.path), memory_map=True)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ValueError(f"{self.path} is not a readable parquet file ({error})") from error
         missing = [c for c in columns if c not in self.table.column_names]
         if missing:
             raise ValueError(

@@ -328,7 +328,7 @@ def finetune_decoder(
     every model trained on it (text-to-image UNet, editors) keeps working, and only the decoded
     images get closer to the scenes. Here it matters for the oracle: shapes are a small share of
     the pixels, and after the joint training the round trip of a ground-truth scene alone left
-    an error of about 0.11 on its shapes (see the results page). The decoder learns from
+    an error of about 0.11 on its shapes (see the ShapesWorld research notes). The decoder learns from
     posterior *samples*, which makes it tolerant of the slightly-off latents a sampler produces.
     ``checkpoint``, ``checkpoint_every`` and ``device`` are as in :func:`train_autoencoder`.
 
@@ -337,7 +337,7 @@ def finetune_decoder(
     normalises by the mean weight: 0 is the plain L1 + MSE; larger values spend more of the
     decoder on the shapes, the few pixels a background change or an addition must keep (the
     embedded default's decoder was fine-tuned 1000 steps more at 4, which lowered the round-trip
-    error on them from 0.047 and 0.049 to 0.029 and 0.030; see the ShapesWorld results page).
+    error on them from 0.047 and 0.049 to 0.029 and 0.030; see the ShapesWorld research notes).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")

@@ -372,10 +372,10 @@ def evaluate_shapes_editor(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Scores a ShapesWorld editor as the results page does, from an install alone.
+    """Scores a ShapesWorld editor as the ShapesWorld guide reports them, from an install alone.
 
     Edits ``scenes`` held-out *rendered* scenes (:func:`held_out_edits`; ``seed`` 0 draws the
-    test edits the results page reports, 7 the validation edits the guidance was chosen on) at
+    test edits the ShapesWorld guide reports, 7 the validation edits the guidance was chosen on) at
     the editor's stored guidance, each with the noise of ``seed`` + its index, and judges them
     with the oracle (per family and over all: realised, rest intact, success, unchanged-region
     error) and CLIP (directional and image similarity). The identity baseline and the floor

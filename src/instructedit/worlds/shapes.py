@@ -416,7 +416,7 @@ class ShapesCaptionEditor:
 
     The captions of a ShapesWorld run repeat (there are 168 one-shape captions), and each repeat
     gets its own edit, as GPT-3's sampling would give it: the editor trained on the pairs learns
-    from as many distinct caption edits as there are captions (the results page measures what
+    from as many distinct caption edits as there are captions (the research notes measure what
     too few of them cost).
     """
 

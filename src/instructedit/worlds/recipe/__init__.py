@@ -19,7 +19,7 @@ Stages (each skipped when its folder holds a ``DONE.json``; the long ones resume
 7. ``ablations`` — editors trained without the CLIP filter, on fewer pairs and on the
    renderer's ground-truth pairs (each at the paper's guidance; two more on request:
    :data:`ABLATIONS`);
-8. ``report`` — ``report.rst``, the tables of the documentation's results page.
+8. ``report`` — ``report.rst``, the tables of the ShapesWorld research notes.
 
 :func:`reproduce` runs them; ``instructedit shapes reproduce`` (:func:`shapes_command`) is its
 command.

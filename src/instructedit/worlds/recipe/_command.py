@@ -29,7 +29,7 @@ def shapes_command(
     scenes: int = 200,
 ) -> str:
     """Runs the ShapesWorld reproduction of the paper (rerun to continue a stopped run), or
-    scores an editor on held-out rendered scenes as the results page does.
+    scores an editor on held-out rendered scenes as the ShapesWorld guide reports them.
 
     Args:
         action: "reproduce" runs (or continues) every stage; "evaluate" scores ``model``
@@ -40,7 +40,7 @@ def shapes_command(
             evaluate on 8 edits with a 4-edit sweep.
         gpu: the editor sizes for one GPU (:meth:`RecipeConfig.gpu`; for a CUDA device).
         seed: seed of every stage; for "evaluate" the held-out scenes' (0: the test edits the
-            results page reports, 7: the validation edits).
+            ShapesWorld guide reports, 7: the validation edits).
         until: last stage to run (default: all of them).
         model: for "evaluate": "shapes" (the embedded default), a run's folder or an editor
             folder (then give ``clip``).

@@ -112,7 +112,7 @@ class RecipeConfig:
     """Prompt-to-Prompt control of the candidates (``GenerationConfig.control``):
     google/prompt-to-prompt's cross-attention edit, which keeps 3–4× more of this world's
     candidates correct than the official generator's self-attention injection
-    (``"self_attention"``, the paper's; ``examples/shapes/pair_controls.py``; the results page)."""
+    (``"self_attention"``, the paper's; ``examples/shapes/pair_controls.py``; the ShapesWorld research notes)."""
     pair_control_range: tuple[float, float] = (0.8, 0.8)
     """p ~ U(range): the control's strength per candidate (google's cross-attention default
     p = 0.8; the paper's is U(0.1, 0.9): ``(0.1, 0.9)``)."""
@@ -126,14 +126,14 @@ class RecipeConfig:
     default (the paper's U(7.5, 15): ``(7.5, 15.0)``). A lower scale draws this world's captions
     more often (at 3: about 93 % of samples with the right colours against 73 %) and makes more
     candidates correct, but the editor trained on its filtered pairs, fewer of them correct, does
-    worse (the results page)."""
+    worse (the ShapesWorld research notes)."""
     pair_extra_guidance: tuple[float, ...] = ()
     """Further fixed text guidance scales for the candidates (each finite and > 0, none
     repeated; default ``()``: one set): every caption edit's ``samples_per_pair`` candidates (the
     same seeds and control strengths) are rendered again at each scale, into
     ``pairs/candidates-g{scale}``, and the filter pools the sets (up to ``keep_per_pair`` per
     caption edit from each set). A set rendered again at 3 adds many training pairs, more of them
-    correct, but gives no better editor (the results page)."""
+    correct, but gives no better editor (the ShapesWorld research notes)."""
     min_image_similarity: float | None = None
     """CLIP filter threshold on cos(I₀, I₁); ``None``: calibrated (see ``calibration_quantile``).
     The paper's 0.75 belongs to ViT-L/14's similarity scale, not to a small CLIP's."""
@@ -151,7 +151,7 @@ class RecipeConfig:
     CLIP does not see a layout that moved; ``None``: the paper's CLIP-only filter. The check raises
     the share of training pairs that are the edit they claim and keeps as many correct ones; the
     editor trained on the checked pairs succeeds more often than one trained on the CLIP-only
-    pairs (the results page)."""
+    pairs (the ShapesWorld research notes)."""
     calibration_quantile: float = 0.1
     """A ``None`` threshold is set to this quantile of the scores of the renderer's ground-truth
     pairs: the filter keeps candidates that this CLIP scores like true edits."""

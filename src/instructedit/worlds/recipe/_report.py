@@ -1,4 +1,4 @@
-"""The recipe's ``report`` stage: ``report.rst``, the results page's tables written from the
+"""The recipe's ``report`` stage: ``report.rst``, the research notes' tables written from the
 stages' records."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def edges_note(guidance: dict[str, Any]) -> str:
 
 
 def _stage_report(config: RecipeConfig, folder: Path, progress: bool) -> dict[str, Any]:
-    """Writes ``report.rst``: every table of the results page, from the stages' records."""
+    """Writes ``report.rst``: every table of the research notes, from the stages' records."""
     root = folder.parent
     records = {
         stage: json.loads((root / stage / "DONE.json").read_text(encoding="utf-8"))
