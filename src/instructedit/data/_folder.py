@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from instructedit.checkpoints import publish_dir, write_json_atomic
 from instructedit.data._records import EditRecord
 
 __all__ = [
@@ -52,21 +52,6 @@ class FolderSample:
     input_image: Image.Image
     edited_image: Image.Image
     metadata: dict[str, Any]
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Writes JSON to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump(value, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_caption_folder(
@@ -125,9 +110,7 @@ def write_caption_folder(
         )
         if extra is not None:
             (staging / "summary.json").write_text(json.dumps(extra), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        publish_dir(staging, final)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -52,7 +52,7 @@ def save_guidance_config(
     )
     if note is not None:
         values["_note"] = note
-    from instructedit.data._folder import write_json_atomic
+    from instructedit.checkpoints import write_json_atomic
 
     path = Path(directory) / GUIDANCE_CONFIG_NAME
     write_json_atomic(path, values)
