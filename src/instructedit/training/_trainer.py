@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from instructedit.checkpoints import publish_dir, write_json_atomic
+from instructedit.checkpoints import check_settings, publish_dir, write_json_atomic
 from instructedit.sampling import check_sampler, scheduler_from_name
 from instructedit.training._cache import LatentCache, build_latent_cache
 from instructedit.training._config import PREDICTION_TYPES, TrainConfig
@@ -36,6 +37,15 @@ logger = logging.getLogger(__name__)
 
 _STATE_FILE = "trainer_state.json"
 _TEXT_EMA_FILE = "ema_text_encoder.pt"
+
+
+def launched_without_cuda() -> bool:
+    """Whether torchrun or ``accelerate launch`` started this process on a machine without CUDA.
+
+    accelerate then joins the processes into one job (gloo) only when told to run on the CPU;
+    without it each process would train alone, all of them calling themselves process 0."""
+    launched = "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launched and not torch.cuda.is_available()
 
 
 def _tracker(choice: str) -> str | None:
@@ -177,13 +187,18 @@ class Trainer:
         return complete[-1] if complete else None
 
     def _save_checkpoint(self, accelerator: Any, step: int) -> None:
+        """Writes checkpoint ``step`` as one job: every process saves its share of accelerate's
+        state (its random states; shards under FSDP or DeepSpeed) into the staging folder, then
+        the main process adds the EMA and ``trainer_state.json`` and publishes the folder."""
+        final = self.checkpoint_root / f"step-{step:07d}"
+        staging = self.checkpoint_root / f".step-{step:07d}.partial"
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process and staging.exists():
+            shutil.rmtree(staging)  # a killed job's leftovers
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            final = self.checkpoint_root / f"step-{step:07d}"
-            staging = self.checkpoint_root / f".step-{step:07d}.partial"
-            if staging.exists():
-                shutil.rmtree(staging)
-            accelerator.save_state(str(staging))
             if self.ema is not None:
                 torch.save(self.ema.state_dict(), staging / "ema.pt")
             if self.text_encoder_ema is not None:
@@ -192,6 +207,7 @@ class Trainer:
                 "step": step,
                 "prediction_type": self.noise_scheduler.config.prediction_type,
                 "train_text_encoder": self.config.train_text_encoder,
+                **self._job_settings(accelerator),
             }
             write_json_atomic(staging / _STATE_FILE, state)
             publish_dir(staging, final)
@@ -201,6 +217,17 @@ class Trainer:
                     shutil.rmtree(old, ignore_errors=True)
             logger.info("saved checkpoint %s", final)
         accelerator.wait_for_everyone()
+
+    def _job_settings(self, accelerator: Any) -> dict[str, Any]:
+        """The settings that decide which examples and random draws each step uses: a checkpoint
+        resumes exactly only under the same ones."""
+        config = self.config
+        return {
+            "num_processes": accelerator.num_processes,
+            "batch_size": config.batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            "seed": config.seed,
+        }
 
     # ------------------------------------------------------------------ training
 
@@ -344,7 +371,10 @@ class Trainer:
         config = self.config
         tracker = _tracker(config.log_with)
         accelerator = Accelerator(
-            mixed_precision=config.mixed_precision, log_with=tracker, project_dir=str(config.path)
+            mixed_precision=config.mixed_precision,
+            log_with=tracker,
+            project_dir=str(config.path),
+            cpu=launched_without_cuda(),
         )
         self._check_distribution(accelerator)
         config.path.mkdir(parents=True, exist_ok=True)
@@ -484,10 +514,25 @@ class Trainer:
         """Loads the latest checkpoint (models, optimiser, schedule, EMA) into ``state`` and
         returns its step; 0 when there is none. Refuses a checkpoint trained for another target or
         text-encoder setting."""
-        checkpoint = self.latest_checkpoint()
-        if checkpoint is None:
+        from accelerate.utils import broadcast_object_list
+
+        # The main process chooses and every process follows, so all resume from one step even
+        # if a checkpoint is published while they look.
+        found = self.latest_checkpoint() if state.accelerator.is_main_process else None
+        chosen = broadcast_object_list([None if found is None else str(found)])[0]
+        if chosen is None:
             return 0
+        checkpoint = Path(chosen)
         record = json.loads((checkpoint / _STATE_FILE).read_text(encoding="utf-8"))
+        check_settings(
+            {key: record[key] for key in self._job_settings(state.accelerator) if key in record},
+            self._job_settings(state.accelerator),
+            checkpoint=checkpoint,
+            remedy=(
+                "resume it with the same settings and process count (torchrun --nproc_per_node, "
+                "accelerate launch --num_processes), or train into a new output_dir"
+            ),
+        )
         target = record.get("prediction_type")  # older checkpoints do not say
         if target not in (None, self.noise_scheduler.config.prediction_type):
             raise ValueError(
@@ -728,8 +773,14 @@ class Trainer:
         (by default Euler ancestral; plain Euler for ``"sample"``, which diffusers' ancestral
         step cannot take). Its ``guidance_config.json`` holds the paper's scales (7.5, 1.5); write
         tuned ones with :func:`~instructedit.guidance.save_guidance_config`."""
+        from accelerate import PartialState
+
         target = Path(directory) if directory is not None else self.config.path / "pipeline"
-        return self._export_pipeline().save_pretrained(target)
+        job = PartialState()
+        if job.is_main_process:
+            self._export_pipeline().save_pretrained(target)
+        job.wait_for_everyone()
+        return target
 
 
 def _with_prediction_type(noise_scheduler: Any, prediction_type: str | None) -> Any:
