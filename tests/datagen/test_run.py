@@ -117,12 +117,18 @@ def test_shard_parsing_and_config_validation():
 
 
 @pytest.mark.slow
-def test_processes_under_torchrun_split_the_captions(clean, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_processes_under_a_launcher_split_the_captions(clean, tmp_path, launcher):
     clean_root, _ = clean
     root = tmp_path / "data"
-    torchrun = Path(sys.executable).with_name("torchrun")
+    if launcher == "torchrun":
+        start = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2"]
+    else:  # accelerate's multi-process launcher; without CUDA the processes join over gloo
+        start = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+        start += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+        start += ["--dynamo_backend", "no", "--main_process_port", "29519"]
     result = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", str(SCRIPT), str(root)],
+        [*start, str(SCRIPT), str(root)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -9,8 +9,7 @@ from instructedit.data import FolderSample, write_caption_folder, write_seeds_in
 from instructedit.testing import save_tiny_open_clip, save_tiny_pipeline
 
 
-@pytest.mark.slow
-def test_evaluate_command_writes_table_and_plot(tmp_path, capsys):
+def _evaluation_inputs(tmp_path):
     model = save_tiny_pipeline(tmp_path / "model", kind="edit")
     clip = save_tiny_open_clip(tmp_path / "clip")
     rng = np.random.default_rng(0)
@@ -23,6 +22,12 @@ def test_evaluate_command_writes_table_and_plot(tmp_path, capsys):
             [FolderSample(index, image, image, {})],
         )
     write_seeds_index(tmp_path / "data")
+    return model, clip
+
+
+@pytest.mark.slow
+def test_evaluate_command_writes_table_and_plot(tmp_path, capsys):
+    model, clip = _evaluation_inputs(tmp_path)
     code = main(
         [
             "evaluate",
@@ -62,3 +67,48 @@ def test_bad_arguments_are_refused_before_any_model_loads(tmp_path, capsys, argu
         main(command + arguments)
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_sweep_and_write_it_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    model, clip = _evaluation_inputs(tmp_path)
+    arguments = ["evaluate", str(model), str(tmp_path / "data")]
+    options = [
+        "--clip-model",
+        f"local-dir:{clip}",
+        "--split",
+        "all",
+        "--count",
+        "3",
+        "--steps",
+        "2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    launch += ["--master_addr", "127.0.0.1", "--master_port", "29518", "-m", "instructedit"]
+    results = {}
+    for name, start in (("one", [sys.executable, "-m", "instructedit"]), ("two", launch)):
+        run = subprocess.run(
+            [*start, *arguments, str(tmp_path / name), *options],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.stdout.split().count(str(tmp_path / name / "sweep.csv")) == 1  # one writer
+        results[name] = list(csv.DictReader((tmp_path / name / "sweep.csv").open()))
+    assert [int(r["count"]) for r in results["two"]] == [3] * 7
+    # Each process edits its examples in a smaller batch, which moves pixels by float rounding;
+    # the direction (a cosine of differences of near-equal features) magnifies it.
+    for two, one in zip(results["two"], results["one"], strict=True):
+        assert float(two["image_similarity"]) == pytest.approx(
+            float(one["image_similarity"]), abs=1e-5
+        )
+        assert float(two["direction_similarity"]) == pytest.approx(
+            float(one["direction_similarity"]), abs=1e-4
+        )

@@ -126,3 +126,26 @@ def test_edit_metrics_refuse_an_empty_or_mistyped_batch(scorer):
         edit_metrics([image], ["target.png"], ["a cat"], scorer)
     with pytest.raises(ValueError, match="rows is empty"):
         write_csv([], "unused.csv")
+
+
+def test_sweeps_of_shares_combine_into_the_sweep_of_the_whole_set(scorer):
+    from instructedit.evaluation import combine_sweeps
+
+    pipe = EditPipeline(**tiny_components(seed=0))
+    records = _records()
+
+    def sweep(examples):
+        return guidance_sweep(
+            pipe, scorer, examples, image_scales=(1.0, 2.0), num_inference_steps=2, progress=False
+        )
+
+    whole = sweep(records)
+    combined = combine_sweeps([sweep(records[0::2]), sweep(records[1::2]), []])
+    assert [(p.image_scale, p.count) for p in combined] == [(1.0, 3), (2.0, 3)]
+    for got, expected in zip(combined, whole, strict=True):
+        assert got.direction_similarity == pytest.approx(expected.direction_similarity, abs=1e-5)
+        assert got.image_similarity == pytest.approx(expected.image_similarity, abs=1e-5)
+    with pytest.raises(ValueError, match="sweeps holds no points"):
+        combine_sweeps([[], []])
+    with pytest.raises(ValueError, match=r"sweeps\[1\] has other guidance settings"):
+        combine_sweeps([whole, whole[:1]])

@@ -495,6 +495,14 @@ def test_local_blend_needs_the_cross_attention_control():
         RecipeConfig(pair_control="self_attention", pair_local_blend=0.3)
 
 
+def test_the_recipe_refuses_to_run_as_one_of_several_launched_processes(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="one of 2 that torchrun or accelerate launch started"):
+        reproduce(RecipeConfig.smoke(output_dir=str(run)), progress=False)
+    assert not run.exists()  # refused before writing anything
+
+
 def test_the_pairs_stage_splits_over_cpu_threads_only_where_it_is_the_only_process(monkeypatch):
     from instructedit.worlds.recipe import pair_worker_count
 
@@ -507,7 +515,7 @@ def test_the_pairs_stage_splits_over_cpu_threads_only_where_it_is_the_only_proce
     assert pair_worker_count(RecipeConfig(device="cpu")) == 2
     assert pair_worker_count(RecipeConfig(device="cuda")) == 1
     assert pair_worker_count(RecipeConfig(device="cpu", pair_workers=3)) == 3
-    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's processes share the captions already
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a launcher's processes: the recipe refuses them
     assert pair_worker_count(RecipeConfig(device="cpu")) == 1
     assert RecipeConfig.smoke().pair_workers == 1  # the CI run stays in one process
 

@@ -144,12 +144,12 @@ def generate_from_files(
             "captions holds no edits: pass --language-model, or a JSONL with 'edit' and 'output'"
         )
     import torch
-    from accelerate import PartialState
 
+    from instructedit._launch import job_state
     from instructedit.clip import ClipDirectionalFilter, ClipScorer
     from instructedit.p2p import PromptToPrompt
 
-    device = PartialState().device
+    device = job_state().device
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     editor: CaptionEditor
     if language_model is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import time
 from collections import Counter
@@ -20,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from instructedit._checks import check_counts, check_range
 from instructedit._inputs import check_side, check_texts
+from instructedit._launch import job_state
 from instructedit.captions import CaptionEdit, CaptionEditor, Rejection
 from instructedit.clip import ClipDirectionalFilter
 from instructedit.data import (
@@ -155,14 +154,7 @@ def _caption_seed(run_seed: int, index: int) -> int:
 
 def _process_shard(shard: tuple[int, int]) -> tuple[int, int, Any]:
     """Combines ``shard`` with accelerate's processes, when launched with accelerate."""
-    try:
-        from accelerate import PartialState
-    except ImportError:  # pragma: no cover - accelerate is a core dependency
-        return shard[0], shard[1], None
-    # Without CUDA, processes started by torchrun / accelerate share the work over gloo; accelerate
-    # only detects them when asked for the CPU explicitly.
-    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    state = PartialState(cpu=use_cpu or not torch.cuda.is_available())
+    state = job_state()
     index = shard[0] * state.num_processes + state.process_index
     return index, shard[1] * state.num_processes, state
 

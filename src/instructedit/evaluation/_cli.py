@@ -45,9 +45,15 @@ def evaluate_model(
         raise FileNotFoundError(f"data: no such dataset: {data}")
     import itertools
 
+    from instructedit._launch import job_state
     from instructedit.clip import ClipScorer
     from instructedit.data import read_folder_dataset, read_parquet
-    from instructedit.evaluation._metrics import guidance_sweep, plot_sweep, write_csv
+    from instructedit.evaluation._metrics import (
+        combine_sweeps,
+        guidance_sweep,
+        plot_sweep,
+        write_csv,
+    )
     from instructedit.pipeline import EditPipeline
 
     records_iter = (
@@ -56,11 +62,25 @@ def evaluate_model(
     records = list(itertools.islice(records_iter, count))
     if not records:
         raise ValueError(f"{data} has no examples in split {split!r}")
-    pipe = EditPipeline.from_pretrained(model)
-    scorer = ClipScorer.from_open_clip(clip_model, clip_pretrained)
-    points = guidance_sweep(
-        pipe, scorer, records, text_scale=text_scale, num_inference_steps=steps, seed=seed
+    # Under torchrun or accelerate launch each process edits its share of the examples; the
+    # main process combines the shares and writes the files.
+    job = job_state()
+    share = records[job.process_index :: job.num_processes]
+    pipe = EditPipeline.from_pretrained(model).to(job.device)
+    scorer = ClipScorer.from_open_clip(clip_model, clip_pretrained, device=job.device)
+    points = (
+        guidance_sweep(
+            pipe, scorer, share, text_scale=text_scale, num_inference_steps=steps, seed=seed
+        )
+        if share
+        else []
     )
+    if job.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        points = combine_sweeps(gather_object([points]))
+        if not job.is_main_process:
+            return []
     written = [str(write_csv(points, output / "sweep.csv"))]
     # The plot needs the optional matplotlib; the CSV holds the same numbers.
     with contextlib.suppress(ImportError):

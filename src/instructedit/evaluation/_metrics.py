@@ -29,6 +29,7 @@ __all__ = [
     "PAPER_IMAGE_SCALES",
     "EditMetrics",
     "SweepPoint",
+    "combine_sweeps",
     "edit_metrics",
     "guidance_sweep",
     "plot_sweep",
@@ -140,6 +141,40 @@ def guidance_sweep(
             )
         )
     return points
+
+
+def combine_sweeps(sweeps: Sequence[Sequence[SweepPoint]]) -> list[SweepPoint]:
+    """Combines sweeps of disjoint shares of one evaluation set (one per process of a job) into
+    the sweep of the whole set: per setting, the means weighted by each share's ``count``.
+
+    Every example is edited with the noise of the sweep's seed whatever share it is in, so the
+    combined sweep equals the sweep of the whole set up to float rounding. Shares that held no
+    example contribute an empty sweep.
+    """
+    shares = [list(sweep) for sweep in sweeps if sweep]
+    if not shares:
+        raise ValueError("sweeps holds no points; combine the sweeps of at least one example")
+    settings = [(p.text_scale, p.image_scale) for p in shares[0]]
+    for index, share in enumerate(shares):
+        if [(p.text_scale, p.image_scale) for p in share] != settings:
+            raise ValueError(
+                f"sweeps[{index}] has other guidance settings than the first share; combine "
+                "sweeps of one setting list"
+            )
+    combined = []
+    for position, (text_scale, image_scale) in enumerate(settings):
+        points = [share[position] for share in shares]
+        count = sum(p.count for p in points)
+        combined.append(
+            SweepPoint(
+                text_scale=text_scale,
+                image_scale=image_scale,
+                direction_similarity=sum(p.direction_similarity * p.count for p in points) / count,
+                image_similarity=sum(p.image_similarity * p.count for p in points) / count,
+                count=count,
+            )
+        )
+    return combined
 
 
 def write_csv(rows: Sequence[Any], path: str | Path) -> Path:

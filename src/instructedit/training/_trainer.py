@@ -6,7 +6,6 @@ import contextlib
 import copy
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from instructedit._launch import job_state, use_cpu
 from instructedit.checkpoints import check_settings, publish_dir, write_json_atomic
 from instructedit.sampling import check_sampler, scheduler_from_name
 from instructedit.training._cache import LatentCache, build_latent_cache
@@ -37,15 +37,6 @@ logger = logging.getLogger(__name__)
 
 _STATE_FILE = "trainer_state.json"
 _TEXT_EMA_FILE = "ema_text_encoder.pt"
-
-
-def launched_without_cuda() -> bool:
-    """Whether torchrun or ``accelerate launch`` started this process on a machine without CUDA.
-
-    accelerate then joins the processes into one job (gloo) only when told to run on the CPU;
-    without it each process would train alone, all of them calling themselves process 0."""
-    launched = "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return launched and not torch.cuda.is_available()
 
 
 def _tracker(choice: str) -> str | None:
@@ -374,7 +365,7 @@ class Trainer:
             mixed_precision=config.mixed_precision,
             log_with=tracker,
             project_dir=str(config.path),
-            cpu=launched_without_cuda(),
+            cpu=use_cpu(),
         )
         self._check_distribution(accelerator)
         config.path.mkdir(parents=True, exist_ok=True)
@@ -773,10 +764,8 @@ class Trainer:
         (by default Euler ancestral; plain Euler for ``"sample"``, which diffusers' ancestral
         step cannot take). Its ``guidance_config.json`` holds the paper's scales (7.5, 1.5); write
         tuned ones with :func:`~instructedit.guidance.save_guidance_config`."""
-        from accelerate import PartialState
-
         target = Path(directory) if directory is not None else self.config.path / "pipeline"
-        job = PartialState()
+        job = job_state()
         if job.is_main_process:
             self._export_pipeline().save_pretrained(target)
         job.wait_for_everyone()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -42,6 +43,9 @@ def reproduce(
 ) -> dict[str, Any]:
     """Runs (or continues) the recipe; returns each stage's record (timings and numbers).
 
+    The recipe runs as one process; started by torchrun or ``accelerate launch`` as one of
+    several, it refuses to run (the copies would race on one folder).
+
     Args:
         config: sizes of the run.
         until: last stage to run (one of :data:`STAGES`); all of them by default.
@@ -49,6 +53,14 @@ def reproduce(
     """
     if until is not None and until not in STAGES:
         raise ValueError(f"until must be one of {STAGES}, got {until!r}")
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1:
+        raise RuntimeError(
+            f"this process is one of {processes} that torchrun or accelerate launch started, and "
+            "the ShapesWorld recipe runs as one process (its pairs stage spreads over "
+            "RecipeConfig.pair_workers processes itself): each copy would train the same models "
+            "into one folder. Run it without a launcher"
+        )
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")

@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 def pair_worker_count(config: RecipeConfig) -> int:
     """Processes of the pairs stage: ``config.pair_workers``, or by default one per torch thread
-    on a CPU (at most 4) and one on a GPU or in a process started by torchrun or ``accelerate
-    launch`` (whose processes already share the captions)."""
+    on a CPU (at most 4), and one on a GPU or in a process that torchrun or ``accelerate launch``
+    started (where the recipe refuses to run; see
+    :func:`~instructedit.worlds.recipe.reproduce`)."""
     if config.pair_workers is not None:
         return config.pair_workers
     if _device(config) != "cpu" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
