@@ -21,6 +21,7 @@ __all__ = [
     "NO_SAMPLE_PREDICTION",
     "SCHEDULERS",
     "BranchConditioning",
+    "LatentBlend",
     "StepAware",
     "StepCallback",
     "check_sampler",
@@ -52,6 +53,36 @@ class BranchConditioning:
 
     encoder_hidden_states: Tensor
     image_latents: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LatentBlend:
+    """Keeps the latents outside a mask on the input's own path (blended latent diffusion,
+    Avrahami et al., 2022; diffusers' inpainting pipelines for 4-channel UNets).
+
+    After each scheduler update the loop sets ``latents = mask · latents + (1 − mask) · source_t``
+    with ``source_t = scheduler.add_noise(source, noise, t_next)``, the input's clean latents
+    noised to the step the update reached (the clean latents themselves after the last step).
+
+    Attributes:
+        mask: ``[B, 1, h, w]`` in [0, 1]: 1 where the edit may act, 0 where the input is kept.
+        source: the input's clean latents ``[B, C, h, w]``, in the latent space the loop samples
+            (scaled by the VAE's ``scaling_factor``).
+        noise: the noise ``[B, C, h, w]`` that ``source`` is noised with at every step.
+    """
+
+    mask: Tensor
+    source: Tensor
+    noise: Tensor
+
+    def apply(self, scheduler: Any, latents: Tensor, index: int, timesteps: Tensor) -> Tensor:
+        """Blends ``latents`` after update ``index`` of ``timesteps`` (see the class)."""
+        if index + 1 < len(timesteps):
+            following = timesteps[index + 1 : index + 2]
+            kept = scheduler.add_noise(self.source, self.noise, following)
+        else:
+            kept = self.source
+        return self.mask * latents + (1.0 - self.mask) * kept.to(latents.dtype)
 
 
 @runtime_checkable
@@ -190,6 +221,7 @@ def denoise(
     controller: StepAware | None = None,
     callback_on_step_end: StepCallback | None = None,
     callback_tensor_inputs: Sequence[str] = ("latents",),
+    blend: LatentBlend | None = None,
     progress: bool = True,
 ) -> Tensor:
     """Runs the scheduler's timesteps from ``latents`` with guidance; returns the final latents.
@@ -215,6 +247,8 @@ def denoise(
         callback_tensor_inputs: which tensors the callback receives: ``"latents"`` and/or
             ``"noise_pred"``. Asking for ``"noise_pred"`` turns the fused step off (the fused step
             never forms the guided prediction on its own).
+        blend: keeps the latents outside a mask on the input's path after every update (see
+            :class:`LatentBlend`); ``None`` leaves them alone.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -267,6 +301,8 @@ def denoise(
             predictions = dict(zip(active, output.chunk(len(active)), strict=True))
             noise_pred = guidance.combine(predictions, index, num_steps)
             latents = scheduler.step(noise_pred, timestep, latents, **kwargs, return_dict=False)[0]
+        if blend is not None:
+            latents = blend.apply(scheduler, latents, index, timesteps)
         if callback_on_step_end is not None:
             available = {"latents": latents}
             if noise_pred is not None:

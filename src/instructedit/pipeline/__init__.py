@@ -1,4 +1,4 @@
-"""EditPipeline and its image handling."""
+"""EditPipeline, its image handling and its masks for local edits."""
 
 from instructedit._public import publish
 from instructedit.images import (
@@ -11,18 +11,32 @@ from instructedit.images import (
 )
 from instructedit.pipeline._edit import EditOutput, EditPipeline, OutputType, PipelineCallback
 from instructedit.pipeline._files import DEFAULT_MODEL, edit_files
+from instructedit.pipeline._masks import (
+    DIFFEDIT_STRENGTHS,
+    MaskInput,
+    MaskMethod,
+    diffedit_mask,
+    feather_mask,
+    load_mask,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MODEL",
+    "DIFFEDIT_STRENGTHS",
     "EditOutput",
     "EditPipeline",
     "ImageInput",
+    "MaskInput",
+    "MaskMethod",
     "OutputType",
     "PipelineCallback",
     "ResizeMode",
+    "diffedit_mask",
     "edit_files",
+    "feather_mask",
     "load_image",
+    "load_mask",
     "official_size",
     "prepare_image",
 ]

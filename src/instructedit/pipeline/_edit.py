@@ -6,10 +6,11 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -47,8 +48,19 @@ from instructedit.images import (
     prepare_image,
     tensor_to_output,
 )
+from instructedit.pipeline._masks import (
+    MaskInput,
+    MaskMethod,
+    diffedit_mask,
+    feather_mask,
+    latent_mask,
+    load_mask,
+    paste_outside,
+    prepare_mask,
+)
 from instructedit.sampling import (
     BranchConditioning,
+    LatentBlend,
     denoise,
     scheduler_step_kwargs,
 )
@@ -73,9 +85,13 @@ class EditOutput:
         images: a list of PIL images, an ``[N, H, W, 3]`` float array in [0, 1], an
             ``[N, 3, H, W]`` tensor in [0, 1], or latents ``[N, 4, h, w]``, by ``output_type``.
             N = number of edits × ``num_images_per_instruction``, grouped by edit.
+        masks: the masks the edit used, ``[N, 1, H, W]`` in [0, 1] at the edited image's size
+            (given ones fitted to it, or the ones ``mask_image="auto"`` found); ``None`` without
+            a mask.
     """
 
     images: list[Image.Image] | np.ndarray | Tensor
+    masks: Tensor | None = None
 
 
 def _hub_guidance(
@@ -314,6 +330,11 @@ class EditPipeline:
         resize: ResizeMode = "multiple_of_8",
         resolution: int = 512,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        mask_image: MaskInput | Sequence[MaskInput] | Literal["auto"] | None = None,
+        keep_unmasked_pixels: bool = False,
+        mask_method: MaskMethod = "diffedit",
+        mask_threshold: float = 0.3,
+        mask_feather: float = 1.0,
         progress: bool = True,
     ) -> EditOutput:
         """Edits ``image`` by ``instruction``.
@@ -346,10 +367,22 @@ class EditPipeline:
                 and crop at ``resolution``).
             resolution: target long side for ``resize="official"``.
             max_pixels: largest accepted input (width × height), checked before any model runs.
+            mask_image: where the edit may act (white) and where the input is kept (black),
+                one mask or one per image (see :data:`~instructedit.pipeline.MaskInput`; any
+                size of the image's aspect ratio; soft masks allowed). After every step the
+                latents outside the mask are reset to the input's latents noised to that step
+                (blended latent diffusion). ``"auto"`` finds the mask from the instruction first
+                (``mask_method``); ``None`` (default) edits the whole image.
+            keep_unmasked_pixels: with a mask, also paste the input's pixels back outside it
+                after decoding, along an edge feathered by ``mask_feather``.
+            mask_method: how ``"auto"`` finds the mask (see
+                :data:`~instructedit.pipeline.MaskMethod`).
+            mask_threshold: for ``"auto"``, the share of the strongest response kept, in [0, 1].
+            mask_feather: Gaussian sigma, in pixels, of the pasted edge (0: a hard edge).
             progress: show a progress bar.
 
         Returns:
-            :class:`EditOutput` with the edited images.
+            :class:`EditOutput` with the edited images (and the masks used, if any).
         """
         # Validate everything before any model runs.
         images_in = as_list(image, "image")
@@ -400,6 +433,20 @@ class EditPipeline:
                 f"images of one call must share a size after resizing, got {sorted({p.size for p in prepared})}; "
                 "edit them in separate calls"
             )
+        pixel_masks = self._prepare_masks(
+            mask_image, loaded, count, resize=resize, multiple=multiple, resolution=resolution
+        )
+        if mask_image is not None:
+            if not isinstance(keep_unmasked_pixels, bool):
+                raise TypeError(
+                    f"keep_unmasked_pixels must be True or False, got {keep_unmasked_pixels!r}"
+                )
+            check_scale("mask_feather", mask_feather)
+            if mask_method != "diffedit":
+                raise ValueError(f"mask_method must be 'diffedit', got {mask_method!r}")
+            check_scale("mask_threshold", mask_threshold)
+            if mask_threshold > 1:
+                raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold}")
         prepared = broadcast(prepared, count, "image")
         instructions = broadcast(instructions, count, "instruction")
         total = count * num_images_per_instruction
@@ -427,7 +474,28 @@ class EditPipeline:
             latents = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(self.device, self.dtype) * self.scheduler.init_noise_sigma
+        noise = latents.to(self.device, self.dtype)
+        latents = noise * self.scheduler.init_noise_sigma
+        blend = None
+        if mask_image is not None:
+            clean = image_latents * self.vae.config.scaling_factor
+            if pixel_masks is None:  # "auto"
+                with torch.inference_mode():
+                    cells = diffedit_mask(
+                        self._unet_forward,
+                        self.scheduler,
+                        clean,
+                        image_latents,
+                        text,
+                        negative,
+                        threshold=mask_threshold,
+                        generator=generator if isinstance(generator, torch.Generator) else None,
+                    )
+                pixel_masks = F.interpolate(cells, size=pixels.shape[2:], mode="bilinear")
+            else:
+                pixel_masks = pixel_masks.to(self.device).repeat_interleave(repeat, dim=0)
+                cells = latent_mask(pixel_masks, (image_latents.shape[2], image_latents.shape[3]))
+            blend = LatentBlend(mask=cells.to(self.dtype), source=clean, noise=noise)
 
         step_callback = None
         if callback_on_step_end is not None:
@@ -450,9 +518,50 @@ class EditPipeline:
                 step_kwargs=scheduler_step_kwargs(self.scheduler, generator, eta),
                 callback_on_step_end=step_callback,
                 callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+                blend=blend,
                 progress=progress,
             )
         final = final.clone()
+        masks = None if pixel_masks is None else pixel_masks.float().cpu()
         if output_type == "latent":
-            return EditOutput(images=final)
-        return EditOutput(images=tensor_to_output(self.decode_latents(final), output_type))
+            return EditOutput(images=final, masks=masks)
+        decoded = self.decode_latents(final)
+        if masks is not None and keep_unmasked_pixels:
+            source = pixels.float().repeat_interleave(repeat, dim=0).to(decoded.device)
+            edge = feather_mask(masks.to(decoded.device), float(mask_feather))
+            decoded = paste_outside(decoded, source, edge)
+        return EditOutput(images=tensor_to_output(decoded, output_type), masks=masks)
+
+    def _prepare_masks(
+        self,
+        mask_image: Any,
+        images: Sequence[Image.Image],
+        count: int,
+        *,
+        resize: ResizeMode,
+        multiple: int,
+        resolution: int,
+    ) -> Tensor | None:
+        """The given masks fitted to the images, ``[count, 1, H, W]`` in [0, 1]; ``None`` for no
+        mask or ``"auto"`` (found later, from the models)."""
+        if mask_image is None or (isinstance(mask_image, str) and mask_image == "auto"):
+            return None
+        masks = as_list(mask_image, "mask_image")
+        if len(masks) not in (1, count):
+            raise ValueError(f"mask_image has {len(masks)} masks, expected 1 or {count}")
+        fitted = []
+        for index in range(count):
+            argument = "mask_image" if len(masks) == 1 else f"mask_image[{index}]"
+            mask = load_mask(masks[index % len(masks)], argument=argument)
+            image = images[index % len(images)]
+            fitted.append(
+                prepare_mask(
+                    mask,
+                    image.size,
+                    resize=resize,
+                    multiple=multiple,
+                    resolution=resolution,
+                    argument=argument,
+                )
+            )
+        return torch.cat(fitted)
