@@ -1,4 +1,5 @@
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -112,3 +113,91 @@ def test_two_processes_share_the_sweep_and_write_it_once(tmp_path):
         assert float(two["direction_similarity"]) == pytest.approx(
             float(one["direction_similarity"]), abs=1e-4
         )
+
+
+def _magicbrush_folder(root):
+    """MagicBrush's dev/test layout: 2 sessions × 2 turns of 16×16 PNGs."""
+    rng = np.random.default_rng(0)
+    sessions, local = {}, {}
+    for session_id in ("101", "202"):
+        folder = root / "images" / session_id
+        folder.mkdir(parents=True)
+        names = [
+            f"{session_id}-input.png",
+            f"{session_id}-output1.png",
+            f"{session_id}-output2.png",
+        ]
+        for name in names:
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / name)
+        sessions[session_id] = [
+            {"input": names[turn - 1], "instruction": f"edit {turn}", "output": names[turn]}
+            for turn in (1, 2)
+        ]
+        local[session_id] = {names[1]: "a red cat", names[2]: "a red cat with a hat"}
+    (root / "edit_sessions.json").write_text(json.dumps(sessions))
+    (root / "local_descriptions.json").write_text(json.dumps(local))
+    return root
+
+
+@pytest.mark.slow
+def test_evaluate_command_runs_the_magicbrush_protocol(tmp_path, capsys):
+    from transformers import ViTConfig, ViTModel
+
+    model = save_tiny_pipeline(tmp_path / "model", kind="edit")
+    clip = save_tiny_open_clip(tmp_path / "clip")
+    config = ViTConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=224,
+        patch_size=32,
+    )
+    ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "dino")
+    data = _magicbrush_folder(tmp_path / "test")
+    code = main(
+        [
+            "evaluate",
+            str(model),
+            str(data),
+            str(tmp_path / "eval"),
+            "--protocol",
+            "magicbrush",
+            "--clip-model",
+            f"local-dir:{clip}",
+            "--dino-model",
+            str(tmp_path / "dino"),
+            "--turns",
+            "single",
+            "--steps",
+            "2",
+        ]
+    )
+    assert code == 0
+    assert capsys.readouterr().out.split() == [
+        str(tmp_path / "eval" / "magicbrush.json"),
+        str(tmp_path / "eval" / "magicbrush.csv"),
+    ]
+    summary = json.loads((tmp_path / "eval" / "magicbrush.json").read_text())
+    assert summary["turns"] == "single"
+    assert summary["all_turns"]["count"] == 4
+    assert summary["final_turn"]["count"] == 2
+    for name in ("l1", "l2", "clip_i", "clip_t", "clip_t_oracle", "dino"):
+        assert summary["all_turns"][name] is not None
+    assert summary["settings"]["steps"] == 2
+    assert (tmp_path / "eval" / "images" / "202" / "202_inde_2.png").is_file()
+    rows = list(csv.DictReader((tmp_path / "eval" / "magicbrush.csv").open()))
+    assert len(rows) == 4
+
+
+def test_magicbrush_protocol_refuses_bad_data_before_any_model_loads(tmp_path, capsys):
+    data = _magicbrush_folder(tmp_path / "test")
+    (data / "images" / "101" / "101-output2.png").unlink()
+    command = ["evaluate", "unused-model", str(data), str(tmp_path / "out")]
+    with pytest.raises(SystemExit):
+        main([*command, "--protocol", "magicbrush"])
+    assert "session 101 turn 2: missing output" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "--protocol", "magicbrush", "--dino-model", str(tmp_path / "nowhere")])
+    assert "dino_model: no such model folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

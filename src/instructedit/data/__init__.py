@@ -1,4 +1,5 @@
-"""Editing datasets: records, the official folder layout, parquet / ``datasets``, conversions."""
+"""Editing datasets: records, the official folder layout, parquet / ``datasets``, conversions,
+MagicBrush sessions and diffusers' ``metadata.jsonl`` folders."""
 
 from instructedit._public import publish
 from instructedit.data._folder import (
@@ -10,6 +11,16 @@ from instructedit.data._folder import (
     write_caption_folder,
     write_json_atomic,
     write_seeds_index,
+)
+from instructedit.data._magicbrush import (
+    MAGICBRUSH_COLUMNS,
+    EditTurn,
+    MagicBrushTurnFiles,
+    SessionRecord,
+    load_magicbrush_turn,
+    magicbrush_index,
+    read_magicbrush,
+    read_metadata_jsonl,
 )
 from instructedit.data._parquet import (
     COLUMNS,
@@ -23,15 +34,23 @@ from instructedit.data._records import EditRecord
 
 __all__ = [
     "COLUMNS",
+    "MAGICBRUSH_COLUMNS",
     "SPLITS",
     "EditRecord",
+    "EditTurn",
     "FolderSample",
+    "MagicBrushTurnFiles",
+    "SessionRecord",
     "folder_index",
     "folder_to_parquet",
     "load_folder_sample",
+    "load_magicbrush_turn",
+    "magicbrush_index",
     "parquet_row",
     "parquet_to_folder",
     "read_folder_dataset",
+    "read_magicbrush",
+    "read_metadata_jsonl",
     "read_parquet",
     "write_caption_folder",
     "write_json_atomic",

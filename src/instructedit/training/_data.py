@@ -10,12 +10,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from instructedit.data import EditRecord, folder_index, load_folder_sample, parquet_row
+from instructedit.data import (
+    MAGICBRUSH_COLUMNS,
+    EditRecord,
+    folder_index,
+    load_folder_sample,
+    load_magicbrush_turn,
+    magicbrush_index,
+    parquet_row,
+)
 
 __all__ = [
     "DatasetsSource",
     "EditSource",
     "FolderSource",
+    "MagicBrushSource",
     "ParquetSource",
     "RecordSource",
     "StepBatches",
@@ -104,6 +113,35 @@ class ParquetSource:
     def record(self, index: int) -> EditRecord:
         row = self.table.slice(index, 1).to_pylist()[0]
         return parquet_row(row, f"{self.path} row {index}", self.columns)
+
+
+class MagicBrushSource:
+    """MagicBrush's turns as single edits (Zhang et al., NeurIPS 2023): the dev/test folder with
+    ``edit_sessions.json``, or one parquet file of the Hugging Face version (lazy: images load
+    when an example is drawn).
+
+    Each turn is one example (its input image, instruction and ground-truth output); masks and
+    the order of turns are not used in training.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.parquet = (
+            ParquetSource(self.path, columns=MAGICBRUSH_COLUMNS)
+            if self.path.suffix == ".parquet"
+            else None
+        )
+        self.index = (
+            magicbrush_index(self.path, descriptions="none") if self.parquet is None else []
+        )
+
+    def __len__(self) -> int:
+        return len(self.index) if self.parquet is None else len(self.parquet)
+
+    def record(self, index: int) -> EditRecord:
+        if self.parquet is not None:
+            return self.parquet.record(index)
+        return load_magicbrush_turn(self.index[index]).record
 
 
 class DatasetsSource:
