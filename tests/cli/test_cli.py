@@ -56,6 +56,15 @@ def test_options_come_from_the_typed_function():
         parser.parse_args(["demo", "--steps", "seven"])
 
 
+def test_a_list_of_choices_takes_several_and_refuses_others(capsys):
+    parser = build_parser("shapes")
+    args = parser.parse_args(["shapes", "evaluate", "--masks", "oracle", "auto"])
+    assert args.masks == ["oracle", "auto"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["shapes", "evaluate", "--masks", "drawn"])
+    assert "invalid choice: 'drawn'" in capsys.readouterr().err
+
+
 def test_docstring_arguments_are_parsed():
     def f(alpha: int, beta: str = "x") -> None:
         """Does a thing.

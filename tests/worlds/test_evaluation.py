@@ -481,3 +481,35 @@ def test_family_rows_take_the_first_edits_of_each_family_in_order():
         family for family in EDIT_FAMILIES for _ in range(3)
     ]
     assert family_rows(edits[:6]) == [0, 4, 1, 5, 2, 3]  # as many as there are
+
+
+def test_the_oracle_region_holds_every_change_of_the_ground_truth(edits):
+    from instructedit.worlds.shapes import edit_region
+
+    for edit in edits:
+        region = edit_region(edit)
+        changed = np.abs(
+            np.asarray(apply_edit(edit), np.float32) - np.asarray(render(edit.source), np.float32)
+        ).max(axis=2)
+        assert region.shape == (32, 32)
+        # Outside it, only the kept shapes' cores, which a background change touches at their
+        # rims by the background's share of a pixel (under 0.1 of a colour step).
+        assert changed[region == 0].max() <= 0.1 * 255, edit.family
+        assert changed[region == 1].max() > 0, edit.family  # and the edit does change inside
+
+
+@pytest.mark.slow
+def test_masked_editors_are_scored_beside_the_plain_one(tmp_path):
+    from instructedit.worlds.evaluation import evaluate_shapes_editor, format_evaluation
+
+    result = evaluate_shapes_editor(
+        "shapes", scenes=8, sweep_scenes=0, masks=("oracle", "auto"), progress=False
+    )
+    methods = result["methods"]
+    assert {"editor, oracle masks", "editor, auto masks"} <= set(methods)
+    plain = methods["editor"]["oracle"]["all"]["unchanged_error"]
+    assert methods["editor, oracle masks"]["oracle"]["all"]["unchanged_error"] < plain
+    assert 0.0 <= result["mask_iou"] <= 1.0
+    assert "auto masks: mean IoU" in format_evaluation(result)
+    with pytest.raises(ValueError, match="masks must hold 'oracle' and/or 'auto'"):
+        evaluate_shapes_editor("shapes", scenes=8, sweep_scenes=0, masks=("given",))

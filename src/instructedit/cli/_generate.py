@@ -69,7 +69,11 @@ def add_command(
             kwargs["type"] = type(choices[0])
         elif origin in (list, collections.abc.Sequence):
             (item,) = get_args(annotation)
-            kwargs["type"] = item
+            if get_origin(item) is Literal:  # one or more of fixed choices
+                kwargs["choices"] = get_args(item)
+                kwargs["type"] = type(get_args(item)[0])
+            else:
+                kwargs["type"] = item
             kwargs["nargs"] = "+"
         elif annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

@@ -14,8 +14,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
@@ -26,6 +27,7 @@ from instructedit.worlds.shapes import (
     SceneEdit,
     apply_edit,
     caption,
+    edit_region,
     judge,
     random_edit,
     random_scene,
@@ -33,6 +35,7 @@ from instructedit.worlds.shapes import (
 )
 
 __all__ = [
+    "MaskMode",
     "clip_similarities",
     "edit_grid",
     "evaluate_shapes_editor",
@@ -40,6 +43,7 @@ __all__ = [
     "format_evaluation",
     "held_out_edits",
     "identity_edits",
+    "mask_iou",
     "oracle_summary",
     "pipeline_edits",
     "round_trip_edits",
@@ -71,6 +75,12 @@ def held_out_edits(
     return edits
 
 
+MaskMode = Literal["none", "oracle", "auto"]
+"""Which mask an editor gets on ShapesWorld: none, the oracle's own region of each edit
+(:func:`~instructedit.worlds.shapes.edit_region`: the upper bound of any mask), or the one
+``mask_image="auto"`` finds from the instruction."""
+
+
 def pipeline_edits(
     pipe: Any,
     edits: Sequence[SceneEdit],
@@ -81,18 +91,30 @@ def pipeline_edits(
     image_guidance_scale: float | None = None,
     seed: int = 0,
     batch_size: int = 25,
+    masks: MaskMode = "none",
     progress: bool = True,
+    found: list[np.ndarray] | None = None,
 ) -> list[Image.Image]:
     """Edits each rendered source scene by its instruction with an :class:`EditPipeline`.
 
     Example ``i`` is edited with noise from ``seed + i`` whatever the batch size; ``None`` scales
-    are the pipeline's defaults.
+    are the pipeline's defaults. With ``masks`` other than ``"none"`` the edit is masked (blended
+    latents, and the input's pixels pasted back outside the mask with a hard edge); ``found``, if
+    given, receives each mask used as ``[size, size]`` in [0, 1].
     """
+    if masks not in ("none", "oracle", "auto"):
+        raise ValueError(f"masks must be 'none', 'oracle' or 'auto', got {masks!r}")
     outputs: list[Image.Image] = []
     for start in tqdm(
         range(0, len(edits), batch_size), disable=not progress, desc="editing", unit="batch"
     ):
         chunk = edits[start : start + batch_size]
+        mask_kwargs: dict[str, Any] = {}
+        if masks == "oracle":
+            regions = [edit_region(edit, size) for edit in chunk]
+            mask_kwargs = {"mask_image": regions, "keep_unmasked_pixels": True, "mask_feather": 0}
+        elif masks == "auto":
+            mask_kwargs = {"mask_image": "auto", "keep_unmasked_pixels": True, "mask_feather": 0}
         result = pipe(
             [render(edit.source, size) for edit in chunk],
             [edit.instruction for edit in chunk],
@@ -101,9 +123,23 @@ def pipeline_edits(
             image_guidance_scale=image_guidance_scale,
             generator=[torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))],
             progress=False,
+            **mask_kwargs,
         )
         outputs.extend(result.images)
+        if found is not None and result.masks is not None:
+            found.extend(mask[0].numpy() for mask in result.masks)
     return outputs
+
+
+def mask_iou(found: Sequence[np.ndarray], edits: Sequence[SceneEdit], *, size: int = 32) -> float:
+    """Mean intersection over union of found masks (kept where > 0.5) with the oracle's regions
+    (:func:`~instructedit.worlds.shapes.edit_region`)."""
+    scores = []
+    for mask, edit in zip(found, edits, strict=True):
+        ours, truth = mask > 0.5, edit_region(edit, size) > 0.5
+        union = (ours | truth).sum()
+        scores.append(float((ours & truth).sum() / union) if union else 1.0)
+    return float(np.mean(scores))
 
 
 def identity_edits(edits: Sequence[SceneEdit], *, size: int = 32) -> list[Image.Image]:
@@ -369,6 +405,7 @@ def evaluate_shapes_editor(
     seed: int = 0,
     steps: int = 20,
     sweep_scenes: int = 48,
+    masks: Sequence[MaskMode] = (),
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -392,13 +429,18 @@ def evaluate_shapes_editor(
         seed: the held-out scenes' and the noise's seed.
         steps: sampler steps.
         sweep_scenes: edits of the sweep (0: no sweep).
+        masks: also score the editor with masks: ``"oracle"`` (each edit's own region, the upper
+            bound of any mask) and/or ``"auto"`` (found from the instruction; its mean IoU with
+            the oracle's region is reported as ``"mask_iou"``). Masked edits paste the input back
+            outside the mask.
         device: where to run (default: CUDA if available).
         progress: show progress bars.
 
     Returns:
         ``{"model", "guidance", "scenes", "seed", "steps", "methods", "sweep"}``; ``methods`` maps
-        ``"editor"``, ``"identity"`` and ``"ground truth, autoencoded"`` to their ``"oracle"``
-        (:func:`oracle_summary`) and ``"clip"`` (:func:`clip_similarities`) scores.
+        ``"editor"``, ``"identity"`` and ``"ground truth, autoencoded"`` (and ``"editor, oracle
+        masks"``, ``"editor, auto masks"``) to their ``"oracle"`` (:func:`oracle_summary`) and
+        ``"clip"`` (:func:`clip_similarities`) scores.
 
     Raises:
         ValueError: a count out of range, or an editor folder without ``clip``.
@@ -419,6 +461,9 @@ def evaluate_shapes_editor(
             raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     if sweep_scenes > scenes:
         raise ValueError(f"sweep_scenes ({sweep_scenes}) must not exceed scenes ({scenes})")
+    unknown = [mode for mode in masks if mode not in ("oracle", "auto")]
+    if isinstance(masks, str) or unknown:
+        raise ValueError(f"masks must hold 'oracle' and/or 'auto', got {masks!r}")
     editor_dir, clip_dir = _editor_and_clip(model, clip)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = EditPipeline.from_pretrained(editor_dir)
@@ -434,6 +479,19 @@ def evaluate_shapes_editor(
         "identity": identity_edits(edits, size=size),
         "ground truth, autoencoded": round_trip_edits(pipe.vae, edits, size=size),
     }
+    found: dict[str, list[np.ndarray]] = {}
+    for mode in dict.fromkeys(masks):
+        found[mode] = []
+        outputs[f"editor, {mode} masks"] = pipeline_edits(
+            pipe,
+            edits,
+            size=size,
+            num_inference_steps=steps,
+            seed=seed,
+            masks=mode,
+            found=found[mode],
+            progress=progress,
+        )
     methods = {
         name: score_edits(scorer, edits, images, size=size) for name, images in outputs.items()
     }
@@ -461,6 +519,8 @@ def evaluate_shapes_editor(
         "methods": methods,
         "sweep": [asdict(point) for point in points],
     }
+    if "auto" in found:
+        result["mask_iou"] = mask_iou(found["auto"], edits, size=size)
     if output is not None:
         from instructedit.data import write_json_atomic
 
@@ -493,7 +553,7 @@ def format_evaluation(result: dict[str, Any]) -> str:
         f"{result['model']} at s_T = {guidance['text_scale']:g}, s_I = {guidance['image_scale']:g}"
         f" on {result['scenes']} held-out rendered edits (seed {result['seed']}, "
         f"{result['steps']} steps)",
-        f"{'method':<26}  {'realised: ' + families:<22}  {'success: ' + families:<22}  "
+        f"{'method':<28}  {'realised: ' + families:<22}  {'success: ' + families:<22}  "
         "success   intact   error  CLIP dir  CLIP img",
     ]
     for name, scores in result["methods"].items():
@@ -502,10 +562,12 @@ def format_evaluation(result: dict[str, Any]) -> str:
         realised = "/".join(f"{100 * row['realised']:.0f}" for row in per_family) + " %"
         success = "/".join(f"{100 * row['success']:.0f}" for row in per_family) + " %"
         lines.append(
-            f"{name:<26}  {realised:<22}  {success:<22}  {100 * oracle['all']['success']:5.1f} %"
+            f"{name:<28}  {realised:<22}  {success:<22}  {100 * oracle['all']['success']:5.1f} %"
             f"  {100 * oracle['all']['intact']:5.1f} %  {oracle['all']['unchanged_error']:.3f}"
             f"  {clip['direction_similarity']:8.3f}  {clip['image_similarity']:8.3f}"
         )
+    if "mask_iou" in result:
+        lines.append(f"auto masks: mean IoU with the oracle's regions {result['mask_iou']:.3f}")
     if result["sweep"]:
         lines.append("sweep at s_T = 7.5: s_I, CLIP direction, CLIP image")
         lines.extend(

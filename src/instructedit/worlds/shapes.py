@@ -38,6 +38,7 @@ __all__ = [
     "apply_edit",
     "caption",
     "edit_record",
+    "edit_region",
     "judge",
     "nearest_colours",
     "parse_caption",
@@ -482,6 +483,23 @@ class Judgement:
     unchanged_error: float
     region_colour: str | None
     rest: Rest
+
+
+def edit_region(edit: SceneEdit, size: int = 32) -> np.ndarray:
+    """Where ``edit`` may change the scene, as the oracle reads it: ``[size, size]`` in {0, 1}.
+
+    The edited shape, dilated by one pixel, for recolour and remove edits; everything but the
+    existing shapes' cores for background and add edits (:func:`judge` measures the unchanged
+    error on the rest). Used as a mask it is the upper bound of what any mask can give an editor.
+    """
+    source_masks = region_masks(edit.source, size)
+    if edit.family in ("background", "add"):
+        covered = (
+            source_masks.sum(axis=0) if len(source_masks) else np.zeros((size, size), np.float32)
+        )
+        return (~(covered > 0.9)).astype(np.float32)
+    assert edit.shape_index is not None
+    return _dilate(source_masks[edit.shape_index] > 0.0).astype(np.float32)
 
 
 def judge(edit: SceneEdit, output: Image.Image, *, size: int = 32) -> Judgement:

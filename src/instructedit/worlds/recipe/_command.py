@@ -27,6 +27,7 @@ def shapes_command(
     model: str = "shapes",
     clip: Path | None = None,
     scenes: int = 200,
+    masks: list[Literal["oracle", "auto"]] | None = None,
 ) -> str:
     """Runs the ShapesWorld reproduction of the paper (rerun to continue a stopped run), or
     scores an editor on held-out rendered scenes as the ShapesWorld guide reports them.
@@ -46,6 +47,8 @@ def shapes_command(
             folder (then give ``clip``).
         clip: for "evaluate": the open_clip folder that scores the edits (default: the model's).
         scenes: for "evaluate": held-out edits (the sweep takes the first 48).
+        masks: for "evaluate": also score the editor with masks, "oracle" (each edit's own
+            region, the upper bound of any mask) and/or "auto" (found from the instruction).
     """
     if action == "evaluate":
         given = [name for name, value in (("gpu", gpu), ("until", until)) if value]
@@ -63,11 +66,17 @@ def shapes_command(
             scenes=8 if smoke else scenes,
             seed=seed,
             sweep_scenes=4 if smoke else min(48, scenes),
+            masks=tuple(masks or ()),
         )
         return str(folder / "evaluation.json")
     given = [
         name
-        for name, value in (("model", model != "shapes"), ("clip", clip), ("scenes", scenes != 200))
+        for name, value in (
+            ("model", model != "shapes"),
+            ("clip", clip),
+            ("scenes", scenes != 200),
+            ("masks", masks),
+        )
         if value
     ]
     if given:
