@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from instructedit.default import load_default, load_default_clip
     from instructedit.guidance import ClassifierFreeGuidance, DualGuidance
     from instructedit.p2p import PromptToPrompt
-    from instructedit.pipeline import EditOutput, EditPipeline
+    from instructedit.pipeline import EditOutput, EditPipeline, EditSession
     from instructedit.sampling import denoise
     from instructedit.training import TrainConfig, Trainer
 
@@ -27,6 +27,7 @@ __all__ = [
     "DualGuidance",
     "EditOutput",
     "EditPipeline",
+    "EditSession",
     "PromptToPrompt",
     "TrainConfig",
     "Trainer",
@@ -44,6 +45,7 @@ _LAZY = {
     "DualGuidance": "instructedit.guidance",
     "EditOutput": "instructedit.pipeline",
     "EditPipeline": "instructedit.pipeline",
+    "EditSession": "instructedit.pipeline",
     "PromptToPrompt": "instructedit.p2p",
     "TrainConfig": "instructedit.training",
     "Trainer": "instructedit.training",

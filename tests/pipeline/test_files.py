@@ -125,3 +125,76 @@ def test_unreadable_input_is_named(tmp_path, capsys):
 def test_command_summaries_match_their_functions(name):
     summary, _ = docstring_arguments(resolve_command(name))
     assert COMMANDS[name][1] == summary
+
+
+def _edit_args(model, out, *args):
+    return ["--output", str(out), "--model", str(model), "--steps", "2", *args]
+
+
+def test_several_instructions_edit_in_turns_and_write_each_turn(model, tmp_path, capsys):
+    import numpy as np
+
+    from instructedit import EditPipeline, EditSession
+
+    image = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)).save(image)
+    out = tmp_path / "out"
+    turns = ["--instruction", "make it snowy", "add a sledge"]
+    assert main(["edit", str(image), *turns, *_edit_args(model, out, "--seed", "4")]) == 0
+    written = [out / "in-turn-1.png", out / "in-turn-2.png", out / "in.png"]
+    assert capsys.readouterr().out.split() == [str(path) for path in written]
+
+    session = EditSession(EditPipeline.from_pretrained(model), image, seed=4)
+    for instruction, path in zip(["make it snowy", "add a sledge"], written, strict=False):
+        expected = session.edit(instruction, num_inference_steps=2, progress=False).image
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), np.asarray(expected))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "in.png")), np.asarray(expected))
+
+    latent_out = tmp_path / "latents"
+    args = _edit_args(model, latent_out, "--seed", "4", "--chain", "latents")
+    assert main(["edit", str(image), *turns, *args]) == 0
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(latent_out / "in-turn-1.png")), np.asarray(Image.open(written[0]))
+    )
+    assert not np.array_equal(
+        np.asarray(Image.open(latent_out / "in.png")), np.asarray(Image.open(out / "in.png"))
+    )
+
+
+def test_a_mask_file_keeps_the_pixels_outside_it(model, tmp_path):
+    import numpy as np
+
+    pixels = np.random.default_rng(1).integers(0, 256, (24, 32, 3), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    mask = np.zeros((12, 16), np.uint8)  # half size: any size of the image's aspect ratio
+    mask[:, :8] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    args = ["--mask", str(tmp_path / "mask.png"), "--keep-unmasked-pixels"]
+    args += ["--instruction", "make it snowy", "add a sledge"]
+    assert main(["edit", str(tmp_path / "in.png"), *_edit_args(model, out, *args)]) == 0
+    for name in ("in-turn-1.png", "in.png"):
+        edited = np.asarray(Image.open(out / name)).astype(int)
+        assert np.abs(edited[:, 20:] - pixels[:, 20:]).max() <= 1  # far from the feathered edge
+        assert np.abs(edited[:, :12] - pixels[:, :12]).max() > 10
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--instruction", "x", " "], "instruction[1] must be a non-empty string"),
+        (["--instruction", "x", "--keep-unmasked-pixels"], "keep_unmasked_pixels needs a mask"),
+        (["--instruction", "x", "--mask", "none.png"], "mask (none.png): no such file"),
+        (["--instruction", "x", "--mask", "wide.png"], "for inputs[0]"),
+    ],
+)
+def test_bad_turn_and_mask_options_fail_before_loading_the_model(
+    tmp_path, capsys, monkeypatch, args, message
+):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (16, 16)).save("in.png")
+    Image.new("L", (32, 8), 255).save("wide.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["edit", "in.png", "--output", "o", "--model", str(tmp_path / "none"), *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "edit": (
         "instructedit.pipeline:edit_files",
-        "Edits image files with one instruction and writes ``OUTPUT/<name>.png`` for each.",
+        "Edits image files by one instruction, or several in turns, and writes "
+        "``OUTPUT/<name>.png`` for each.",
     ),
     "generate": (
         "instructedit.datagen:generate_from_files",
@@ -43,7 +44,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "evaluate": (
         "instructedit.evaluation:evaluate_model",
-        "Runs the paper's s_I sweep on a dataset split; writes OUTPUT/sweep.csv and OUTPUT/sweep.png.",
+        "Runs the paper's s_I sweep on a dataset split (OUTPUT/sweep.csv, OUTPUT/sweep.png), or "
+        "MagicBrush's protocol (OUTPUT/magicbrush.json, OUTPUT/magicbrush.csv, OUTPUT/images/).",
     ),
 }
 """Command name → (``module:function``, the function's summary line, shown by ``--help``)."""

@@ -1,4 +1,4 @@
-"""EditPipeline, its image handling and its masks for local edits."""
+"""EditPipeline, its image handling, its masks for local edits, and edit sessions (turns)."""
 
 from instructedit._public import publish
 from instructedit.images import (
@@ -19,19 +19,24 @@ from instructedit.pipeline._masks import (
     feather_mask,
     load_mask,
 )
+from instructedit.pipeline._session import SESSION_VERSION, Chain, EditSession, Turn
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MODEL",
     "DIFFEDIT_STRENGTHS",
+    "SESSION_VERSION",
+    "Chain",
     "EditOutput",
     "EditPipeline",
+    "EditSession",
     "ImageInput",
     "MaskInput",
     "MaskMethod",
     "OutputType",
     "PipelineCallback",
     "ResizeMode",
+    "Turn",
     "diffedit_mask",
     "edit_files",
     "feather_mask",

@@ -326,6 +326,7 @@ class EditPipeline:
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         *,
         latents: Tensor | None = None,
+        image_latents: Tensor | None = None,
         eta: float = 0.0,
         resize: ResizeMode = "multiple_of_8",
         resolution: int = 512,
@@ -333,7 +334,7 @@ class EditPipeline:
         mask_image: MaskInput | Sequence[MaskInput] | Literal["auto"] | None = None,
         keep_unmasked_pixels: bool = False,
         mask_method: MaskMethod = "diffedit",
-        mask_threshold: float = 0.3,
+        mask_threshold: float = 0.5,
         mask_feather: float = 1.0,
         progress: bool = True,
     ) -> EditOutput:
@@ -362,6 +363,12 @@ class EditPipeline:
             callback_on_step_end_tensor_inputs: tensors the callback receives
                 (``"latents"``, ``"noise_pred"``).
             latents: initial noise ``[N, 4, h, w]`` instead of drawing it.
+            image_latents: the image condition as latents ``[N, 4, h, w]``, unscaled (as
+                :meth:`encode_image` returns them), instead of encoding ``image``; one per edit or
+                one for all, at the prepared image's size divided by :attr:`vae_scale_factor`.
+                ``image`` still gives the size and the pixels ``keep_unmasked_pixels`` pastes
+                back. An :class:`~instructedit.pipeline.EditSession` chaining in latents passes
+                the previous turn's final latents divided by ``vae.config.scaling_factor``.
             eta: DDIM's η (ignored by other schedulers).
             resize: ``"multiple_of_8"`` (diffusers) or ``"official"`` (the official CLI's resize
                 and crop at ``resolution``).
@@ -377,7 +384,8 @@ class EditPipeline:
                 after decoding, along an edge feathered by ``mask_feather``.
             mask_method: how ``"auto"`` finds the mask (see
                 :data:`~instructedit.pipeline.MaskMethod`).
-            mask_threshold: for ``"auto"``, the share of the strongest response kept, in [0, 1].
+            mask_threshold: for ``"auto"``, the share of the strongest response kept, in [0, 1]
+                (default 0.5).
             mask_feather: Gaussian sigma, in pixels, of the pasted edge (0: a hard edge).
             progress: show a progress bar.
 
@@ -433,6 +441,7 @@ class EditPipeline:
                 f"images of one call must share a size after resizing, got {sorted({p.size for p in prepared})}; "
                 "edit them in separate calls"
             )
+        self._check_image_latents(image_latents, prepared[0].size, count)
         pixel_masks = self._prepare_masks(
             mask_image, loaded, count, resize=resize, multiple=multiple, resolution=resolution
         )
@@ -459,7 +468,11 @@ class EditPipeline:
             self.encode_text(instructions + negatives).repeat_interleave(repeat, dim=0).chunk(2)
         )
         pixels = pil_to_tensor(prepared).to(self.device)
-        image_latents = self.encode_image(pixels).repeat_interleave(repeat, dim=0)
+        if image_latents is None:
+            image_latents = self.encode_image(pixels)
+        else:
+            image_latents = image_latents.to(self.device, self.dtype).expand(count, -1, -1, -1)
+        image_latents = image_latents.repeat_interleave(repeat, dim=0)
         conditioning = {
             "full": BranchConditioning(text, image_latents),
             "image": BranchConditioning(negative, image_latents),
@@ -531,6 +544,27 @@ class EditPipeline:
             edge = feather_mask(masks.to(decoded.device), float(mask_feather))
             decoded = paste_outside(decoded, source, edge)
         return EditOutput(images=tensor_to_output(decoded, output_type), masks=masks)
+
+    def _check_image_latents(
+        self, image_latents: Tensor | None, size: tuple[int, int], count: int
+    ) -> None:
+        """Raises ``ValueError`` unless ``image_latents`` is ``None`` or ``[1 or count, C, h, w]``
+        at the prepared image's ``size`` (width, height) on the latent grid."""
+        if image_latents is None:
+            return
+        if not isinstance(image_latents, Tensor):
+            raise TypeError(
+                f"image_latents must be a tensor [N, C, h, w], got {type(image_latents).__name__}"
+            )
+        factor = self.vae_scale_factor
+        grid = (self.vae.config.latent_channels, size[1] // factor, size[0] // factor)
+        shape = tuple(image_latents.shape)
+        if len(shape) != 4 or shape[0] not in (1, count) or shape[1:] != grid:
+            allowed = " or ".join(str((n, *grid)) for n in sorted({1, count}))
+            raise ValueError(
+                f"image_latents must have shape {allowed} (the image is {size[0]}×{size[1]} "
+                f"after resizing), got {shape}"
+            )
 
     def _prepare_masks(
         self,

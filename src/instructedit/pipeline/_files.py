@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from PIL import Image
@@ -14,6 +14,8 @@ from tqdm.auto import tqdm
 from instructedit.guidance import check_scale
 from instructedit.images import DEFAULT_MAX_PIXELS, ResizeMode, load_image, save_png_atomic
 from instructedit.pipeline._edit import EditPipeline
+from instructedit.pipeline._masks import load_mask, prepare_mask
+from instructedit.pipeline._session import Chain, EditSession
 from instructedit.sampling import SCHEDULERS
 
 __all__ = ["DEFAULT_MODEL", "edit_files"]
@@ -29,7 +31,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 def edit_files(
     inputs: Sequence[Path],
     *,
-    instruction: str,
+    instruction: Sequence[str],
     output: Path,
     model: str = DEFAULT_MODEL,
     steps: int = 100,
@@ -41,15 +43,23 @@ def edit_files(
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
     resize: ResizeMode = "multiple_of_8",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    mask: str | None = None,
+    keep_unmasked_pixels: bool = False,
+    chain: Chain = "pixels",
 ) -> list[Path]:
-    """Edits image files with one instruction and writes ``OUTPUT/<name>.png`` for each.
+    """Edits image files by one instruction, or several in turns, and writes
+    ``OUTPUT/<name>.png`` for each.
 
-    Every input is checked (exists, is a readable image of acceptable size) and every option
-    validated before the model loads.
+    With several instructions, each input is edited in turns (an
+    :class:`~instructedit.pipeline.EditSession`): the k-th instruction applies to the result of
+    the one before, ``OUTPUT/<name>-turn-<k>.png`` holds the image after it (k = 1, 2, ...), and
+    ``OUTPUT/<name>.png`` the final image. Every input is checked (exists, is a readable image of
+    acceptable size) and every option validated before the model loads.
 
     Args:
         inputs: image files to edit.
-        instruction: the edit, e.g. "make it snowy".
+        instruction: the edit, e.g. "make it snowy"; several are applied in turns, in order
+            (e.g. --instruction "make it snowy" "add a sledge"; put the inputs first).
         output: folder for the edited images (created if missing).
         model: a pipeline folder in the diffusers layout or a hub id.
         steps: denoising steps.
@@ -57,30 +67,27 @@ def edit_files(
             guidance (``guidance_config.json``), else the paper's 7.5.
         image_scale: s_I, how strongly to stay with the input image; by default the model's
             stored guidance, else the paper's 1.5.
-        seed: seed of the sampling noise (each input is edited with this seed).
+        seed: seed of the sampling noise (each input and each turn is edited with this seed).
         scheduler: replace the model's scheduler, e.g. "euler_ancestral", "ddim", "dpm_solver++".
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         dtype: model precision; "auto" is float16 on CUDA and float32 on the CPU.
         resize: "multiple_of_8" (keep the size, floor sides to multiples of 8) or "official"
             (the official CLI's 512 resize and crop).
         max_pixels: largest accepted input (width × height).
+        mask: a mask image for all inputs and turns (white: the edit may act, black: kept; of
+            each input's aspect ratio), or "auto" to find it from each instruction.
+        keep_unmasked_pixels: with --mask, paste the input's pixels back outside the mask.
+        chain: how turns hand on their result: "pixels" (the decoded image) or "latents" (the
+            final latents, without a VAE decode and encode between turns).
 
     Returns:
-        The written files, in input order.
+        The written files, in input order (for several instructions, each input's turn images
+        before its final image).
     """
+    instructions = [instruction] if isinstance(instruction, str) else list(instruction)
+    _check_options(instructions, steps, text_scale, image_scale, scheduler, dtype, chain)
     if not inputs:
         raise ValueError("inputs must name at least one image file")
-    if not instruction.strip():
-        raise ValueError("instruction must be a non-empty string, e.g. 'make it snowy'")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    for name, value in (("text_scale", text_scale), ("image_scale", image_scale)):
-        if value is not None:
-            check_scale(name, value)
-    if scheduler is not None and scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}")
-    if dtype not in ("auto", *_DTYPES):
-        raise ValueError(f"dtype must be one of {['auto', *_DTYPES]}, got {dtype!r}")
     images = [
         load_image(path, argument=f"inputs[{i}] ({path})", max_pixels=max_pixels)
         for i, path in enumerate(inputs)
@@ -90,6 +97,7 @@ def edit_files(
         raise ValueError(
             f"inputs must have distinct file names (outputs are named after them), got {stems}"
         )
+    mask_image = _check_mask(mask, keep_unmasked_pixels, images, inputs, resize)
 
     resolved_device = torch.device(
         "cuda"
@@ -109,19 +117,81 @@ def edit_files(
     for image, stem in zip(
         tqdm(images, desc="images", disable=len(images) == 1), stems, strict=True
     ):
-        result = pipe(
-            image,
-            instruction,
-            num_inference_steps=steps,
-            guidance_scale=text_scale,
-            image_guidance_scale=image_scale,
-            generator=torch.Generator(device=resolved_device).manual_seed(seed),
-            resize=resize,
-            max_pixels=max_pixels,
-        )
-        edited = result.images[0]
-        assert isinstance(edited, Image.Image)  # output_type="pil"
-        target = save_png_atomic(edited, output / f"{stem}.png")
-        written.append(target)
-        logger.info("wrote %s", target)
+        session = EditSession(pipe, image, seed=seed, chain=chain)
+        for text in instructions:
+            turn = session.edit(
+                text,
+                mask_image=mask_image,
+                keep_unmasked_pixels=keep_unmasked_pixels,
+                num_inference_steps=steps,
+                guidance_scale=text_scale,
+                image_guidance_scale=image_scale,
+                resize=resize,
+                max_pixels=max_pixels,
+            )
+            if len(instructions) > 1:
+                written.append(
+                    save_png_atomic(turn.image, output / f"{stem}-turn-{turn.index + 1}.png")
+                )
+        written.append(save_png_atomic(session.current, output / f"{stem}.png"))
+        logger.info("wrote %s", written[-1])
     return written
+
+
+def _check_options(
+    instructions: list[str],
+    steps: int,
+    text_scale: float | None,
+    image_scale: float | None,
+    scheduler: str | None,
+    dtype: str,
+    chain: str,
+) -> None:
+    """Raises ``ValueError`` naming the first option of :func:`edit_files` that is not allowed."""
+    if not instructions:
+        raise ValueError("instruction must name at least one edit, e.g. 'make it snowy'")
+    for index, text in enumerate(instructions):
+        if not isinstance(text, str) or not text.strip():
+            name = "instruction" if len(instructions) == 1 else f"instruction[{index}]"
+            raise ValueError(f"{name} must be a non-empty string, e.g. 'make it snowy'")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    for name, value in (("text_scale", text_scale), ("image_scale", image_scale)):
+        if value is not None:
+            check_scale(name, value)
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}")
+    if dtype not in ("auto", *_DTYPES):
+        raise ValueError(f"dtype must be one of {['auto', *_DTYPES]}, got {dtype!r}")
+    if chain not in get_args(Chain):
+        raise ValueError(f"chain must be one of {list(get_args(Chain))}, got {chain!r}")
+
+
+def _check_mask(
+    mask: str | None,
+    keep_unmasked_pixels: bool,
+    images: Sequence[Image.Image],
+    inputs: Sequence[Path],
+    resize: ResizeMode,
+) -> Image.Image | Literal["auto"] | None:
+    """The mask of :func:`edit_files`, read and checked against every input before the model
+    loads: ``None``, ``"auto"`` or the mask image."""
+    if mask is None:
+        if keep_unmasked_pixels:
+            raise ValueError("keep_unmasked_pixels needs a mask (--mask FILE or --mask auto)")
+        return None
+    if mask == "auto":
+        return "auto"
+    loaded = load_mask(mask, argument=f"mask ({mask})")
+    for index, (image, path) in enumerate(zip(images, inputs, strict=True)):
+        # The pipeline fits the mask again at its own multiple; the checks (aspect ratio, not
+        # all black) do not depend on it.
+        prepare_mask(
+            loaded,
+            image.size,
+            resize=resize,
+            multiple=8,
+            resolution=512,
+            argument=f"mask ({mask}) for inputs[{index}] ({path})",
+        )
+    return loaded
