@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 __all__ = [
     "OUTPUT_TYPES",
+    "REPEATED",
     "OutputType",
     "as_list",
     "broadcast",
@@ -29,6 +30,12 @@ OutputType = Literal["pil", "np", "pt", "latent"]
 tensor in [0, 1], or the final latents."""
 
 OUTPUT_TYPES: tuple[OutputType, ...] = get_args(OutputType)
+
+REPEATED = "repeated"
+"""Marks a list parameter of a command as given one value per flag, in order
+(``--instruction A --instruction B``): ``Annotated[Sequence[str], REPEATED]``. The command line
+generator gives other list parameters several values after one flag, which would also take the
+positional arguments written after it."""
 
 T = TypeVar("T")
 

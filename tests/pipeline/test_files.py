@@ -139,7 +139,7 @@ def test_several_instructions_edit_in_turns_and_write_each_turn(model, tmp_path,
     image = tmp_path / "in.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)).save(image)
     out = tmp_path / "out"
-    turns = ["--instruction", "make it snowy", "add a sledge"]
+    turns = ["--instruction", "make it snowy", "--instruction", "add a sledge"]
     assert main(["edit", str(image), *turns, *_edit_args(model, out, "--seed", "4")]) == 0
     written = [out / "in-turn-1.png", out / "in-turn-2.png", out / "in.png"]
     assert capsys.readouterr().out.split() == [str(path) for path in written]
@@ -171,7 +171,7 @@ def test_a_mask_file_keeps_the_pixels_outside_it(model, tmp_path):
     Image.fromarray(mask).save(tmp_path / "mask.png")
     out = tmp_path / "out"
     args = ["--mask", str(tmp_path / "mask.png"), "--keep-unmasked-pixels"]
-    args += ["--instruction", "make it snowy", "add a sledge"]
+    args += ["--instruction", "make it snowy", "--instruction", "add a sledge"]
     assert main(["edit", str(tmp_path / "in.png"), *_edit_args(model, out, *args)]) == 0
     for name in ("in-turn-1.png", "in.png"):
         edited = np.asarray(Image.open(out / name)).astype(int)
@@ -182,7 +182,7 @@ def test_a_mask_file_keeps_the_pixels_outside_it(model, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--instruction", "x", " "], "instruction[1] must be a non-empty string"),
+        (["--instruction", "x", "--instruction", " "], "instruction[1] must be a non-empty string"),
         (["--instruction", "x", "--keep-unmasked-pixels"], "keep_unmasked_pixels needs a mask"),
         (["--instruction", "x", "--mask", "none.png"], "mask (none.png): no such file"),
         (["--instruction", "x", "--mask", "wide.png"], "for inputs[0]"),
@@ -198,3 +198,14 @@ def test_bad_turn_and_mask_options_fail_before_loading_the_model(
         main(["edit", "in.png", "--output", "o", "--model", str(tmp_path / "none"), *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_options_may_come_before_the_inputs():
+    from instructedit.cli import build_parser
+
+    parser = build_parser("edit")
+    args = parser.parse_args(
+        ["edit", "--instruction", "a", "in.png", "--instruction", "b", "--output", "out"]
+    )
+    assert args.instruction == ["a", "b"]
+    assert [str(path) for path in args.inputs] == ["in.png"]

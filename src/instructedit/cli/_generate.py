@@ -10,7 +10,9 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from instructedit._inputs import REPEATED
 
 __all__ = ["add_command", "docstring_arguments"]
 
@@ -57,9 +59,14 @@ def add_command(
     """
     summary, descriptions = docstring_arguments(function)
     parser = subparsers.add_parser(name, help=summary, description=summary)
-    hints = typing.get_type_hints(function)
+    hints = typing.get_type_hints(function, include_extras=True)
     for parameter in inspect.signature(function).parameters.values():
-        annotation = _unwrap_optional(hints.get(parameter.name, str))
+        annotation = hints.get(parameter.name, str)
+        repeated = False
+        if get_origin(annotation) is Annotated:
+            annotation, *marks = get_args(annotation)
+            repeated = REPEATED in marks
+        annotation = _unwrap_optional(annotation)
         help_text = descriptions.get(parameter.name, "")
         kwargs: dict[str, Any] = {"help": help_text}
         origin = get_origin(annotation)
@@ -74,7 +81,10 @@ def add_command(
                 kwargs["type"] = type(get_args(item)[0])
             else:
                 kwargs["type"] = item
-            kwargs["nargs"] = "+"
+            if repeated:
+                kwargs["action"] = "append"
+            else:
+                kwargs["nargs"] = "+"
         elif annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif annotation in _SCALARS:

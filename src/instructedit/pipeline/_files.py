@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from instructedit._inputs import REPEATED
 from instructedit.guidance import check_scale
 from instructedit.images import DEFAULT_MAX_PIXELS, ResizeMode, load_image, save_png_atomic
 from instructedit.pipeline._edit import EditPipeline
@@ -31,7 +32,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 def edit_files(
     inputs: Sequence[Path],
     *,
-    instruction: Sequence[str],
+    instruction: Annotated[Sequence[str], REPEATED],
     output: Path,
     model: str = DEFAULT_MODEL,
     steps: int = 100,
@@ -58,8 +59,8 @@ def edit_files(
 
     Args:
         inputs: image files to edit.
-        instruction: the edit, e.g. "make it snowy"; several are applied in turns, in order
-            (e.g. --instruction "make it snowy" "add a sledge"; put the inputs first).
+        instruction: the edit, e.g. "make it snowy"; repeat the option to apply several in
+            turns, in order (--instruction "make it snowy" --instruction "add a sledge").
         output: folder for the edited images (created if missing).
         model: a pipeline folder in the diffusers layout or a hub id.
         steps: denoising steps.
