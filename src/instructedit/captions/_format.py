@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from instructedit.data._folder import read_jsonl_file
 
 __all__ = [
     "END",
@@ -133,26 +134,15 @@ def read_caption_edits(path: str | Path) -> Iterator[CaptionEdit]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no such caption-edit file: {file}")
-    with file.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{file}:{number}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise ValueError(
-                    f"{file}:{number}: expected a JSON object, got {type(row).__name__}"
-                )
-            caption = row.get("input", row.get("caption"))
-            fields = {"input": caption, "edit": row.get("edit"), "output": row.get("output")}
-            for name, value in fields.items():
-                if not isinstance(value, str) or not value.strip():
-                    shown = "input (or caption)" if name == "input" else name
-                    raise ValueError(f"{file}:{number}: field {shown!r} is missing or empty")
-            yield CaptionEdit(
-                input=str(fields["input"]),
-                instruction=str(fields["edit"]),
-                output=str(fields["output"]),
-            )
+    for number, row in read_jsonl_file(file):
+        caption = row.get("input", row.get("caption"))
+        fields = {"input": caption, "edit": row.get("edit"), "output": row.get("output")}
+        for name, value in fields.items():
+            if not isinstance(value, str) or not value.strip():
+                shown = "input (or caption)" if name == "input" else name
+                raise ValueError(f"{file}:{number}: field {shown!r} is missing or empty")
+        yield CaptionEdit(
+            input=str(fields["input"]),
+            instruction=str(fields["edit"]),
+            output=str(fields["output"]),
+        )

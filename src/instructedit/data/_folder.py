@@ -131,22 +131,29 @@ def read_json_file(path: Path) -> Any:
 
 
 def read_jsonl_file(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yields ``(line number, object)`` for each non-blank line of a JSONL file; a line that is
-    not a JSON object raises a ``ValueError`` naming the file and the line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not a UTF-8 text file ({error.reason})") from error
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        yield number, row
+    """Yields ``(line number, object)`` for each non-blank line of a JSONL file, reading one line
+    at a time; a line that is not a JSON object raises a ``ValueError`` naming the file and the
+    line."""
+    with path.open(encoding="utf-8") as file:
+        lines = enumerate(file, start=1)
+        while True:
+            try:
+                number, line = next(lines)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}: not a UTF-8 text file ({error.reason})") from error
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+            if not isinstance(row, dict):
+                raise ValueError(
+                    f"{path}:{number}: expected a JSON object, got {type(row).__name__}"
+                )
+            yield number, row
 
 
 def _complete_folders(root: Path) -> list[Path]:

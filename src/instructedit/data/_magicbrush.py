@@ -21,7 +21,6 @@ diffusers' image folder for ``train_instruct_pix2pix.py``::
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from instructedit.data._folder import read_json_file, read_jsonl_file
-from instructedit.data._parquet import _open_parquet
+from instructedit.data._parquet import _decode, _open_parquet
 from instructedit.data._records import EditRecord
 
 __all__ = [
@@ -245,10 +244,10 @@ def magicbrush_index(
     return index
 
 
-def _open(source: Path | bytes, where: str, mode: str | None = "RGB") -> Image.Image:
-    """Decodes an image file or PNG/JPEG bytes; ``mode=None`` keeps the stored mode."""
+def _open(path: Path, where: str, mode: str | None = "RGB") -> Image.Image:
+    """Decodes an image file; ``mode=None`` keeps the stored mode."""
     try:
-        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
+        with Image.open(path) as image:
             image.load()
             return image.convert(mode) if mode else image.copy()
     except OSError as error:
@@ -372,12 +371,12 @@ def _decode_parquet_sessions(
             if not isinstance(instruction, str) or not instruction.strip():
                 raise ValueError(f"{where}: field 'instruction' is missing or empty")
             images = {
-                column: _parquet_image(row.get(column), f"{where}: field {column!r}", mode)
+                column: _decode(row.get(column), f"{where}: field {column!r}", mode)
                 for column, mode in (("source_img", "RGB"), ("target_img", "RGB"))
             }
             mask = None
             if row.get("mask_img") is not None:
-                mask = _parquet_image(row["mask_img"], f"{where}: field 'mask_img'", None)
+                mask = _decode(row["mask_img"], f"{where}: field 'mask_img'", None)
                 if mask.size != images["source_img"].size:
                     raise ValueError(
                         f"{where}: field 'mask_img' is {_size(mask)} but 'source_img' is "
@@ -386,19 +385,6 @@ def _decode_parquet_sessions(
             record = EditRecord(images["source_img"], instruction, images["target_img"])
             turns.append(EditTurn(session_id, position, record, mask))
         yield SessionRecord(session_id, tuple(turns))
-
-
-def _parquet_image(value: Any, where: str, mode: str | None) -> Image.Image:
-    """Decodes a ``datasets`` image cell (``{"bytes", "path"}``) or raw bytes."""
-    data = value.get("bytes") if isinstance(value, dict) else value
-    if isinstance(data, (bytes, bytearray)):
-        return _open(bytes(data), where, mode)
-    if isinstance(value, dict) and isinstance(value.get("path"), str) and value["path"]:
-        file = Path(value["path"])
-        if not file.is_file():
-            raise ValueError(f"{where}: no such image file {file}")
-        return _open(file, f"{where}: {file}", mode)
-    raise ValueError(f"{where} holds no image")
 
 
 _INPUT_KEYS = ("original_image", "input_image", "file_name")

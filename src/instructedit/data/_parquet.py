@@ -140,24 +140,26 @@ def write_parquet(
     return target
 
 
-def _decode(value: Any, where: str) -> Image.Image:
+def _decode(value: Any, where: str, mode: str | None = "RGB") -> Image.Image:
+    """Decodes a ``datasets`` image cell (``{"bytes", "path"}``) or raw image bytes, converted to
+    ``mode`` (``None`` keeps the stored mode); ``where`` names the cell in errors."""
     if value is None:
         raise ValueError(f"{where} is missing")
     data = value.get("bytes") if isinstance(value, dict) else value
+    source: Path | io.BytesIO
     if data is None and isinstance(value, dict) and value.get("path"):
-        path = Path(value["path"])
-        if not path.is_file():
-            raise ValueError(f"{where}: no such image file {path}")
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except OSError as error:
-            raise ValueError(f"{where}: {path} is not a readable image ({error})") from error
-    if not isinstance(data, (bytes, bytearray)):
+        source = Path(value["path"])
+        if not source.is_file():
+            raise ValueError(f"{where}: no such image file {source}")
+        where = f"{where}: {source}"
+    elif isinstance(data, (bytes, bytearray)):
+        source = io.BytesIO(data)
+    else:
         raise ValueError(f"{where} holds no image bytes")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
+        with Image.open(source) as image:
+            image.load()
+            return image.convert(mode) if mode else image.copy()
     except OSError as error:
         raise ValueError(f"{where} is not a readable image ({error})") from error
 

@@ -502,7 +502,9 @@ class EditPipeline:
                         text,
                         negative,
                         threshold=mask_threshold,
-                        generator=generator if isinstance(generator, torch.Generator) else None,
+                        generator=generator
+                        if generator is None or isinstance(generator, torch.Generator)
+                        else list(generator),
                     )
                 pixel_masks = F.interpolate(cells, size=pixels.shape[2:], mode="bilinear")
             else:
@@ -583,19 +585,19 @@ class EditPipeline:
         masks = as_list(mask_image, "mask_image")
         if len(masks) not in (1, count):
             raise ValueError(f"mask_image has {len(masks)} masks, expected 1 or {count}")
+        names = ["mask_image"] if len(masks) == 1 else [f"mask_image[{i}]" for i in range(count)]
+        read = [load_mask(mask, argument=name) for mask, name in zip(masks, names, strict=True)]
         fitted = []
         for index in range(count):
-            argument = "mask_image" if len(masks) == 1 else f"mask_image[{index}]"
-            mask = load_mask(masks[index % len(masks)], argument=argument)
             image = images[index % len(images)]
             fitted.append(
                 prepare_mask(
-                    mask,
+                    read[index % len(read)],
                     image.size,
                     resize=resize,
                     multiple=multiple,
                     resolution=resolution,
-                    argument=argument,
+                    argument=names[index % len(names)],
                 )
             )
         return torch.cat(fitted)
