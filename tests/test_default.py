@@ -81,6 +81,7 @@ def test_diffusers_loads_the_default_folder_and_edits_identically(pipe):
     ours = pipe(
         image,
         scene.instruction,
+        mask_image="none",  # diffusers ignores editing_config.json too
         num_inference_steps=10,
         generator=torch.Generator().manual_seed(0),
         output_type="np",
@@ -105,6 +106,9 @@ def test_the_name_shapes_loads_the_default(pipe):
     named = EditPipeline.from_pretrained("shapes")
     assert named.unet.dtype == torch.float32
     assert named.unet.config.in_channels == 8
+    # Its stored masking (editing_config.json): masks found from the instruction, threshold 0.5.
+    assert (named.editing.mask_image, named.editing.mask_threshold) == ("auto", 0.5)
+    assert named.editing.keep_unmasked_pixels
     for a, b in zip(named.unet.parameters(), pipe.unet.parameters(), strict=True):
         assert torch.equal(a, b)
 

@@ -47,6 +47,8 @@ resolves to the embedded default (unless a local folder of that name exists)."""
 logger = logging.getLogger(__name__)
 
 _EDITOR_PARTS = ("unet", "vae", "text_encoder", "scheduler")
+_SETTINGS_FILES = (GUIDANCE_CONFIG_NAME, "editing_config.json")
+"""The editor's stored guidance and masking, copied beside its weights."""
 _SOURCE_FILE = "instructedit_source.txt"
 """Written into each cached folder: the machine and the package folder it was assembled from."""
 
@@ -110,8 +112,9 @@ def default_model_dir() -> Path:
             except OSError:  # no symlinks here (e.g. Windows without the privilege)
                 shutil.copytree(editor / part, directory / part)
         shutil.copytree(clip_tokenizer_dir(), directory / "tokenizer")
-        if (editor / GUIDANCE_CONFIG_NAME).is_file():
-            shutil.copyfile(editor / GUIDANCE_CONFIG_NAME, directory / GUIDANCE_CONFIG_NAME)
+        for name in _SETTINGS_FILES:
+            if (editor / name).is_file():
+                shutil.copyfile(editor / name, directory / name)
         source = {"host": socket.gethostname(), "editor": str(editor.resolve())}
         (directory / _SOURCE_FILE).write_text(json.dumps(source), encoding="utf-8")
         shutil.copyfile(editor / "model_index.json", directory / "model_index.json")  # the marker
@@ -192,7 +195,8 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
 
     The editor's ``guidance_config.json`` ships with it: the scales the run's ``guidance`` stage
     chose (a run without that stage ships none, and the editor edits at the paper's 7.5 and
-    1.5).
+    1.5); so does its ``editing_config.json`` (the masking it edits with), when the run's
+    editor folder holds one.
 
     Args:
         run: the folder of ``instructedit shapes reproduce`` (with ``editor/model`` and
@@ -233,8 +237,9 @@ def export_default_model(run: str | os.PathLike[str], target: str | os.PathLike[
         )
     shutil.copytree(editor / "scheduler", staging / "editor" / "scheduler")
     shutil.copyfile(editor / "model_index.json", staging / "editor" / "model_index.json")
-    if (editor / GUIDANCE_CONFIG_NAME).is_file():
-        shutil.copyfile(editor / GUIDANCE_CONFIG_NAME, staging / "editor" / GUIDANCE_CONFIG_NAME)
+    for name in _SETTINGS_FILES:
+        if (editor / name).is_file():
+            shutil.copyfile(editor / name, staging / "editor" / name)
     (staging / "clip").mkdir()
     shutil.copyfile(clip / "open_clip_config.json", staging / "clip" / "open_clip_config.json")
     weights = load_file(clip / "open_clip_model.safetensors")

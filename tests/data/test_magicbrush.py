@@ -12,6 +12,7 @@ from instructedit.data import (
     EditTurn,
     SessionRecord,
     magicbrush_index,
+    mask_edit_region,
     read_magicbrush,
     read_metadata_jsonl,
 )
@@ -275,3 +276,37 @@ def test_training_source_serves_every_turn(tmp_path):
         for record in records:
             expected = by_prompt[record.edit_prompt]
             assert np.array_equal(_pixels(record.edited_image), _pixels(expected.edited_image))
+
+
+def test_a_masked_source_trains_on_local_targets(tmp_path):
+    """masks="local": outside the mask the target is the input, inside it the stored target."""
+    root = write_magicbrush_folder(tmp_path / "mb")
+    inside = np.zeros((16, 16), bool)
+    inside[4:12, 4:12] = True
+    for source in (
+        MagicBrushSource(root, masks="local"),
+        MagicBrushSource(write_magicbrush_parquet(tmp_path / "dev.parquet"), masks="local"),
+    ):
+        stored = MagicBrushSource(source.path)
+        for index in range(len(source)):
+            record, plain = source.record(index), stored.record(index)
+            target, given = _pixels(record.edited_image), _pixels(plain.edited_image)
+            assert np.array_equal(target[inside], given[inside])
+            assert np.array_equal(target[~inside], _pixels(plain.input_image)[~inside])
+            assert not np.array_equal(given[~inside], _pixels(plain.input_image)[~inside])
+    with pytest.raises(ValueError, match="masks must be 'ignore' or 'local', got 'use'"):
+        MagicBrushSource(root, masks="use")
+
+
+def test_mask_edit_region_reads_both_conventions():
+    white = _mask()  # white: edited (diffusers' convention)
+    transparent = Image.new("RGBA", (16, 16), (0, 0, 0, 255))  # DALL·E 2's: transparent is edited
+    transparent.paste((0, 0, 0, 0), (4, 4, 12, 12))
+    expected = np.asarray(white) > 0
+    for mask in (white, white.convert("RGB"), transparent):
+        assert np.array_equal(np.asarray(mask_edit_region(mask)) > 0, expected)
+    opaque = Image.new("RGBA", (16, 16), (0, 0, 0, 255))
+    opaque.paste((255, 255, 255, 255), (4, 4, 12, 12))  # no transparency: white marks the edit
+    assert np.array_equal(np.asarray(mask_edit_region(opaque)) > 0, expected)
+    record = EditRecord(_image(0), "x", _image(1))
+    assert EditTurn("1", 1, record).local_record() is record  # no mask: as stored

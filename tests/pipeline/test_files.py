@@ -183,7 +183,10 @@ def test_a_mask_file_keeps_the_pixels_outside_it(model, tmp_path):
     ("args", "message"),
     [
         (["--instruction", "x", "--instruction", " "], "instruction[1] must be a non-empty string"),
-        (["--instruction", "x", "--keep-unmasked-pixels"], "keep_unmasked_pixels needs a mask"),
+        (
+            ["--instruction", "x", "--mask", "none", "--keep-unmasked-pixels"],
+            "keep_unmasked_pixels needs a mask",
+        ),
         (["--instruction", "x", "--mask", "none.png"], "mask (none.png): no such file"),
         (["--instruction", "x", "--mask", "wide.png"], "for inputs[0]"),
     ],

@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import numpy as np
@@ -216,12 +217,12 @@ def test_notes_in_the_guidance_file_are_kept_and_ignored(tmp_path, caplog):
     assert "ignoring field(s) ['stochasticity']" in caplog.text
 
 
-def test_hub_guidance_is_read_when_the_repository_has_one(tmp_path, monkeypatch):
+def test_hub_settings_are_read_when_the_repository_has_them(tmp_path, monkeypatch):
     import huggingface_hub
     from huggingface_hub.errors import EntryNotFoundError
 
     from instructedit.guidance import DualGuidance, save_guidance_config
-    from instructedit.pipeline._edit import _hub_guidance
+    from instructedit.pipeline._edit import _hub_folder_with
 
     snapshot = tmp_path / "snapshot"
     stored = save_guidance_config(DualGuidance(text_scale=4.0, image_scale=2.0), snapshot)
@@ -232,43 +233,90 @@ def test_hub_guidance_is_read_when_the_repository_has_one(tmp_path, monkeypatch)
         return str(stored)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
-    found = _hub_guidance("owner/model", revision="v1", cache_dir=None)
-    assert found == DualGuidance(text_scale=4.0, image_scale=2.0)
+    found = _hub_folder_with("owner/model", "guidance_config.json", revision="v1", cache_dir=None)
+    assert found == snapshot
     assert asked == [("owner/model", "guidance_config.json", "v1")]
 
     def missing(repo_id, filename, **kwargs):
         raise EntryNotFoundError("no such file")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", missing)
-    assert _hub_guidance("owner/model", revision=None, cache_dir=None) is None
+    assert _hub_folder_with("owner/model", "x.json", revision=None, cache_dir=None) is None
 
 
-def test_offline_hub_guidance_falls_back_with_a_warning(caplog):
-    from instructedit.pipeline._edit import _hub_guidance
+def test_offline_hub_settings_fall_back_with_a_warning(caplog):
+    from instructedit.pipeline._edit import _hub_folder_with
 
-    # Offline (the tests' setting) and not cached: the paper's guidance, and the user is told.
+    # Offline (the tests' setting) and not cached: the defaults, and the user is told.
     with caplog.at_level("WARNING"):
-        assert _hub_guidance("nobody-here/no-such-pipeline", revision=None, cache_dir=None) is None
+        found = _hub_folder_with(
+            "nobody-here/no-such-pipeline", "guidance_config.json", revision=None, cache_dir=None
+        )
+    assert found is None
     assert "could not check nobody-here/no-such-pipeline" in caplog.text
 
 
-def test_from_pretrained_asks_the_hub_only_for_hub_ids(folder, monkeypatch):
-    from instructedit.guidance import DualGuidance
-    from instructedit.pipeline import _edit
+def test_from_pretrained_asks_the_hub_only_for_hub_ids(folder, tmp_path, monkeypatch):
+    from instructedit.guidance import DualGuidance, save_guidance_config
+    from instructedit.pipeline import EditingConfig, _edit, save_editing_config
 
+    snapshot = tmp_path / "snapshot"
+    save_guidance_config(DualGuidance(text_scale=4.0), snapshot)
+    save_editing_config(EditingConfig(mask_image="auto"), snapshot)
     asked = []
 
-    def hub_guidance(hub_id, *, revision, cache_dir):
-        asked.append((hub_id, revision))
-        return DualGuidance(text_scale=4.0)
+    def hub_folder_with(hub_id, name, *, revision, cache_dir):
+        asked.append((hub_id, name, revision))
+        return snapshot
 
-    monkeypatch.setattr(_edit, "_hub_guidance", hub_guidance)
+    monkeypatch.setattr(_edit, "_hub_folder_with", hub_folder_with)
     monkeypatch.setattr(_edit, "load_components", lambda *a, **k: tiny_components(seed=0))
     pipe = EditPipeline.from_pretrained("owner/model", revision="v2")
     assert pipe.guidance == DualGuidance(text_scale=4.0)
-    assert asked == [("owner/model", "v2")]
-    assert EditPipeline.from_pretrained("owner/model", guidance=DualGuidance()).guidance == (
-        DualGuidance()
+    assert pipe.editing == EditingConfig(mask_image="auto")
+    expected = [
+        ("owner/model", "guidance_config.json", "v2"),
+        ("owner/model", "editing_config.json", "v2"),
+    ]
+    assert asked == expected
+    explicit = EditPipeline.from_pretrained(
+        "owner/model", guidance=DualGuidance(), editing=EditingConfig()
     )
+    assert (explicit.guidance, explicit.editing) == (DualGuidance(), EditingConfig())
     EditPipeline.from_pretrained(folder)
-    assert asked == [("owner/model", "v2")]  # neither an explicit guidance nor a folder asks
+    assert asked == expected  # neither explicit settings nor a folder ask
+
+
+def test_editing_config_round_trips_and_refuses_bad_values(tmp_path, caplog):
+    import json
+
+    from instructedit.pipeline import EditingConfig, load_editing_config, save_editing_config
+
+    config = EditingConfig(mask_image="auto", mask_threshold=0.3, keep_unmasked_pixels=True)
+    path = save_editing_config(config, tmp_path, note="chosen on validation edits")
+    assert load_editing_config(tmp_path) == config
+    assert load_editing_config(tmp_path / "elsewhere") is None
+    values = json.loads(path.read_text())
+    assert values["_note"] == "chosen on validation edits"
+    for bad, named in (
+        ({"mask_threshold": 1.5}, "mask_threshold must be in [0, 1], got 1.5"),
+        ({"mask_image": "mask.png"}, "mask_image must be 'auto' or None"),
+        ({"keep_unmasked_pixels": "yes"}, "keep_unmasked_pixels must be True or False"),
+        ({"mask_feather": -1}, "mask_feather must be finite and >= 0"),
+    ):
+        path.write_text(json.dumps({**values, **bad}))
+        with pytest.raises(ValueError, match=re.escape(named)) as info:
+            load_editing_config(tmp_path)
+        assert str(path) in str(info.value)
+    path.write_text(json.dumps({"_class_name": "DualGuidance"}))
+    with pytest.raises(ValueError, match="describes a 'DualGuidance', not a 'EditingConfig'"):
+        load_editing_config(tmp_path)
+
+
+def test_save_pretrained_stores_the_editing_config(tmp_path):
+    from instructedit.pipeline import EditingConfig
+
+    pipe = EditPipeline(**tiny_components(seed=0))
+    pipe.editing = EditingConfig(mask_image="auto", mask_threshold=0.7)
+    pipe.save_pretrained(tmp_path / "saved")
+    assert EditPipeline.from_pretrained(tmp_path / "saved").editing == pipe.editing

@@ -200,5 +200,45 @@ def test_the_default_editor_changes_only_the_masked_half():
     masked = edit(mask_image=mask, keep_unmasked_pixels=True)
     assert np.abs(masked[:, 16:] - source[:, 16:]).mean() < 0.03
     assert np.abs(masked[:, :16] - source[:, :16]).mean() > 0.2  # the left half turned dark
-    whole = edit()
+    whole = edit(mask_image="none")  # the default stores "auto": "none" edits everywhere
     assert np.abs(whole[:, 16:] - source[:, 16:]).mean() > 0.2  # unmasked, the whole scene
+
+
+def test_the_stored_editing_config_fills_the_masking_arguments(noise_image):
+    from instructedit.pipeline import EditingConfig
+
+    common = {
+        "num_inference_steps": 3,
+        "generator": torch.Generator().manual_seed(0),
+        "output_type": "pt",
+        "progress": False,
+    }
+    plain = _pipe()
+    unmasked = plain(noise_image, "make it snowy", **common)
+    stored = _pipe()
+    stored.editing = EditingConfig(
+        mask_image="auto", mask_threshold=0.3, keep_unmasked_pixels=True, mask_feather=0.0
+    )
+    common["generator"] = torch.Generator().manual_seed(0)
+    by_default = stored(noise_image, "make it snowy", **common)
+    common["generator"] = torch.Generator().manual_seed(0)
+    spelled_out = plain(
+        noise_image,
+        "make it snowy",
+        mask_image="auto",
+        mask_threshold=0.3,
+        keep_unmasked_pixels=True,
+        mask_feather=0,
+        **common,
+    )
+    torch.testing.assert_close(by_default.images, spelled_out.images, rtol=0, atol=0)
+    torch.testing.assert_close(by_default.masks, spelled_out.masks, rtol=0, atol=0)
+    # "none" turns the stored mask off: the output is the unmasked pipeline's, bit for bit.
+    common["generator"] = torch.Generator().manual_seed(0)
+    off = stored(noise_image, "make it snowy", mask_image="none", **common)
+    assert off.masks is None
+    assert torch.equal(off.images, unmasked.images)
+    # A call's own value beats the stored one.
+    common["generator"] = torch.Generator().manual_seed(0)
+    own = stored(noise_image, "make it snowy", mask_threshold=0.9, **common)
+    assert not torch.equal(own.masks, by_default.masks)

@@ -21,6 +21,7 @@ diffusers' image folder for ``train_instruct_pix2pix.py``::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from instructedit.data._folder import read_json_file, read_jsonl_file
-from instructedit.data._parquet import _decode, _open_parquet
+from instructedit.data._parquet import _open_parquet, decode_image_cell
 from instructedit.data._records import EditRecord
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "SessionRecord",
     "load_magicbrush_turn",
     "magicbrush_index",
+    "mask_edit_region",
     "read_magicbrush",
     "read_metadata_jsonl",
 ]
@@ -84,6 +86,42 @@ class EditTurn:
                     f"session {self.session_id} turn {self.turn}: the mask is "
                     f"{_size(self.mask)} but the input image is {_size(self.record.input_image)}"
                 )
+
+    def edit_region(self) -> Image.Image | None:
+        """Where the turn's edit acts, as an ``"L"`` image (255: edited, 0: kept); ``None``
+        without a mask. See :func:`mask_edit_region` for how a stored mask is read."""
+        return None if self.mask is None else mask_edit_region(self.mask)
+
+    def local_record(self) -> EditRecord:
+        """The turn's record with the ground truth made local: the input's pixels outside
+        :meth:`edit_region`, the edited image's inside (the record itself without a mask)."""
+        region = self.edit_region()
+        if region is None:
+            return self.record
+        edited = Image.composite(
+            self.record.edited_image.convert("RGB"), self.record.input_image.convert("RGB"), region
+        )
+        return dataclasses.replace(self.record, edited_image=edited)
+
+
+def mask_edit_region(mask: Image.Image) -> Image.Image:
+    """Where an annotator's mask marks the edit, as an ``"L"`` image (255: edited, 0: kept).
+
+    A mask with transparency is read as DALL·E 2's edit masks are (the editor MagicBrush's
+    annotators worked with): the transparent pixels (alpha < 128) are the edited region. Any
+    other mask is read in diffusers' convention: white (luminance >= 128) is the edited region.
+    """
+    if not isinstance(mask, Image.Image):
+        raise TypeError(f"mask must be a PIL image, got {type(mask).__name__}")
+    has_alpha = mask.mode in ("RGBA", "LA", "PA") or (
+        mask.mode == "P" and "transparency" in mask.info
+    )
+    if has_alpha:
+        alpha = mask.convert("RGBA").getchannel("A")
+        lowest = alpha.getextrema()[0]  # one band: (lowest, highest)
+        if isinstance(lowest, int | float) and lowest < 255:  # transparency marks the region
+            return alpha.point(lambda value: 255 if value < 128 else 0)
+    return mask.convert("L").point(lambda value: 255 if value >= 128 else 0)
 
 
 @dataclass(frozen=True)
@@ -371,12 +409,12 @@ def _decode_parquet_sessions(
             if not isinstance(instruction, str) or not instruction.strip():
                 raise ValueError(f"{where}: field 'instruction' is missing or empty")
             images = {
-                column: _decode(row.get(column), f"{where}: field {column!r}", mode)
+                column: decode_image_cell(row.get(column), f"{where}: field {column!r}", mode)
                 for column, mode in (("source_img", "RGB"), ("target_img", "RGB"))
             }
             mask = None
             if row.get("mask_img") is not None:
-                mask = _decode(row["mask_img"], f"{where}: field 'mask_img'", None)
+                mask = decode_image_cell(row["mask_img"], f"{where}: field 'mask_img'", None)
                 if mask.size != images["source_img"].size:
                     raise ValueError(
                         f"{where}: field 'mask_img' is {_size(mask)} but 'source_img' is "

@@ -21,6 +21,7 @@ from instructedit.data._records import EditRecord
 
 __all__ = [
     "COLUMNS",
+    "decode_image_cell",
     "folder_to_parquet",
     "parquet_row",
     "parquet_to_folder",
@@ -140,7 +141,7 @@ def write_parquet(
     return target
 
 
-def _decode(value: Any, where: str, mode: str | None = "RGB") -> Image.Image:
+def decode_image_cell(value: Any, where: str, mode: str | None = "RGB") -> Image.Image:
     """Decodes a ``datasets`` image cell (``{"bytes", "path"}``) or raw image bytes, converted to
     ``mode`` (``None`` keeps the stored mode); ``where`` names the cell in errors."""
     if value is None:
@@ -193,9 +194,9 @@ def parquet_row(
                 f"{where}: field {caption!r} must be a string or null, got {row[caption]!r}"
             )
     return EditRecord(
-        input_image=_decode(row.get(input_column), f"{where}: field {input_column!r}"),
+        input_image=decode_image_cell(row.get(input_column), f"{where}: field {input_column!r}"),
         edit_prompt=instruction,
-        edited_image=_decode(row.get(edited_column), f"{where}: field {edited_column!r}"),
+        edited_image=decode_image_cell(row.get(edited_column), f"{where}: field {edited_column!r}"),
         input_caption=row.get("input_caption"),
         output_caption=row.get("output_caption"),
         seed=seed,

@@ -8,20 +8,16 @@ any diffusers folder) gets the paper's scales. diffusers ignores the file.
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
+from instructedit._stored_config import read_stored_config, write_stored_config
 from instructedit.guidance._guidance import DualGuidance
 
 __all__ = ["GUIDANCE_CONFIG_NAME", "load_guidance_config", "save_guidance_config"]
 
 GUIDANCE_CONFIG_NAME = "guidance_config.json"
 """The file name of a pipeline folder's recommended guidance."""
-
-logger = logging.getLogger(__name__)
 
 # What a file stores: every field of DualGuidance but the machine's backend.
 _FIELDS = tuple(field.name for field in fields(DualGuidance) if field.name != "backend")
@@ -41,22 +37,14 @@ def save_guidance_config(
     """
     if not isinstance(guidance, DualGuidance):
         raise TypeError(f"guidance must be a DualGuidance, got {type(guidance).__name__}")
-    from instructedit._version import __version__
-
-    values: dict[str, Any] = {"_class_name": "DualGuidance", "_instructedit_version": __version__}
-    values.update(
-        text_scale=float(guidance.text_scale),
-        image_scale=float(guidance.image_scale),
-        guidance_rescale=float(guidance.guidance_rescale),
-        interval=[float(v) for v in guidance.interval],
-    )
-    if note is not None:
-        values["_note"] = note
-    from instructedit.checkpoints import write_json_atomic
-
+    values = {
+        "text_scale": float(guidance.text_scale),
+        "image_scale": float(guidance.image_scale),
+        "guidance_rescale": float(guidance.guidance_rescale),
+        "interval": [float(v) for v in guidance.interval],
+    }
     path = Path(directory) / GUIDANCE_CONFIG_NAME
-    write_json_atomic(path, values)
-    return path
+    return write_stored_config(path, "DualGuidance", values, note=note)
 
 
 def load_guidance_config(directory: str | Path) -> DualGuidance | None:
@@ -71,27 +59,9 @@ def load_guidance_config(directory: str | Path) -> DualGuidance | None:
             or a value is out of range (the message names the file).
     """
     path = Path(directory) / GUIDANCE_CONFIG_NAME
-    if not path.is_file():
+    stored = read_stored_config(path, "DualGuidance", _FIELDS)
+    if stored is None:
         return None
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
-    class_name = values.get("_class_name", "DualGuidance")
-    if class_name != "DualGuidance":
-        raise ValueError(f"{path} describes a {class_name!r}, not a 'DualGuidance'")
-    stored = {key: value for key, value in values.items() if not key.startswith("_")}
-    unknown = sorted(set(stored) - set(_FIELDS))
-    if unknown:
-        logger.warning(
-            "%s: ignoring field(s) %s, unknown to this version (known: %s)",
-            path,
-            unknown,
-            list(_FIELDS),
-        )
-        stored = {key: value for key, value in stored.items() if key in _FIELDS}
     if "interval" in stored:
         interval = stored["interval"]
         if not isinstance(interval, list):

@@ -9,6 +9,12 @@ from instructedit.images import (
     official_size,
     prepare_image,
 )
+from instructedit.pipeline._config import (
+    EDITING_CONFIG_NAME,
+    EditingConfig,
+    load_editing_config,
+    save_editing_config,
+)
 from instructedit.pipeline._edit import EditOutput, EditPipeline, OutputType, PipelineCallback
 from instructedit.pipeline._files import DEFAULT_MODEL, edit_files
 from instructedit.pipeline._masks import (
@@ -25,11 +31,13 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MODEL",
     "DIFFEDIT_STRENGTHS",
+    "EDITING_CONFIG_NAME",
     "SESSION_VERSION",
     "Chain",
     "EditOutput",
     "EditPipeline",
     "EditSession",
+    "EditingConfig",
     "ImageInput",
     "MaskInput",
     "MaskMethod",
@@ -40,10 +48,12 @@ __all__ = [
     "diffedit_mask",
     "edit_files",
     "feather_mask",
+    "load_editing_config",
     "load_image",
     "load_mask",
     "official_size",
     "prepare_image",
+    "save_editing_config",
 ]
 
 publish(__name__, globals(), __all__)

@@ -48,6 +48,12 @@ from instructedit.images import (
     prepare_image,
     tensor_to_output,
 )
+from instructedit.pipeline._config import (
+    EDITING_CONFIG_NAME,
+    EditingConfig,
+    load_editing_config,
+    save_editing_config,
+)
 from instructedit.pipeline._masks import (
     MaskInput,
     MaskMethod,
@@ -94,25 +100,23 @@ class EditOutput:
     masks: Tensor | None = None
 
 
-def _hub_guidance(
-    hub_id: str, *, revision: str | None, cache_dir: str | Path | None
-) -> DualGuidance | None:
-    """The guidance stored in a hub repository, ``None`` if it has none."""
+def _hub_folder_with(
+    hub_id: str, name: str, *, revision: str | None, cache_dir: str | Path | None
+) -> Path | None:
+    """The cached folder holding a hub repository's file ``name``, ``None`` if it has none."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
-        file = hf_hub_download(hub_id, GUIDANCE_CONFIG_NAME, revision=revision, cache_dir=cache_dir)
+        file = hf_hub_download(hub_id, name, revision=revision, cache_dir=cache_dir)
     except LocalEntryNotFoundError:  # offline, and the file is not in the cache
         logger.warning(
-            "could not check %s for %s (offline, and not cached): using the paper's guidance",
-            hub_id,
-            GUIDANCE_CONFIG_NAME,
+            "could not check %s for %s (offline, and not cached): using the defaults", hub_id, name
         )
         return None
     except EntryNotFoundError:  # the repository has no such file
         return None
-    return load_guidance_config(Path(file).parent)
+    return Path(file).parent
 
 
 class EditPipeline:
@@ -136,6 +140,9 @@ class EditPipeline:
             the call's ``guidance_scale`` and ``image_guidance_scale`` override its scales.
             :meth:`save_pretrained` stores it with the weights and :meth:`from_pretrained` reads
             it back.
+        editing: default masking (:class:`~instructedit.pipeline.EditingConfig`: the whole image
+            when ``None``); the call's masking arguments override its fields. Stored and read
+            back as ``editing_config.json``.
 
     Example:
         >>> pipe = EditPipeline.from_pretrained("timbrooks/instruct-pix2pix", torch_dtype=torch.float16)
@@ -151,6 +158,7 @@ class EditPipeline:
         tokenizer: Any,
         scheduler: Any,
         guidance: DualGuidance | None = None,
+        editing: EditingConfig | None = None,
     ) -> None:
         in_channels = getattr(getattr(unet, "config", None), "in_channels", None)
         latent_channels = getattr(getattr(vae, "config", None), "latent_channels", None)
@@ -172,6 +180,9 @@ class EditPipeline:
         self.tokenizer = tokenizer
         self.scheduler = scheduler
         self.guidance = guidance if guidance is not None else DualGuidance()
+        if editing is not None and not isinstance(editing, EditingConfig):
+            raise TypeError(f"editing must be an EditingConfig, got {type(editing).__name__}")
+        self.editing = editing if editing is not None else EditingConfig()
         self._unet_forward: Callable[..., Any] = unet
 
     # ----------------------------------------------------------------- construction and saving
@@ -184,6 +195,7 @@ class EditPipeline:
         torch_dtype: torch.dtype | None = None,
         scheduler: str | Any | None = None,
         guidance: DualGuidance | None = None,
+        editing: EditingConfig | None = None,
         allow_pickle: bool = False,
         variant: str | None = None,
         revision: str | None = None,
@@ -205,6 +217,8 @@ class EditPipeline:
             guidance: default guidance, see :class:`EditPipeline`; ``None`` reads the folder's
                 ``guidance_config.json`` (the scales the model was tuned for, written by
                 :meth:`save_pretrained`), or the paper's scales without it.
+            editing: default masking, see :class:`EditPipeline`; ``None`` reads the folder's
+                ``editing_config.json``, or edits the whole image without it.
             allow_pickle: allow ``*.bin`` weights, which can run code when loaded.
             variant: weights variant, e.g. ``"fp16"``.
             revision: hub revision.
@@ -215,8 +229,11 @@ class EditPipeline:
             # Its weights are stored in float16; CPUs need float32 unless asked otherwise.
             torch_dtype = torch_dtype or torch.float32
         is_local = Path(path_or_hub_id).is_dir()
-        if guidance is None and is_local:  # a bad file is refused before the weights load
-            guidance = load_guidance_config(path_or_hub_id)
+        if is_local:  # a bad file is refused before the weights load
+            if guidance is None:
+                guidance = load_guidance_config(path_or_hub_id)
+            if editing is None:
+                editing = load_editing_config(path_or_hub_id)
         parts = load_components(
             path_or_hub_id,
             torch_dtype=torch_dtype,
@@ -226,9 +243,19 @@ class EditPipeline:
             revision=revision,
             cache_dir=cache_dir,
         )
-        if guidance is None and not is_local:
-            guidance = _hub_guidance(str(path_or_hub_id), revision=revision, cache_dir=cache_dir)
-        return cls(**parts, guidance=guidance)
+        if not is_local:
+            hub = str(path_or_hub_id)
+            if guidance is None:
+                folder = _hub_folder_with(
+                    hub, GUIDANCE_CONFIG_NAME, revision=revision, cache_dir=cache_dir
+                )
+                guidance = None if folder is None else load_guidance_config(folder)
+            if editing is None:
+                folder = _hub_folder_with(
+                    hub, EDITING_CONFIG_NAME, revision=revision, cache_dir=cache_dir
+                )
+                editing = None if folder is None else load_editing_config(folder)
+        return cls(**parts, guidance=guidance, editing=editing)
 
     def to_diffusers(self) -> Any:
         """Returns diffusers' ``StableDiffusionInstructPix2PixPipeline`` on the same modules."""
@@ -247,10 +274,12 @@ class EditPipeline:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Writes the pipeline in the diffusers layout (safetensors), which diffusers loads too,
-        and its default guidance as ``guidance_config.json``."""
+        its default guidance as ``guidance_config.json`` and its default masking as
+        ``editing_config.json``."""
         path = Path(directory)
         self.to_diffusers().save_pretrained(path, safe_serialization=True)
         save_guidance_config(self.guidance, path)
+        save_editing_config(self.editing, path)
         return path
 
     def to(
@@ -331,11 +360,11 @@ class EditPipeline:
         resize: ResizeMode = "multiple_of_8",
         resolution: int = 512,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        mask_image: MaskInput | Sequence[MaskInput] | Literal["auto"] | None = None,
-        keep_unmasked_pixels: bool = False,
-        mask_method: MaskMethod = "diffedit",
-        mask_threshold: float = 0.5,
-        mask_feather: float = 1.0,
+        mask_image: MaskInput | Sequence[MaskInput] | Literal["auto", "none"] | None = None,
+        keep_unmasked_pixels: bool | None = None,
+        mask_method: MaskMethod | None = None,
+        mask_threshold: float | None = None,
+        mask_feather: float | None = None,
         progress: bool = True,
     ) -> EditOutput:
         """Edits ``image`` by ``instruction``.
@@ -379,14 +408,18 @@ class EditPipeline:
                 size of the image's aspect ratio; soft masks allowed). After every step the
                 latents outside the mask are reset to the input's latents noised to that step
                 (blended latent diffusion). ``"auto"`` finds the mask from the instruction first
-                (``mask_method``); ``None`` (default) edits the whole image.
+                (``mask_method``); ``"none"`` edits the whole image; ``None`` (default) uses the
+                model's stored setting (``pipe.editing``, read from its ``editing_config.json``: the
+                whole image for a model without one, ``"auto"`` for the embedded default).
             keep_unmasked_pixels: with a mask, also paste the input's pixels back outside it
-                after decoding, along an edge feathered by ``mask_feather``.
+                after decoding, along an edge feathered by ``mask_feather``; ``None``: the
+                model's stored setting (default ``False``).
             mask_method: how ``"auto"`` finds the mask (see
-                :data:`~instructedit.pipeline.MaskMethod`).
-            mask_threshold: for ``"auto"``, the share of the strongest response kept, in [0, 1]
-                (default 0.5).
-            mask_feather: Gaussian sigma, in pixels, of the pasted edge (0: a hard edge).
+                :data:`~instructedit.pipeline.MaskMethod`); ``None``: the stored setting.
+            mask_threshold: for ``"auto"``, the share of the strongest response kept, in [0, 1];
+                ``None``: the stored setting (default 0.5).
+            mask_feather: Gaussian sigma, in pixels, of the pasted edge (0: a hard edge);
+                ``None``: the stored setting (default 1).
             progress: show a progress bar.
 
         Returns:
@@ -442,6 +475,16 @@ class EditPipeline:
                 "edit them in separate calls"
             )
         self._check_image_latents(image_latents, prepared[0].size, count)
+        stored = self.editing
+        if mask_image is None:
+            mask_image = stored.mask_image
+        elif isinstance(mask_image, str) and mask_image == "none":
+            mask_image = None
+        if keep_unmasked_pixels is None:
+            keep_unmasked_pixels = stored.keep_unmasked_pixels
+        mask_method = stored.mask_method if mask_method is None else mask_method
+        mask_threshold = stored.mask_threshold if mask_threshold is None else mask_threshold
+        mask_feather = stored.mask_feather if mask_feather is None else mask_feather
         pixel_masks = self._prepare_masks(
             mask_image, loaded, count, resize=resize, multiple=multiple, resolution=resolution
         )

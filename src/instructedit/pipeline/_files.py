@@ -45,7 +45,7 @@ def edit_files(
     resize: ResizeMode = "multiple_of_8",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     mask: str | None = None,
-    keep_unmasked_pixels: bool = False,
+    keep_unmasked_pixels: bool | None = None,
     chain: Chain = "pixels",
 ) -> list[Path]:
     """Edits image files by one instruction, or several in turns, and writes
@@ -76,8 +76,11 @@ def edit_files(
             (the official CLI's 512 resize and crop).
         max_pixels: largest accepted input (width × height).
         mask: a mask image for all inputs and turns (white: the edit may act, black: kept; of
-            each input's aspect ratio), or "auto" to find it from each instruction.
-        keep_unmasked_pixels: with --mask, paste the input's pixels back outside the mask.
+            each input's aspect ratio), "auto" to find it from each instruction, or "none" to
+            edit the whole image; by default the model's stored setting (its
+            editing_config.json: "auto" for the embedded default, else the whole image).
+        keep_unmasked_pixels: with a mask, paste the input's pixels back outside it; by
+            default the model's stored setting.
         chain: how turns hand on their result: "pixels" (the decoded image) or "latents" (the
             final latents, without a VAE decode and encode between turns).
 
@@ -170,17 +173,22 @@ def _check_options(
 
 def _check_mask(
     mask: str | None,
-    keep_unmasked_pixels: bool,
+    keep_unmasked_pixels: bool | None,
     images: Sequence[Image.Image],
     inputs: Sequence[Path],
     resize: ResizeMode,
-) -> Image.Image | Literal["auto"] | None:
+) -> Image.Image | Literal["auto", "none"] | None:
     """The mask of :func:`edit_files`, read and checked against every input before the model
-    loads: ``None``, ``"auto"`` or the mask image."""
+    loads: ``None`` (the model's stored setting), ``"auto"``, ``"none"`` or the mask image."""
     if mask is None:
-        if keep_unmasked_pixels:
-            raise ValueError("keep_unmasked_pixels needs a mask (--mask FILE or --mask auto)")
         return None
+    if mask == "none":
+        if keep_unmasked_pixels:
+            raise ValueError(
+                "keep_unmasked_pixels needs a mask: --mask none edits the whole image "
+                "(give --mask FILE or --mask auto)"
+            )
+        return "none"
     if mask == "auto":
         return "auto"
     loaded = load_mask(mask, argument=f"mask ({mask})")

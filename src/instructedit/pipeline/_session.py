@@ -185,8 +185,8 @@ class EditSession:
         self,
         instruction: str,
         *,
-        mask_image: MaskInput | Literal["auto"] | None = None,
-        keep_unmasked_pixels: bool = False,
+        mask_image: MaskInput | Literal["auto", "none"] | None = None,
+        keep_unmasked_pixels: bool | None = None,
         num_inference_steps: int = 100,
         guidance_scale: float | None = None,
         image_guidance_scale: float | None = None,
@@ -198,9 +198,12 @@ class EditSession:
 
         Args:
             instruction: the edit, e.g. ``"add a sledge"``.
-            mask_image: where the edit may act, or ``"auto"`` (see
-                :class:`~instructedit.pipeline.EditPipeline`); ``None`` edits the whole image.
-            keep_unmasked_pixels: with a mask, paste the current image back outside it.
+            mask_image: where the edit may act, ``"auto"``, or ``"none"`` for the whole image
+                (see :class:`~instructedit.pipeline.EditPipeline`); ``None`` uses the
+                pipeline's stored setting (its ``editing``, an
+                :class:`~instructedit.pipeline.EditingConfig`).
+            keep_unmasked_pixels: with a mask, paste the current image back outside it;
+                ``None`` uses the pipeline's stored setting.
             num_inference_steps: denoising steps.
             guidance_scale: s_T; ``None`` uses the pipeline's stored guidance.
             image_guidance_scale: s_I; ``None`` uses the pipeline's stored guidance.
@@ -263,8 +266,10 @@ class EditSession:
             "guidance_scale": float(guidance.text_scale),
             "image_guidance_scale": float(guidance.image_scale),
             "seed": seed,
-            "mask": _mask_setting(mask_image),
-            "keep_unmasked_pixels": keep_unmasked_pixels,
+            "mask": _mask_setting(mask_image, self.pipe.editing.mask_image),
+            "keep_unmasked_pixels": self.pipe.editing.keep_unmasked_pixels
+            if keep_unmasked_pixels is None
+            else keep_unmasked_pixels,
             **{key: value for key, value in kwargs.items() if key != "progress"},
         }
         edited = output.images[0]
@@ -387,10 +392,13 @@ def _check_seed(seed: Any, argument: str) -> int:
     return seed
 
 
-def _mask_setting(mask_image: Any) -> str | None:
+def _mask_setting(mask_image: Any, stored: str | None) -> str | None:
+    """What a turn records of its mask: ``None`` (the whole image), ``"auto"`` or ``"given"``."""
     if mask_image is None:
-        return None
-    return "auto" if isinstance(mask_image, str) and mask_image == "auto" else "given"
+        return stored
+    if isinstance(mask_image, str) and mask_image in ("auto", "none"):
+        return None if mask_image == "none" else "auto"
+    return "given"
 
 
 def _mask_to_pil(mask: Tensor) -> Image.Image:

@@ -63,8 +63,8 @@ def train_from_config(*, config: Path) -> str:
 
         model = "runwayml/stable-diffusion-v1-5"   # text-to-image (4 channels) or an editor (8)
         [data]
-        folder = "data/ip2p"                        # or: parquet = "data/train.parquet"
-        split = "train"
+        folder = "data/ip2p"                        # or: parquet = "data/train.parquet",
+        split = "train"                             # or: magicbrush = "magicbrush/train.parquet"
         [train]                                     # any TrainConfig field
         output_dir = "outputs/ip2p"
         max_steps = 10000
@@ -76,20 +76,28 @@ def train_from_config(*, config: Path) -> str:
     values = load_run_file(config)
     train_config = TrainConfig.from_dict(dict(values.get("train", {})))
     data = values["data"]
-    if not isinstance(data, dict) or ("folder" in data) == ("parquet" in data):
-        raise ValueError(f"{config}: data must name exactly one of 'folder' or 'parquet'")
+    kinds = [kind for kind in ("folder", "parquet", "magicbrush") if kind in data]
+    if len(kinds) != 1:
+        raise ValueError(
+            f"{config}: data must name exactly one of 'folder', 'parquet' or 'magicbrush', "
+            f"got {kinds or 'none'}"
+        )
+    if "masks" in data and kinds != ["magicbrush"]:
+        raise ValueError(f"{config}: data.masks applies to 'magicbrush' data only")
     from diffusers import DDPMScheduler
 
     from instructedit.components import load_components
-    from instructedit.training._data import FolderSource, ParquetSource
+    from instructedit.training._data import FolderSource, MagicBrushSource, ParquetSource
     from instructedit.training._surgery import to_edit_unet
     from instructedit.training._trainer import Trainer
 
-    source = (
-        FolderSource(data["folder"], data.get("split", "train"))
-        if "folder" in data
-        else ParquetSource(data["parquet"])
-    )
+    source: FolderSource | ParquetSource | MagicBrushSource
+    if "folder" in data:
+        source = FolderSource(data["folder"], data.get("split", "train"))
+    elif "parquet" in data:
+        source = ParquetSource(data["parquet"])
+    else:  # MagicBrush's folder or parquet; masks: "ignore" (default) or "local"
+        source = MagicBrushSource(data["magicbrush"], masks=data.get("masks", "ignore"))
     parts = load_components(str(values["model"]))
     noise_scheduler = DDPMScheduler.from_config(parts["scheduler"].config, clip_sample=False)
     trainer = Trainer(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -13,6 +13,8 @@ from PIL import Image
 from instructedit.data import (
     MAGICBRUSH_COLUMNS,
     EditRecord,
+    EditTurn,
+    decode_image_cell,
     folder_index,
     load_folder_sample,
     load_magicbrush_turn,
@@ -120,12 +122,22 @@ class MagicBrushSource:
     ``edit_sessions.json``, or one parquet file of the Hugging Face version (lazy: images load
     when an example is drawn).
 
-    Each turn is one example (its input image, instruction and ground-truth output); masks and
-    the order of turns are not used in training.
+    Each turn is one example (its input image, instruction and ground-truth output); the order
+    of turns is not used in training.
+
+    Args:
+        path: the folder or the parquet file.
+        masks: ``"ignore"`` (default) trains on the ground truth as stored; ``"local"`` makes
+            each target local with the turn's mask (the input's pixels outside the edited region,
+            :meth:`~instructedit.data.EditTurn.local_record`), so the editor learns to leave the
+            rest of the image as it is. A turn without a mask is used as stored.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, masks: Literal["ignore", "local"] = "ignore") -> None:
+        if masks not in ("ignore", "local"):
+            raise ValueError(f"masks must be 'ignore' or 'local', got {masks!r}")
         self.path = Path(path)
+        self.masks = masks
         self.parquet = (
             ParquetSource(self.path, columns=MAGICBRUSH_COLUMNS)
             if self.path.suffix == ".parquet"
@@ -139,9 +151,18 @@ class MagicBrushSource:
         return len(self.index) if self.parquet is None else len(self.parquet)
 
     def record(self, index: int) -> EditRecord:
-        if self.parquet is not None:
-            return self.parquet.record(index)
-        return load_magicbrush_turn(self.index[index]).record
+        if self.parquet is None:
+            turn = load_magicbrush_turn(self.index[index])
+            return turn.local_record() if self.masks == "local" else turn.record
+        record = self.parquet.record(index)
+        if self.masks == "ignore" or "mask_img" not in self.parquet.table.column_names:
+            return record
+        cell = self.parquet.table.column("mask_img")[index].as_py()
+        if cell is None:
+            return record
+        where = f"{self.path} row {index}: field 'mask_img'"
+        mask = decode_image_cell(cell, where, None)
+        return EditTurn(f"{self.path.name} row {index}", 1, record, mask).local_record()
 
 
 class DatasetsSource:

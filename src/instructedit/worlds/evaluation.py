@@ -109,7 +109,7 @@ def pipeline_edits(
         range(0, len(edits), batch_size), disable=not progress, desc="editing", unit="batch"
     ):
         chunk = edits[start : start + batch_size]
-        mask_kwargs: dict[str, Any] = {}
+        mask_kwargs: dict[str, Any] = {"mask_image": "none"}  # whatever the model stores
         if masks == "oracle":
             regions = [edit_region(edit, size) for edit in chunk]
             mask_kwargs = {"mask_image": regions, "keep_unmasked_pixels": True, "mask_feather": 0}
