@@ -1,3 +1,4 @@
+import logging
 import subprocess
 import sys
 
@@ -7,19 +8,31 @@ from PIL import Image
 
 from instructedit.cli import build_parser, main
 from instructedit.cli._generate import docstring_arguments
-from instructedit.demo import demo_scene, run_demo
+from instructedit.demo import demo_edits, run_demo
+from instructedit.worlds.shapes import apply_edit, render
 
 
-def test_demo_writes_side_by_side_image_and_prints_its_path(tmp_path, capsys):
+def test_demo_writes_the_four_family_grid_and_prints_its_path(tmp_path, capsys, caplog):
     target = tmp_path / "sub" / "demo.png"
-    assert main(["demo", "--output", str(target), "--steps", "2"]) == 0
+    with caplog.at_level(logging.INFO, logger="instructedit.demo"):
+        assert main(["demo", "--output", str(target), "--steps", "2", "--scale", "2"]) == 0
     assert capsys.readouterr().out.strip() == str(target)
-    written = Image.open(target)
-    source = demo_scene()
-    assert written.size == (2 * 8 * source.width, 8 * source.height)
-    left = np.asarray(written)[:, : 8 * source.width]
-    enlarged = source.resize((8 * source.width, 8 * source.height), Image.Resampling.NEAREST)
-    assert np.array_equal(left, np.asarray(enlarged))
+    grid = np.asarray(Image.open(target).convert("RGB"))
+    # Row by row: the input, then (third column) the ground truth, enlarged without smoothing,
+    # at the grid's geometry (10-pixel margins, a 22-pixel header, 36 pixels of labels a row).
+    side, pad, header, label = 64, 10, 22, 36
+    for row, edit in enumerate(demo_edits()):
+        top = header + row * (label + side + pad) + label
+        for column, expected in ((0, render(edit.source)), (2, apply_edit(edit))):
+            left = pad + column * (side + pad)
+            tile = grid[top : top + side, left : left + side]
+            enlarged = expected.resize((side, side), Image.Resampling.NEAREST)
+            assert np.array_equal(tile, np.asarray(enlarged))
+    assert [edit.family for edit in demo_edits()] == ["recolour", "background", "add", "remove"]
+    # The honest line: examples, the measured rate, and where the numbers are.
+    assert "example edits" in caplog.text
+    assert "on 200 held-out scenes it succeeds in 47.5 %" in caplog.text
+    assert "guides/shapes.html" in caplog.text
     assert not list(target.parent.glob(".*partial"))
 
 
@@ -34,9 +47,9 @@ def test_demo_is_reproducible_and_seed_dependent(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--instruction", "  "], "instruction must be a non-empty string"),
         (["--steps", "0"], "steps must be at least 1"),
         (["--scale", "0"], "scale must be at least 1"),
+        (["--seed", "-1"], "seed must be an integer >= 0"),
     ],
 )
 def test_bad_demo_arguments_exit_2_with_a_message(tmp_path, capsys, args, message):
@@ -49,9 +62,9 @@ def test_bad_demo_arguments_exit_2_with_a_message(tmp_path, capsys, args, messag
 
 def test_options_come_from_the_typed_function():
     parser = build_parser("demo")
-    args = parser.parse_args(["demo", "--steps", "7", "--instruction", "add a hat"])
+    args = parser.parse_args(["demo", "--steps", "7", "--seed", "3"])
     assert args.steps == 7
-    assert args.instruction == "add a hat"
+    assert args.seed == 3
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--steps", "seven"])
 
