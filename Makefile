@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast lint typecheck docs pytest pytest-fast clean
+.PHONY: demo app screenshots test test-fast lint typecheck docs pytest pytest-fast clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml constraints/ci.txt
 
 demo: $(STAMP)
 	$(BIN)/instructedit demo --output outputs/demo.png
+
+# The web app on the embedded default, offline: http://127.0.0.1:7860
+app: $(STAMP)
+	GRADIO_ANALYTICS_ENABLED=False $(BIN)/instructedit app --model shapes
+
+# The docs' pictures: the demo grid, and the app's screenshot taken by its browser test.
+screenshots: $(STAMP)
+	$(BIN)/instructedit demo --output docs/_static/demo.png
+	INSTRUCTEDIT_SCREENSHOTS=docs/_static INSTRUCTEDIT_BROWSER_TESTS=required \
+		$(BIN)/pytest -q tests/app/test_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples docs

@@ -54,10 +54,14 @@ def example_image() -> Image.Image:
 
 
 DEMO_SCENE = Scene(
-    "white",
-    (Shape("circle", "red", 0.3, 0.32, 0.18), Shape("square", "blue", 0.7, 0.7, 0.16)),
+    "yellow",
+    (
+        Shape("square", "white", 0.7132, 0.394, 0.1574),
+        Shape("circle", "red", 0.1896, 0.637, 0.1431),
+    ),
 )
-"""A red circle and a blue square on white: the scene the app preselects."""
+"""A white square and a red circle on yellow: the scene the app preselects (the default makes
+its circle blue, as asked, at seed 0)."""
 
 
 def demo_scene(size: int = 32) -> Image.Image:

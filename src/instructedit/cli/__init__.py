@@ -24,6 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "instructedit.demo:run_demo",
         "Edits a bundled ShapesWorld scene with the embedded default editor (offline, CPU).",
     ),
+    "app": (
+        "instructedit.app:run_app",
+        "Serves a web page to edit images with an editor (Gradio; ``pip install "
+        "'instructedit[app]'``), until interrupted.",
+    ),
     "edit": (
         "instructedit.pipeline:edit_files",
         "Edits image files by one instruction, or several in turns, and writes "
