@@ -26,6 +26,7 @@ __all__ = [
     "encode_prompts",
     "load_components",
     "move_models",
+    "native_size",
     "run_vae",
     "vae_scale_factor",
 ]
@@ -205,6 +206,15 @@ def vae_scale_factor(vae: Any) -> int:
     return int(2 ** (len(vae.config.block_out_channels) - 1))
 
 
+def native_size(unet: Any, vae: Any) -> int:
+    """The side, in pixels, a UNet was trained at: its ``sample_size`` (latent cells) times the
+    VAE's factor (512 for SD 1.5; 768 or 1024 for SDXL editors)."""
+    sample = unet.config.sample_size
+    if isinstance(sample, list | tuple):
+        sample = max(sample)
+    return int(sample) * vae_scale_factor(vae)
+
+
 def move_models(
     models: Sequence[Any], device: str | torch.device | None, dtype: torch.dtype | None
 ) -> None:
@@ -234,7 +244,9 @@ def encode_prompts(
     if untruncated.shape[-1] > tokens.input_ids.shape[-1]:
         logger.warning("prompts longer than %d tokens were truncated", tokenizer.model_max_length)
     with torch.no_grad():
-        hidden = text_encoder(tokens.input_ids.to(text_encoder.device))[0]
+        from instructedit._memory import module_device
+
+        hidden = text_encoder(tokens.input_ids.to(module_device(text_encoder)))[0]
     return hidden.to(dtype=dtype, device=device)
 
 
@@ -258,7 +270,9 @@ def decode_latents(vae: Any, latents: Tensor) -> Tensor:
     """Decodes latents ``[N, C, h, w]`` to pixels ``[N, 3, H, W]`` in about [-1, 1] (float32)."""
 
     def run(model: Any, dtype: torch.dtype) -> Tensor:
-        scaled = latents.to(model.device, dtype) / model.config.scaling_factor
+        from instructedit._memory import module_device
+
+        scaled = latents.to(module_device(model), dtype) / model.config.scaling_factor
         return model.decode(scaled, return_dict=False)[0]
 
     return run_vae(vae, run, "decoding").float()

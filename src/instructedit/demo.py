@@ -190,9 +190,9 @@ def run_demo(
     output: Path = Path("outputs/demo.png"), *, steps: int = 20, seed: int = 0, scale: int = 4
 ) -> Path:
     """Edits one bundled ShapesWorld scene per edit family with the embedded default editor
-    (offline, CPU) and writes a grid: input | editor | ground truth, each row labelled with its
-    instruction and the oracle's verdict.
+    (offline, CPU) and writes a grid of input, output and ground truth with the oracle's verdicts.
 
+    Each row of the grid is labelled with its instruction and the oracle's verdict.
     The scenes are examples chosen among the default's successes (:data:`DEMO_EDITS`); the line
     it logs gives its measured success on 200 held-out scenes and where the full numbers are.
 

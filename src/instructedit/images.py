@@ -24,6 +24,7 @@ __all__ = [
     "official_size",
     "pil_to_tensor",
     "prepare_image",
+    "prepared_size",
     "save_png_atomic",
     "tensor_to_output",
 ]
@@ -32,7 +33,7 @@ ImageInput = Image.Image | np.ndarray | Tensor | str | os.PathLike
 """A PIL image, an ``[H, W]`` / ``[H, W, C]`` array (uint8, uint16 or float in [0, 1]), a
 ``[C, H, W]`` tensor in [0, 1], or a path to an image file."""
 
-ResizeMode = Literal["multiple_of_8", "official"]
+ResizeMode = Literal["multiple_of_8", "official", "native"]
 
 DEFAULT_MAX_PIXELS = 2048 * 2048
 """Largest input accepted by default (width × height), before any model runs."""
@@ -159,6 +160,26 @@ def official_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     return new_width, new_height
 
 
+def prepared_size(
+    width: int,
+    height: int,
+    *,
+    resize: ResizeMode = "multiple_of_8",
+    multiple: int = 8,
+    resolution: int = 512,
+) -> tuple[int, int]:
+    """The size :func:`prepare_image` gives a ``width`` × ``height`` image (sides of 0 mean
+    it is too small)."""
+    if resize == "official":
+        return official_size(width, height, resolution)
+    if resize == "native":
+        factor = resolution / max(width, height)
+        width, height = max(1, round(width * factor)), max(1, round(height * factor))
+    elif resize != "multiple_of_8":
+        raise ValueError(f"resize must be 'multiple_of_8', 'native' or 'official', got {resize!r}")
+    return width - width % multiple, height - height % multiple
+
+
 def prepare_image(
     image: Image.Image,
     *,
@@ -173,21 +194,20 @@ def prepare_image(
         image: an RGB image (see :func:`load_image`).
         resize: ``"multiple_of_8"`` floors each side to a multiple of ``multiple`` and resizes
             (Lanczos) only if needed — diffusers' rule, which keeps the aspect ratio within
-            ``multiple`` pixels; ``"official"`` applies :func:`official_size` at ``resolution``
-            with ``ImageOps.fit`` (Lanczos, centre crop), as the official ``edit_cli.py``.
-        multiple: side multiple for ``"multiple_of_8"`` (the VAE's downsampling factor, at least 8).
-        resolution: target long side for ``"official"``.
+            ``multiple`` pixels; ``"native"`` scales the long side to ``resolution`` (a model's
+            native size), keeping the aspect ratio, then floors the sides the same way;
+            ``"official"`` applies :func:`official_size` at ``resolution`` with
+            ``ImageOps.fit`` (Lanczos, centre crop), as the official ``edit_cli.py``.
+        multiple: side multiple (the VAE's downsampling factor, at least 8).
+        resolution: target long side for ``"native"`` and ``"official"``.
         argument: the name used in error messages.
     """
     width, height = image.size
+    size = prepared_size(width, height, resize=resize, multiple=multiple, resolution=resolution)
     if resize == "official":
-        size = official_size(width, height, resolution)
         if min(size) < 64:
             raise ValueError(f"{argument}: {width}×{height} is too small for resize='official'")
         return ImageOps.fit(image, size, method=_RESAMPLE)
-    if resize != "multiple_of_8":
-        raise ValueError(f"resize must be 'multiple_of_8' or 'official', got {resize!r}")
-    size = (width - width % multiple, height - height % multiple)
     if min(size) == 0:
         raise ValueError(
             f"{argument}: {width}×{height} is smaller than the minimum side {multiple}"

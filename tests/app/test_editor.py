@@ -39,8 +39,15 @@ def test_the_default_is_served_at_its_own_size_and_shown_enlarged(editor):
     assert shown.size == (256, 256)
     # What the page shows comes back to the pixels the model edits, exactly.
     assert np.array_equal(np.asarray(editor.fit(shown)), np.asarray(scene))
-    # A photo is brought to the model's size, its aspect ratio kept.
-    assert editor.fit(Image.new("RGB", (640, 480), "red")).size == (32, 24)
+    # A photo above 4× the native area is brought to the model's size, its aspect ratio kept;
+    # the page is told what was done. An image near the native size keeps its own.
+    photo = Image.new("RGB", (640, 480), "red")
+    assert editor.fit(photo).size == (32, 24)
+    assert editor.fit(Image.new("RGB", (48, 40), "red")).size == (48, 40)
+    result = editor.edit(photo, "make it blue", steps=1)
+    assert result.note.startswith("resized 640×480 → 32×24 for this 32×32 editor")
+    assert result.turn.image.size == (32, 24)
+    assert editor.edit(_value(editor, scene), "make it blue", steps=1).note is None
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,7 @@ class AppEdit:
         text_scale: s_T used.
         image_scale: s_I used.
         mask: the mask the edit used, ``"L"`` at the edited image's size, or ``None``.
+        note: what was done to the input's size, in words, or ``None``.
     """
 
     turn: AppTurn
@@ -104,6 +105,7 @@ class AppEdit:
     text_scale: float
     image_scale: float
     mask: Image.Image | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -114,7 +116,8 @@ class AppEditor:
     Args:
         pipe: an :class:`~instructedit.pipeline.EditPipeline`.
         name: how the page names the model.
-        working_side: the long side, in pixels, the model edits at (inputs are resized to it).
+        working_side: the model's native side, in pixels (inputs above 4× its area are
+            scaled to it).
         max_pixels: the largest upload accepted (width × height), before resizing.
         shapes: whether the model edits ShapesWorld scenes (the page offers bundled scenes and
             the oracle's verdict).
@@ -142,8 +145,7 @@ class AppEditor:
         )
         dtype = torch.float16 if resolved.type == "cuda" else torch.float32
         pipe = EditPipeline.from_pretrained(model, torch_dtype=dtype).to(resolved)
-        side = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
-        return cls(pipe, name=model, working_side=side, shapes=names_default(model))
+        return cls(pipe, name=model, working_side=pipe.native_size, shapes=names_default(model))
 
     # ------------------------------------------------------------------------------ images
 
@@ -161,8 +163,9 @@ class AppEditor:
         return image.resize(size, Image.Resampling.NEAREST)
 
     def fit(self, image: Any, *, argument: str = "Input") -> Image.Image:
-        """An uploaded or displayed image as the model edits it: RGB, long side
-        :attr:`working_side` (an image enlarged by :meth:`display` comes back exactly).
+        """An uploaded or displayed image as the model edits it: RGB, and above 4× the native
+        area scaled to a long side of :attr:`working_side` (an image enlarged by
+        :meth:`display` comes back exactly); smaller images keep their size.
 
         Raises:
             ValueError: no image, not an image, or more than :attr:`max_pixels` pixels.
@@ -182,7 +185,7 @@ class AppEditor:
         if min(width, height) < 8:
             raise ValueError(f"{argument}: the image is {width}×{height} pixels; at least 8×8")
         image = image.convert("RGB")
-        if max(width, height) == self.working_side:
+        if width * height <= 4 * self.working_side**2:  # near the native size: kept
             return image
         scale = self.working_side / max(width, height)
         size = (max(8, round(width * scale)), max(8, round(height * scale)))
@@ -296,6 +299,7 @@ class AppEditor:
         if mask not in MASK_CHOICES:
             raise ValueError(f"Mask: one of {list(MASK_CHOICES)}, got {mask!r}")
         image, drawn = self.read_input(value)
+        note = self._resize_note(value, image)
         mask_image: Any = {"as the model stores": None, "found from the instruction": "auto"}.get(
             mask, "none"
         )
@@ -335,7 +339,25 @@ class AppEditor:
         verdict, reached = self._verdict(scene, instruction, edited)
         turn = AppTurn(edited, instruction, reached, verdict)
         logger.info("edited %r (seed %d): %s", instruction, seed, verdict or "no verdict")
-        return AppEdit(turn, seed, float(guidance.text_scale), float(guidance.image_scale), used)
+        return AppEdit(
+            turn, seed, float(guidance.text_scale), float(guidance.image_scale), used, note
+        )
+
+    def _resize_note(self, value: Any, image: Image.Image) -> str | None:
+        """What :meth:`fit` did to an upload, in words (``None`` when nothing, or when it only
+        undid the page's own enlargement)."""
+        original = value.get("background") if isinstance(value, Mapping) else value
+        size = getattr(original, "size", None)
+        if size is None and isinstance(original, np.ndarray):
+            size = (original.shape[1], original.shape[0])
+        shown = (image.width * self.display_scale, image.height * self.display_scale)
+        if size is None or tuple(size) in (image.size, shown):
+            return None
+        side = self.working_side
+        return (
+            f"resized {size[0]}×{size[1]} → {image.width}×{image.height} for this {side}×{side} "
+            "editor (inputs above 4× its area are brought to its size)"
+        )
 
     def _verdict(
         self, scene: Scene | None, instruction: str, edited: Image.Image

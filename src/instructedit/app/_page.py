@@ -194,6 +194,8 @@ def build_app(editor: AppEditor) -> Any:
             except Exception as error:  # shown on the page, logged with its traceback
                 logger.exception("the edit failed")
                 raise gr.Error(f"The edit failed: {error}", title="Edit failed") from error
+            if result.note is not None:
+                gr.Info(result.note)
             turns = [*turns, result.turn]
             return (
                 editor.display(result.turn.image),

@@ -22,7 +22,9 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
         "instructedit.demo:run_demo",
-        "Edits a bundled ShapesWorld scene with the embedded default editor (offline, CPU).",
+        "Edits one bundled ShapesWorld scene per edit family with the embedded default editor "
+        "(offline, CPU) and writes a grid of input, output and ground truth with the oracle's "
+        "verdicts.",
     ),
     "app": (
         "instructedit.app:run_app",

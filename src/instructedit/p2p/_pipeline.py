@@ -26,12 +26,14 @@ from instructedit._inputs import (
     pair_count,
     per_item,
 )
+from instructedit._memory import MemoryTools
 from instructedit.attention import AttentionController, attention_control
 from instructedit.components import (
     decode_latents,
     encode_prompts,
     load_components,
     move_models,
+    native_size,
     vae_scale_factor,
 )
 from instructedit.guidance import ClassifierFreeGuidance, check_scale
@@ -114,7 +116,7 @@ class PairCandidate:
     guidance_scale: float
 
 
-class PromptToPrompt:
+class PromptToPrompt(MemoryTools):
     """Renders a caption and its edited caption from the same seed so that only the edit changes.
 
     Hertz et al., *Prompt-to-Prompt Image Editing with Cross Attention Control*, 2022; used by
@@ -156,24 +158,22 @@ class PromptToPrompt:
         return cls(**parts)
 
     @property
-    def device(self) -> torch.device:
-        """The UNet's device."""
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The UNet's dtype."""
-        return next(self.unet.parameters()).dtype
-
-    @property
     def vae_scale_factor(self) -> int:
         """Pixels per latent along each side."""
         return vae_scale_factor(self.vae)
+
+    @property
+    def native_size(self) -> int:
+        """The side, in pixels, the model was trained at (the UNet's ``sample_size`` times
+        :attr:`vae_scale_factor`: 512 for SD 1.5)."""
+        return native_size(self.unet, self.vae)
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> PromptToPrompt:
         """Moves the models; returns ``self``."""
+        if device is not None:
+            self._check_not_offloaded(f"move it to {device}")
         move_models((self.unet, self.vae, self.text_encoder), device, dtype)
         return self
 
@@ -343,6 +343,7 @@ class PromptToPrompt:
         if output_type == "latent":
             return PairOutput(source=final[:pairs], target=final[pairs:], seeds=seeds)
         images = tensor_to_output(decode_latents(self.vae, final), output_type)
+        self.maybe_free_model_hooks()
         if isinstance(images, list):
             return PairOutput(source=images[:pairs], target=images[pairs:], seeds=seeds)
         return PairOutput(source=images[:pairs], target=images[pairs:], seeds=seeds)

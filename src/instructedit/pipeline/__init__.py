@@ -15,6 +15,7 @@ from instructedit.pipeline._config import (
     load_editing_config,
     save_editing_config,
 )
+from instructedit.pipeline._cost import CostEstimate
 from instructedit.pipeline._edit import EditOutput, EditPipeline, OutputType, PipelineCallback
 from instructedit.pipeline._files import DEFAULT_MODEL, edit_files
 from instructedit.pipeline._masks import (
@@ -34,6 +35,7 @@ __all__ = [
     "EDITING_CONFIG_NAME",
     "SESSION_VERSION",
     "Chain",
+    "CostEstimate",
     "EditOutput",
     "EditPipeline",
     "EditSession",

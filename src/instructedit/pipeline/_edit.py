@@ -23,11 +23,13 @@ from instructedit._inputs import (
     check_texts,
     pair_count,
 )
+from instructedit._memory import MemoryTools, module_device
 from instructedit.components import (
     decode_latents,
     encode_prompts,
     load_components,
     move_models,
+    native_size,
     run_vae,
     vae_scale_factor,
 )
@@ -46,6 +48,7 @@ from instructedit.images import (
     load_image,
     pil_to_tensor,
     prepare_image,
+    prepared_size,
     tensor_to_output,
 )
 from instructedit.pipeline._config import (
@@ -54,6 +57,7 @@ from instructedit.pipeline._config import (
     load_editing_config,
     save_editing_config,
 )
+from instructedit.pipeline._cost import CostEstimate, check_fits, estimate_cost
 from instructedit.pipeline._masks import (
     MaskInput,
     MaskMethod,
@@ -119,7 +123,7 @@ def _hub_folder_with(
     return Path(file).parent
 
 
-class EditPipeline:
+class EditPipeline(MemoryTools):
     """Edits images by instruction: InstructPix2Pix (Brooks, Holynski and Efros, CVPR 2023).
 
     Built from parts, like diffusers' ``StableDiffusionInstructPix2PixPipeline`` — and a drop-in
@@ -286,6 +290,8 @@ class EditPipeline:
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> EditPipeline:
         """Moves the models to ``device`` and/or casts them to ``dtype``; returns ``self``."""
+        if device is not None:
+            self._check_not_offloaded(f"move it to {device}")
         move_models((self.unet, self.vae, self.text_encoder), device, dtype)
         return self
 
@@ -299,19 +305,15 @@ class EditPipeline:
         return self
 
     @property
-    def device(self) -> torch.device:
-        """The UNet's device."""
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The UNet's dtype."""
-        return next(self.unet.parameters()).dtype
-
-    @property
     def vae_scale_factor(self) -> int:
         """Pixels per latent along each side."""
         return vae_scale_factor(self.vae)
+
+    @property
+    def native_size(self) -> int:
+        """The side, in pixels, the model was trained at: the UNet's ``sample_size`` times
+        :attr:`vae_scale_factor` (32 for the embedded default, 512 for SD 1.5 editors)."""
+        return native_size(self.unet, self.vae)
 
     # ----------------------------------------------------------------------------- encoding
 
@@ -330,7 +332,7 @@ class EditPipeline:
         """
 
         def run(vae: Any, dtype: torch.dtype) -> Tensor:
-            return vae.encode(pixels.to(vae.device, dtype)).latent_dist.mode()
+            return vae.encode(pixels.to(module_device(vae), dtype)).latent_dist.mode()
 
         return run_vae(self.vae, run, "encoding").to(self.dtype)
 
@@ -399,8 +401,11 @@ class EditPipeline:
                 back. An :class:`~instructedit.pipeline.EditSession` chaining in latents passes
                 the previous turn's final latents divided by ``vae.config.scaling_factor``.
             eta: DDIM's η (ignored by other schedulers).
-            resize: ``"multiple_of_8"`` (diffusers) or ``"official"`` (the official CLI's resize
-                and crop at ``resolution``).
+            resize: ``"multiple_of_8"`` (diffusers: the input's own size, sides floored to a
+                multiple of 8), ``"native"`` (the long side scaled to :attr:`native_size`, the
+                aspect ratio kept) or ``"official"`` (the official CLI's resize and crop at
+                ``resolution``). An image of more than 16× the native area logs a warning: the
+                cost grows with the square of the area.
             resolution: target long side for ``resize="official"``.
             max_pixels: largest accepted input (width × height), checked before any model runs.
             mask_image: where the edit may act (white) and where the input is kept (black),
@@ -455,6 +460,8 @@ class EditPipeline:
             text_scale=guidance_scale, image_scale=image_guidance_scale
         )
         multiple = max(8, self.vae_scale_factor)
+        if resize == "native":
+            resolution = self.native_size
         loaded = [
             load_image(item, argument=f"image[{i}]", max_pixels=max_pixels)
             for i, item in enumerate(images_in)
@@ -475,6 +482,13 @@ class EditPipeline:
                 "edit them in separate calls"
             )
         self._check_image_latents(image_latents, prepared[0].size, count)
+        self._check_cost(
+            prepared[0].size,
+            count * num_images_per_instruction,
+            num_inference_steps,
+            guidance_scale,
+            image_guidance_scale,
+        )
         stored = self.editing
         if mask_image is None:
             mask_image = stored.mask_image
@@ -580,6 +594,7 @@ class EditPipeline:
                 progress=progress,
             )
         final = final.clone()
+        self.maybe_free_model_hooks()
         masks = None if pixel_masks is None else pixel_masks.float().cpu()
         if output_type == "latent":
             return EditOutput(images=final, masks=masks)
@@ -589,6 +604,68 @@ class EditPipeline:
             edge = feather_mask(masks.to(decoded.device), float(mask_feather))
             decoded = paste_outside(decoded, source, edge)
         return EditOutput(images=tensor_to_output(decoded, output_type), masks=masks)
+
+    def estimate(
+        self,
+        image_size: tuple[int, int],
+        *,
+        batch: int = 1,
+        steps: int = 100,
+        guidance_scale: float | None = None,
+        image_guidance_scale: float | None = None,
+        resize: ResizeMode = "multiple_of_8",
+    ) -> CostEstimate:
+        """What editing ``batch`` images of ``image_size`` (width, height, before resizing)
+        costs: UNet evaluations, the largest attention, and a peak memory estimate on this
+        pipeline's device with its memory tools (see :class:`~instructedit.pipeline.CostEstimate`).
+        Runs no model."""
+        check_positive_int(batch, "batch")
+        check_positive_int(steps, "steps")
+        width, height = image_size
+        size = prepared_size(
+            width,
+            height,
+            resize=resize,
+            multiple=max(8, self.vae_scale_factor),
+            resolution=self.native_size if resize == "native" else 512,
+        )
+        guidance = self.guidance.with_scales(
+            text_scale=guidance_scale, image_scale=image_guidance_scale
+        )
+        return estimate_cost(self, *size, outputs=batch, steps=steps, guidance=guidance)
+
+    def _check_cost(
+        self,
+        size: tuple[int, int],
+        outputs: int,
+        steps: int,
+        text_scale: float | None,
+        image_scale: float | None,
+    ) -> None:
+        """Warns about an image far above the native size; on CUDA, refuses an edit whose
+        estimate exceeds the free memory (before any model runs)."""
+        cost = self.estimate(
+            size,
+            batch=outputs,
+            steps=steps,
+            guidance_scale=text_scale,
+            image_guidance_scale=image_scale,
+        )
+        if cost.area_factor > 16:
+            logger.warning(
+                "the image is %d×%d, %.0f× the area this model was trained at (%d×%d): the "
+                "edit's cost grows with the square of the area (%s). resize='native' edits at "
+                "the native size",
+                cost.width,
+                cost.height,
+                cost.area_factor,
+                self.native_size,
+                self.native_size,
+                cost,
+            )
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            check_fits(cost, free)
 
     def _check_image_latents(
         self, image_latents: Tensor | None, size: tuple[int, int], count: int

@@ -13,7 +13,13 @@ from tqdm.auto import tqdm
 
 from instructedit._inputs import REPEATED
 from instructedit.guidance import check_scale
-from instructedit.images import DEFAULT_MAX_PIXELS, ResizeMode, load_image, save_png_atomic
+from instructedit.images import (
+    DEFAULT_MAX_PIXELS,
+    ResizeMode,
+    load_image,
+    prepared_size,
+    save_png_atomic,
+)
 from instructedit.pipeline._edit import EditPipeline
 from instructedit.pipeline._masks import load_mask, prepare_mask
 from instructedit.pipeline._session import Chain, EditSession
@@ -42,12 +48,14 @@ def edit_files(
     scheduler: str | None = None,
     device: str = "auto",
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
-    resize: ResizeMode = "multiple_of_8",
+    resize: SizePolicy = "auto",
+    restore_size: bool = False,
+    dry_run: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     mask: str | None = None,
     keep_unmasked_pixels: bool | None = None,
     chain: Chain = "pixels",
-) -> list[Path]:
+) -> list[Path] | list[str]:
     """Edits image files by one instruction, or several in turns, and writes
     ``OUTPUT/<name>.png`` for each.
 
@@ -72,8 +80,15 @@ def edit_files(
         scheduler: replace the model's scheduler, e.g. "euler_ancestral", "ddim", "dpm_solver++".
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         dtype: model precision; "auto" is float16 on CUDA and float32 on the CPU.
-        resize: "multiple_of_8" (keep the size, floor sides to multiples of 8) or "official"
-            (the official CLI's 512 resize and crop).
+        resize: "auto" (default: "native" for an input of more than 4× the model's native
+            area, else "keep"), "native" (the long side scaled to the model's native size,
+            e.g. 32 for the embedded default, 512 for SD 1.5), "keep" (the input's size, sides
+            floored to multiples of 8) or "official" (the official CLI's 512 resize and crop).
+            What "auto" resizes is logged; "keep" logs the cost estimate first.
+        restore_size: write the outputs at the input's size (Lanczos) instead of the size
+            edited at.
+        dry_run: load the model, log and return each input's cost estimate (UNet
+            evaluations, largest attention, peak memory), and edit nothing.
         max_pixels: largest accepted input (width × height).
         mask: a mask image for all inputs and turns (white: the edit may act, black: kept; of
             each input's aspect ratio), "auto" to find it from each instruction, or "none" to
@@ -86,7 +101,7 @@ def edit_files(
 
     Returns:
         The written files, in input order (for several instructions, each input's turn images
-        before its final image).
+        before its final image); with ``dry_run``, each input's cost estimate instead.
     """
     instructions = [instruction] if isinstance(instruction, str) else list(instruction)
     _check_options(instructions, steps, text_scale, image_scale, scheduler, dtype, chain)
@@ -101,7 +116,9 @@ def edit_files(
         raise ValueError(
             f"inputs must have distinct file names (outputs are named after them), got {stems}"
         )
-    mask_image = _check_mask(mask, keep_unmasked_pixels, images, inputs, resize)
+    if resize not in get_args(SizePolicy):
+        raise ValueError(f"resize must be one of {list(get_args(SizePolicy))}, got {resize!r}")
+    mask_image = _check_mask(mask, keep_unmasked_pixels, images, inputs, "multiple_of_8")
 
     resolved_device = torch.device(
         "cuda"
@@ -116,10 +133,27 @@ def edit_files(
     logger.info("loading %s on %s (%s)", model, resolved_device, resolved_dtype)
     pipe = EditPipeline.from_pretrained(model, torch_dtype=resolved_dtype, scheduler=scheduler)
     pipe.to(resolved_device)
+    modes = [
+        _size_mode(pipe, image, path, resize) for image, path in zip(images, inputs, strict=True)
+    ]
+    if dry_run or resize == "keep":
+        estimates = []
+        for image, path, mode in zip(images, inputs, modes, strict=True):
+            cost = pipe.estimate(
+                image.size,
+                steps=steps,
+                guidance_scale=text_scale,
+                image_guidance_scale=image_scale,
+                resize=mode,
+            )
+            logger.info("%s: %s", path, cost)
+            estimates.append(f"{path}: {cost}")
+        if dry_run:
+            return estimates
     output.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for image, stem in zip(
-        tqdm(images, desc="images", disable=len(images) == 1), stems, strict=True
+    for image, stem, mode in zip(
+        tqdm(images, desc="images", disable=len(images) == 1), stems, modes, strict=True
     ):
         session = EditSession(pipe, image, seed=seed, chain=chain)
         for text in instructions:
@@ -130,16 +164,54 @@ def edit_files(
                 num_inference_steps=steps,
                 guidance_scale=text_scale,
                 image_guidance_scale=image_scale,
-                resize=resize,
+                resize=mode,
                 max_pixels=max_pixels,
             )
             if len(instructions) > 1:
                 written.append(
-                    save_png_atomic(turn.image, output / f"{stem}-turn-{turn.index + 1}.png")
+                    save_png_atomic(
+                        _sized(turn.image, image, restore_size),
+                        output / f"{stem}-turn-{turn.index + 1}.png",
+                    )
                 )
-        written.append(save_png_atomic(session.current, output / f"{stem}.png"))
+        final = _sized(session.current, image, restore_size)
+        written.append(save_png_atomic(final, output / f"{stem}.png"))
         logger.info("wrote %s", written[-1])
     return written
+
+
+SizePolicy = Literal["auto", "native", "keep", "official"]
+"""How ``instructedit edit`` sizes an input for the model (see :func:`edit_files`)."""
+
+
+def _size_mode(pipe: EditPipeline, image: Image.Image, path: Path, policy: str) -> ResizeMode:
+    """The pipeline's ``resize`` for one input under the CLI's policy; logs what "auto" does."""
+    if policy == "keep":
+        return "multiple_of_8"
+    if policy != "auto":
+        return policy  # type: ignore[return-value]
+    native = pipe.native_size
+    if image.width * image.height <= 4 * native * native:
+        return "multiple_of_8"
+    multiple = max(8, pipe.vae_scale_factor)
+    size = prepared_size(*image.size, resize="native", multiple=multiple, resolution=native)
+    logger.info(
+        "%s: resized %d×%d → %d×%d for this %d×%d editor; --resize keep edits at full size",
+        path,
+        image.width,
+        image.height,
+        *size,
+        native,
+        native,
+    )
+    return "native"
+
+
+def _sized(edited: Image.Image, source: Image.Image, restore: bool) -> Image.Image:
+    """``edited`` at the input's size when ``restore`` asks (Lanczos), else as edited."""
+    if not restore or edited.size == source.size:
+        return edited
+    return edited.resize(source.size, resample=Image.Resampling.LANCZOS)
 
 
 def _check_options(
