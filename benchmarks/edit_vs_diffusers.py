@@ -45,6 +45,7 @@ def sd15_components(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         cross_attention_dim=768,
         attention_head_dim=8,
         layers_per_block=2,
+        sample_size=64,
     )
     vae = AutoencoderKL(
         block_out_channels=(128, 256, 512, 512),
@@ -52,6 +53,7 @@ def sd15_components(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=2,
         latent_channels=4,
+        sample_size=512,
     )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(

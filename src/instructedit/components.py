@@ -210,6 +210,8 @@ def native_size(unet: Any, vae: Any) -> int:
     """The side, in pixels, a UNet was trained at: its ``sample_size`` (latent cells) times the
     VAE's factor (512 for SD 1.5; 768 or 1024 for SDXL editors)."""
     sample = unet.config.sample_size
+    if sample is None:  # a UNet built without one: the VAE's own, in pixels
+        return int(vae.config.sample_size)
     if isinstance(sample, list | tuple):
         sample = max(sample)
     return int(sample) * vae_scale_factor(vae)

@@ -12,6 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from instructedit._inputs import check_positive_int, check_side
+from instructedit.caching import DeepCacheUNet
 from instructedit.guidance import check_scale
 from instructedit.images import ImageInput, load_image, pil_to_tensor, prepare_image
 from instructedit.sampling import scheduler_from_name
@@ -132,9 +133,13 @@ def ddim_inversion(
     num_inference_steps: int = 50,
     height: int | None = None,
     width: int | None = None,
+    cache_interval: int = 1,
     progress: bool = True,
 ) -> Inversion:
     """Inverts ``image`` to x_T by running DDIM backwards with the conditional prediction.
+
+    ``cache_interval`` above 1 reuses the UNet's deep features between full steps
+    (:class:`~instructedit.caching.DeepCacheUNet`).
 
     The image's sides are floored to multiples of 8, or it is resized to ``height`` × ``width``
     (both given, each a positive multiple of 8).
@@ -142,6 +147,7 @@ def ddim_inversion(
     _check_prompt(prompt)
     check_positive_int(num_inference_steps, "num_inference_steps")
     _check_size(p2p, height, width)
+    unet = DeepCacheUNet(p2p.unet, interval=cache_interval) if cache_interval != 1 else p2p.unet
     scheduler = scheduler_from_name("ddim", p2p.scheduler.config)
     scheduler.set_timesteps(num_inference_steps, device=p2p.device)
     cond = p2p.encode_text([prompt])
@@ -152,7 +158,7 @@ def ddim_inversion(
             scheduler.timesteps.flip(0), disable=not progress, desc="DDIM inversion"
         ):
             t = int(timestep)
-            eps = p2p.unet(latent, t, encoder_hidden_states=cond, return_dict=False)[0]
+            eps = unet(latent, t, encoder_hidden_states=cond, return_dict=False)[0]
             latent = _ddim_inverse_step(scheduler, eps, t, latent)
             trajectory.append(latent)
     return Inversion(

@@ -28,6 +28,7 @@ from instructedit._inputs import (
 )
 from instructedit._memory import MemoryTools
 from instructedit.attention import AttentionController, attention_control
+from instructedit.caching import DeepCacheUNet
 from instructedit.components import (
     decode_latents,
     encode_prompts,
@@ -216,6 +217,7 @@ class PromptToPrompt(MemoryTools):
         latents: Tensor | None = None,
         uncond_embeddings: Sequence[Tensor] | None = None,
         scheduler: Any | None = None,
+        cache_interval: int = 1,
         progress: bool = True,
     ) -> PairOutput:
         """Renders source and target prompts from the same noise, the target under ``controller``.
@@ -240,8 +242,13 @@ class PromptToPrompt(MemoryTools):
             uncond_embeddings: one unconditional embedding ``[1, T, D]`` per step (null-text
                 inversion), instead of the negative prompt's.
             scheduler: a scheduler for this call instead of ``self.scheduler``.
+            cache_interval: feature caching (:class:`~instructedit.caching.DeepCacheUNet`): one
+                step in ``cache_interval`` runs the whole UNet (1: every step, as without it).
             progress: show a progress bar.
         """
+        forward = (
+            DeepCacheUNet(self.unet, interval=cache_interval) if cache_interval != 1 else self.unet
+        )
         sources = check_texts(
             as_list(source_prompt, "source_prompt"), "source_prompt", allow_empty=True
         )
@@ -330,7 +337,7 @@ class PromptToPrompt(MemoryTools):
                 }
 
             final = denoise(
-                self.unet,
+                forward,
                 sampler,
                 guidance,
                 start,

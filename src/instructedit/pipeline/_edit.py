@@ -24,6 +24,7 @@ from instructedit._inputs import (
     pair_count,
 )
 from instructedit._memory import MemoryTools, module_device
+from instructedit.caching import DeepCacheUNet
 from instructedit.components import (
     decode_latents,
     encode_prompts,
@@ -367,6 +368,8 @@ class EditPipeline(MemoryTools):
         mask_method: MaskMethod | None = None,
         mask_threshold: float | None = None,
         mask_feather: float | None = None,
+        cache_interval: int = 1,
+        cache_depth: int = 1,
         progress: bool = True,
     ) -> EditOutput:
         """Edits ``image`` by ``instruction``.
@@ -425,6 +428,10 @@ class EditPipeline(MemoryTools):
                 ``None``: the stored setting (default 0.5).
             mask_feather: Gaussian sigma, in pixels, of the pasted edge (0: a hard edge);
                 ``None``: the stored setting (default 1).
+            cache_interval: feature caching (DeepCache, :class:`~instructedit.caching.DeepCacheUNet`):
+                one step in ``cache_interval`` runs the whole UNet, the steps between reuse its
+                deep features; 1 (default) runs the whole UNet every step, exactly as before.
+            cache_depth: how many of the UNet's shallowest blocks the cached steps run.
             progress: show a progress bar.
 
         Returns:
@@ -443,6 +450,11 @@ class EditPipeline(MemoryTools):
                 check_scale(name, value)
         check_scale("eta", eta)
         check_output_type(output_type)
+        forward = (
+            DeepCacheUNet(self.unet, interval=cache_interval, depth=cache_depth)
+            if cache_interval != 1
+            else self._unet_forward
+        )
         count = pair_count(images_in, "images", instructions, "instructions")
         negatives = broadcast(
             check_texts(
@@ -582,7 +594,7 @@ class EditPipeline(MemoryTools):
         # cloned on the way out so callers get ordinary tensors.
         with torch.inference_mode():
             final = denoise(
-                self._unet_forward,
+                forward,
                 self.scheduler,
                 guidance,
                 latents,

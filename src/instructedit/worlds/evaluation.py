@@ -94,13 +94,15 @@ def pipeline_edits(
     masks: MaskMode = "none",
     progress: bool = True,
     found: list[np.ndarray] | None = None,
+    cache_interval: int = 1,
 ) -> list[Image.Image]:
     """Edits each rendered source scene by its instruction with an :class:`EditPipeline`.
 
     Example ``i`` is edited with noise from ``seed + i`` whatever the batch size; ``None`` scales
     are the pipeline's defaults. With ``masks`` other than ``"none"`` the edit is masked (blended
     latents, and the input's pixels pasted back outside the mask with a hard edge); ``found``, if
-    given, receives each mask used as ``[size, size]`` in [0, 1].
+    given, receives each mask used as ``[size, size]`` in [0, 1]. ``cache_interval`` is the
+    pipeline's feature caching (1: none).
     """
     if masks not in ("none", "oracle", "auto"):
         raise ValueError(f"masks must be 'none', 'oracle' or 'auto', got {masks!r}")
@@ -123,6 +125,7 @@ def pipeline_edits(
             image_guidance_scale=image_guidance_scale,
             generator=[torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))],
             progress=False,
+            cache_interval=cache_interval,
             **mask_kwargs,
         )
         outputs.extend(result.images)
