@@ -111,6 +111,13 @@ def test_the_pipeline_runs_the_deep_blocks_once_every_interval(noise_image):
     handle.remove()
     assert len(deep) == 3  # steps 0, 3 and 6
     assert 0 < np.abs(fast - plain).max() < 0.5
+    # The named presets are caching intervals.
+    assert np.array_equal(edit(speed="fast"), fast)
+    assert np.array_equal(edit(speed="exact"), plain)
+    with pytest.raises(ValueError, match="give speed or cache_interval, not both"):
+        edit(speed="fast", cache_interval=2)
+    with pytest.raises(ValueError, match="speed must be one of"):
+        edit(speed="ludicrous")
     with pytest.raises(ValueError, match="cache_interval must be an integer >= 1, got 0"):
         edit(cache_interval=0)
     with pytest.raises(ValueError, match="cache_depth must be an integer from 1 to 1"):

@@ -16,7 +16,14 @@ from instructedit.pipeline._config import (
     save_editing_config,
 )
 from instructedit.pipeline._cost import CostEstimate
-from instructedit.pipeline._edit import EditOutput, EditPipeline, OutputType, PipelineCallback
+from instructedit.pipeline._edit import (
+    SPEED_PRESETS,
+    EditOutput,
+    EditPipeline,
+    OutputType,
+    PipelineCallback,
+    SpeedPreset,
+)
 from instructedit.pipeline._files import DEFAULT_MODEL, edit_files
 from instructedit.pipeline._masks import (
     DIFFEDIT_STRENGTHS,
@@ -34,6 +41,7 @@ __all__ = [
     "DIFFEDIT_STRENGTHS",
     "EDITING_CONFIG_NAME",
     "SESSION_VERSION",
+    "SPEED_PRESETS",
     "Chain",
     "CostEstimate",
     "EditOutput",
@@ -46,6 +54,7 @@ __all__ = [
     "OutputType",
     "PipelineCallback",
     "ResizeMode",
+    "SpeedPreset",
     "Turn",
     "diffedit_mask",
     "edit_files",

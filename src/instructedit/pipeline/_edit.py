@@ -76,7 +76,12 @@ from instructedit.sampling import (
     scheduler_step_kwargs,
 )
 
-__all__ = ["EditOutput", "EditPipeline", "OutputType"]
+__all__ = ["SPEED_PRESETS", "EditOutput", "EditPipeline", "OutputType", "SpeedPreset"]
+
+SpeedPreset = Literal["exact", "balanced", "fast"]
+SPEED_PRESETS: dict[str, int] = {"exact": 1, "balanced": 2, "fast": 3}
+"""Speed presets → the feature-caching interval they use (``"exact"``: the whole UNet every
+step). Their measured speed and quality are in the "Memory and speed" guide."""
 
 logger = logging.getLogger(__name__)
 
@@ -368,8 +373,9 @@ class EditPipeline(MemoryTools):
         mask_method: MaskMethod | None = None,
         mask_threshold: float | None = None,
         mask_feather: float | None = None,
-        cache_interval: int = 1,
+        cache_interval: int | None = None,
         cache_depth: int = 1,
+        speed: SpeedPreset | None = None,
         progress: bool = True,
     ) -> EditOutput:
         """Edits ``image`` by ``instruction``.
@@ -432,6 +438,9 @@ class EditPipeline(MemoryTools):
                 one step in ``cache_interval`` runs the whole UNet, the steps between reuse its
                 deep features; 1 (default) runs the whole UNet every step, exactly as before.
             cache_depth: how many of the UNet's shallowest blocks the cached steps run.
+            speed: a named speed preset instead of ``cache_interval`` (see
+                :data:`~instructedit.pipeline.SPEED_PRESETS`): ``"exact"``, ``"balanced"`` or
+                ``"fast"``.
             progress: show a progress bar.
 
         Returns:
@@ -450,6 +459,13 @@ class EditPipeline(MemoryTools):
                 check_scale(name, value)
         check_scale("eta", eta)
         check_output_type(output_type)
+        if speed is not None:
+            if cache_interval is not None:
+                raise ValueError("give speed or cache_interval, not both")
+            if speed not in SPEED_PRESETS:
+                raise ValueError(f"speed must be one of {list(SPEED_PRESETS)}, got {speed!r}")
+            cache_interval = SPEED_PRESETS[speed]
+        cache_interval = 1 if cache_interval is None else cache_interval
         forward = (
             DeepCacheUNet(self.unet, interval=cache_interval, depth=cache_depth)
             if cache_interval != 1
