@@ -225,3 +225,15 @@ def test_compiled_pipeline_matches_eager(noise_image):
     ).images
     assert np.abs(compiled - eager).max() < 1e-4
     assert pipe.unet is pipe.to_diffusers().unet  # the module itself is not replaced
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_fused_qkv_matches_eager(noise_image):
+    pipe = _ours()
+    kwargs = {"num_inference_steps": 3, "output_type": "np", "progress": False}
+    eager = pipe(noise_image, "x", generator=torch.Generator().manual_seed(0), **kwargs).images
+    pipe.compile(channels_last=True, fuse_qkv=True)
+    processors = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
+    assert processors == {"FusedAttnProcessor2_0"}
+    compiled = pipe(noise_image, "x", generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert np.abs(compiled - eager).max() < 1e-4
