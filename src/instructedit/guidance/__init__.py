@@ -6,6 +6,7 @@ from instructedit.guidance._config import (
     load_guidance_config,
     save_guidance_config,
 )
+from instructedit.guidance._distilled import SCALE_EMBEDDING_DIM, is_distilled, scale_embedding
 from instructedit.guidance._fused import fused_guided_step, fused_guided_step_torch
 from instructedit.guidance._guidance import (
     Backend,
@@ -23,6 +24,7 @@ from instructedit.guidance._reference import (
 
 __all__ = [
     "GUIDANCE_CONFIG_NAME",
+    "SCALE_EMBEDDING_DIM",
     "Backend",
     "ClassifierFreeGuidance",
     "DualGuidance",
@@ -32,9 +34,11 @@ __all__ = [
     "dual_guidance_weights",
     "fused_guided_step",
     "fused_guided_step_torch",
+    "is_distilled",
     "load_guidance_config",
     "rescale_guidance",
     "save_guidance_config",
+    "scale_embedding",
     "weighted_sum",
 ]
 

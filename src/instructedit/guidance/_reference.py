@@ -28,8 +28,11 @@ def dual_guidance(
     return uncond + image_scale * (image - uncond) + text_scale * (full - image)
 
 
-def dual_guidance_weights(*, text_scale: float, image_scale: float) -> dict[str, float | Tensor]:
-    """Returns the formula of :func:`dual_guidance` as one weight per branch.
+def dual_guidance_weights(
+    *, text_scale: float | Tensor, image_scale: float | Tensor
+) -> dict[str, float | Tensor]:
+    """Returns the formula of :func:`dual_guidance` as one weight per branch (the scales are
+    numbers, or tensors of one value per batch row).
 
     ``(1 − s_I)·uncond + (s_I − s_T)·image + s_T·full``: a branch whose weight is exactly zero
     (``uncond`` at s_I = 1, ``image`` at s_I = s_T) does not need to be computed.

@@ -39,8 +39,10 @@ from instructedit.guidance import (
     GUIDANCE_CONFIG_NAME,
     DualGuidance,
     check_scale,
+    is_distilled,
     load_guidance_config,
     save_guidance_config,
+    scale_embedding,
 )
 from instructedit.images import (
     DEFAULT_MAX_PIXELS,
@@ -580,6 +582,8 @@ class EditPipeline(MemoryTools):
             "uncond": BranchConditioning(negative, torch.zeros_like(image_latents)),
         }
 
+        if is_distilled(self.unet):  # one pass a step, told the scales
+            forward, guidance = self._distilled(forward, guidance)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         shape = (total, self.vae.config.latent_channels, *image_latents.shape[2:])
         if latents is None:
@@ -676,7 +680,26 @@ class EditPipeline(MemoryTools):
         guidance = self.guidance.with_scales(
             text_scale=guidance_scale, image_scale=image_guidance_scale
         )
+        if is_distilled(self.unet):
+            guidance = guidance.with_scales(text_scale=1.0, image_scale=1.0)
         return estimate_cost(self, *size, outputs=batch, steps=steps, guidance=guidance)
+
+    def _distilled(
+        self, forward: Callable[..., Any], guidance: DualGuidance
+    ) -> tuple[Callable[..., Any], DualGuidance]:
+        """For a guidance-distilled editor: a forward that passes the requested scales as the
+        UNet's ``timestep_cond``, and the guidance that runs its one (``full``) branch."""
+        condition = scale_embedding(
+            torch.tensor([guidance.text_scale]),
+            torch.tensor([guidance.image_scale]),
+            self.unet.config.time_cond_proj_dim,
+        ).to(self.device, self.dtype)
+
+        def told(sample: Tensor, timestep: Any, **kwargs: Any) -> Any:
+            kwargs["timestep_cond"] = condition.expand(sample.shape[0], -1)
+            return forward(sample, timestep, **kwargs)
+
+        return told, guidance.with_scales(text_scale=1.0, image_scale=1.0)
 
     def _check_cost(
         self,

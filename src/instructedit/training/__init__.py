@@ -14,16 +14,19 @@ from instructedit.training._data import (
     TrainingExamples,
     augment_pair,
 )
+from instructedit.training._distill import GuidanceDistiller, guidance_target, to_distilled_unet
 from instructedit.training._dropout import DroppedConditions, conditioning_dropout
 from instructedit.training._surgery import to_edit_unet
-from instructedit.training._trainer import Trainer, TrainingState
+from instructedit.training._trainer import NoisyBatch, Trainer, TrainingState
 
 __all__ = [
     "DatasetsSource",
     "DroppedConditions",
     "EditSource",
     "FolderSource",
+    "GuidanceDistiller",
     "MagicBrushSource",
+    "NoisyBatch",
     "ParquetSource",
     "RecordSource",
     "StepBatches",
@@ -33,7 +36,9 @@ __all__ = [
     "TrainingState",
     "augment_pair",
     "conditioning_dropout",
+    "guidance_target",
     "load_run_file",
+    "to_distilled_unet",
     "to_edit_unet",
     "train_from_config",
 ]

@@ -52,6 +52,24 @@ def _tracker(choice: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class NoisyBatch:
+    """One micro-batch's training inputs (see :meth:`Trainer.noisy_batch`)."""
+
+    latents: torch.Tensor
+    """The edited images' latents (scaled), float32."""
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    noisy: torch.Tensor
+    """``latents`` noised to ``timesteps``."""
+    image_latents: torch.Tensor
+    """The input images' latents (unscaled, the image condition), float32."""
+    text: torch.Tensor
+    """The instructions' embeddings, or their token ids when the text encoder is trained."""
+    generator: torch.Generator
+    """The micro-batch's generator, for further draws."""
+
+
 @dataclass
 class TrainingState:
     """What one call of :meth:`Trainer.train` works with once :meth:`Trainer.setup` ran: the
@@ -241,18 +259,18 @@ class Trainer:
             self.source, self.vae, self.config, encode, device, progress=progress
         )
 
-    def _loss(
+    def noisy_batch(
         self,
-        unet: Any,
-        text_encoder: Any,
         batch: dict[str, Any],
         micro: int,
         rank: int,
-        empty: torch.Tensor,
+        text_encoder: Any,
         accelerator: Any,
-    ) -> torch.Tensor:
-        """One micro-batch's loss. ``text_encoder`` is the trained one or ``None`` (frozen);
-        ``empty`` is the empty prompt's embedding when frozen, its token ids when trained."""
+    ) -> NoisyBatch:
+        """Micro-batch ``micro``'s training inputs: the edited images' latents noised at random
+        timesteps, the input images' latents and the instructions (embeddings, or token ids when
+        ``text_encoder`` is trained), from the latent cache or encoded here; its random draws
+        depend on the seed, ``micro`` and ``rank`` only."""
         device = accelerator.device
         generator = torch.Generator().manual_seed(_mix(self.config.seed, micro, rank, 3))
         with torch.no_grad():
@@ -274,30 +292,50 @@ class Trainer:
                 )
             noise_for_sample = torch.randn(mean.shape, generator=generator).to(device, mean.dtype)
             latents = (mean + std * noise_for_sample) * self.vae.config.scaling_factor
-        if text_encoder is not None:  # token ids: encode them with gradients, in one call (DDP
-            # with reentrant checkpointing refuses a weight reached by two backward passes)
-            encoded = text_encoder(torch.cat([text, empty]))[0]
-            text, empty = encoded[:-1], encoded[-1:]
-        latents, image_latents, text = latents.float(), image_latents.float(), text.float()
+        latents, image_latents = latents.float(), image_latents.float()
         noise = torch.randn(latents.shape, generator=generator).to(device)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator).to(device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        return NoisyBatch(latents, noise, timesteps, noisy, image_latents, text, generator)
+
+    def _loss(
+        self,
+        unet: Any,
+        text_encoder: Any,
+        batch: dict[str, Any],
+        micro: int,
+        rank: int,
+        empty: torch.Tensor,
+        accelerator: Any,
+    ) -> torch.Tensor:
+        """One micro-batch's loss. ``text_encoder`` is the trained one or ``None`` (frozen);
+        ``empty`` is the empty prompt's embedding when frozen, its token ids when trained."""
+        inputs = self.noisy_batch(batch, micro, rank, text_encoder, accelerator)
+        text = inputs.text
+        if text_encoder is not None:  # token ids: encode them with gradients, in one call (DDP
+            # with reentrant checkpointing refuses a weight reached by two backward passes)
+            encoded = text_encoder(torch.cat([text, empty]))[0]
+            text, empty = encoded[:-1], encoded[-1:]
         dropped = conditioning_dropout(
-            text,
-            image_latents,
+            text.float(),
+            inputs.image_latents,
             empty.float(),
             self.config.conditioning_dropout,
-            generator=generator,
+            generator=inputs.generator,
         )
-        prediction = unet(torch.cat([noisy, dropped.image], dim=1), timesteps, dropped.text).sample
+        prediction = unet(
+            torch.cat([inputs.noisy, dropped.image], dim=1), inputs.timesteps, dropped.text
+        ).sample
         prediction_type = self.noise_scheduler.config.prediction_type
         if prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+            target = self.noise_scheduler.get_velocity(
+                inputs.latents, inputs.noise, inputs.timesteps
+            )
         elif prediction_type == "sample":
-            target = latents
+            target = inputs.latents
         else:
-            target = noise
+            target = inputs.noise
         return F.mse_loss(prediction.float(), target.float())
 
     def train(
