@@ -138,3 +138,28 @@ def test_a_distilled_editor_trains_resumes_and_edits_in_one_pass_a_step(tmp_path
     other = edit(guidance_scale=3.0, image_guidance_scale=1.0)
     assert np.abs(other - default).max() > 1e-6  # the scales reach the student
     assert pipe.estimate((32, 24), steps=3).unet_evaluations == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kwargs", "message"),
+    [
+        ({"train_text_encoder": True}, {}, "keeps the text encoder frozen"),
+        ({"prediction_type": "v_prediction"}, {}, "distils an ε-predicting teacher"),
+        ({}, {"text_scales": (7.5, 3.0)}, r"text_scales must be a \(low, high\) pair"),
+        ({}, {"image_scales": (-1.0, 2.0)}, r"image_scales must be a \(low, high\) pair"),
+    ],
+)
+def test_bad_distillation_settings_are_refused(tmp_path, records, overrides, kwargs, message):
+    parts = tiny_components(seed=0)
+    config = TrainConfig(output_dir=str(tmp_path), resolution=16, log_with="none", **overrides)
+    with pytest.raises(ValueError, match=message):
+        GuidanceDistiller(
+            config,
+            teacher=parts["unet"],
+            vae=parts["vae"],
+            text_encoder=parts["text_encoder"],
+            tokenizer=parts["tokenizer"],
+            noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
+            train_dataset=records[:2],
+            **kwargs,
+        )
