@@ -76,6 +76,7 @@ def test_unusable_inputs_get_a_message_for_the_page(editor, image, message):
         ({"scheduler": "fastest"}, "Scheduler: one of"),
         ({"mask": "drawn on the input"}, "Mask: draw on the input where the edit may act"),
         ({"mask": "everywhere"}, "Mask: one of"),
+        ({"speed": "ludicrous"}, "Speed: one of"),
     ],
 )
 def test_bad_settings_get_a_message_naming_the_setting(editor, kwargs, message):
@@ -183,3 +184,17 @@ def test_the_app_command_refuses_a_bad_port_before_loading(capsys):
         main(["app", "--port", "70000"])
     assert exit_info.value.code == 2
     assert "port must be from 1 to 65535, got 70000" in capsys.readouterr().err
+
+
+def test_a_speed_preset_is_the_pipelines_own(editor):
+    value = _value(editor, render(DEMO_SCENE))
+    result = editor.edit(value, "make the circle blue", steps=6, seed=3, speed="fast")
+    direct = editor.pipe(
+        render(DEMO_SCENE),
+        "make the circle blue",
+        num_inference_steps=6,
+        generator=torch.Generator().manual_seed(3),
+        speed="fast",
+        progress=False,
+    )
+    assert np.array_equal(np.asarray(result.turn.image), np.asarray(direct.images[0]))

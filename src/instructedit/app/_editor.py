@@ -267,6 +267,7 @@ class AppEditor:
         scheduler: str = STORED_SCHEDULER,
         mask: MaskChoice = "as the model stores",
         scene: Scene | None = None,
+        speed: str = "exact",
         progress: Callable[[int, int], None] | None = None,
     ) -> AppEdit:
         """Edits the input ``value`` (see :meth:`read_input`) by ``instruction``.
@@ -281,6 +282,7 @@ class AppEditor:
             scheduler: one of :data:`SCHEDULER_CHOICES`.
             mask: one of :data:`MASK_CHOICES`.
             scene: the ShapesWorld scene the input shows, when known: the oracle judges the edit.
+            speed: a speed preset of :data:`~instructedit.pipeline.SPEED_PRESETS`.
             progress: called with (steps done, steps) after every step.
 
         Raises:
@@ -298,6 +300,10 @@ class AppEditor:
         seed = random.randrange(2**31) if seed is None else _whole(seed, "Seed", 0, 2**63 - 1)
         if mask not in MASK_CHOICES:
             raise ValueError(f"Mask: one of {list(MASK_CHOICES)}, got {mask!r}")
+        from instructedit.pipeline import SPEED_PRESETS
+
+        if speed not in SPEED_PRESETS:
+            raise ValueError(f"Speed: one of {list(SPEED_PRESETS)}, got {speed!r}")
         image, drawn = self.read_input(value)
         note = self._resize_note(value, image)
         mask_image: Any = {"as the model stores": None, "found from the instruction": "auto"}.get(
@@ -327,6 +333,7 @@ class AppEditor:
                     image_guidance_scale=guidance.image_scale,
                     generator=torch.Generator().manual_seed(seed),
                     mask_image=mask_image,
+                    speed=speed,
                     callback_on_step_end=step,
                     progress=False,
                 )

@@ -15,6 +15,7 @@ from instructedit.app._editor import (
     AppEditor,
     AppTurn,
 )
+from instructedit.pipeline import SPEED_PRESETS
 
 __all__ = ["build_app", "run_app"]
 
@@ -137,6 +138,11 @@ def build_app(editor: AppEditor) -> Any:
                 scheduler = gr.Dropdown(
                     list(SCHEDULER_CHOICES), value=STORED_SCHEDULER, label="Scheduler"
                 )
+                speed = gr.Radio(
+                    list(SPEED_PRESETS),
+                    value="exact",
+                    label="Speed (feature caching: fast reuses the UNet's deep features)",
+                )
                 mask = gr.Radio(
                     list(MASK_CHOICES),
                     value=MASK_CHOICES[0],
@@ -164,6 +170,7 @@ def build_app(editor: AppEditor) -> Any:
             guidance_choice: str,
             scheduler_name: str,
             mask_choice: str,
+            speed_choice: str,
             current: AppTurn | None,
             turns: list[AppTurn],
             progress: Any = gr.Progress(),  # noqa: B008 - Gradio's way to ask for a progress bar
@@ -187,6 +194,7 @@ def build_app(editor: AppEditor) -> Any:
                     scheduler=scheduler_name,
                     mask=mask_choice,  # type: ignore[arg-type]
                     scene=current.scene,
+                    speed=speed_choice,
                     progress=lambda done, total: progress((done, total), desc="editing"),
                 )
             except ValueError as error:
@@ -220,6 +228,7 @@ def build_app(editor: AppEditor) -> Any:
             guidance_mode,
             scheduler,
             mask,
+            speed,
             current_state,
             turns_state,
         ]
