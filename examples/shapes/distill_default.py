@@ -7,7 +7,8 @@ The teacher is the default's editor (float32); the student starts as its conditi
 (:func:`~instructedit.training.to_distilled_unet`) and learns, by
 :class:`~instructedit.training.GuidanceDistiller`, the teacher's guided prediction at s_T drawn
 from [3, 7.5] and s_I from [1, 3.5], on ground-truth ShapesWorld edits of a training stream no
-evaluation draws from. Rerun to continue a stopped run. Then the student (with the teacher's
+evaluation draws from (other ranges: ``--text-scales LOW HIGH``, ``--image-scales LOW HIGH``).
+Rerun to continue a stopped run. Then the student (with the teacher's
 stored guidance, 5 and 3) and the teacher, both unmasked, edit the 200 held-out test edits
 (seed 0, 20 steps), and the oracle scores them; the UNet evaluations per edit are counted.
 """
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--records", type=int, default=4000)
     parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--text-scales", type=float, nargs=2, default=(3.0, 7.5))
+    parser.add_argument("--image-scales", type=float, nargs=2, default=(1.0, 3.5))
     args = parser.parse_args()
     teacher = instructedit.load_default()
     distiller = GuidanceDistiller(
@@ -75,8 +78,8 @@ def main() -> None:
             cache_latents=True,
         ),
         teacher=teacher.unet,
-        text_scales=(3.0, 7.5),
-        image_scales=(1.0, 3.5),
+        text_scales=tuple(args.text_scales),
+        image_scales=tuple(args.image_scales),
         vae=teacher.vae,
         text_encoder=teacher.text_encoder,
         tokenizer=teacher.tokenizer,
