@@ -132,12 +132,11 @@ class DemoRow:
 
 
 def verdict_line(edit: SceneEdit, edited: Image.Image) -> tuple[str, bool]:
-    """The oracle's verdict on ``edited`` in a few words, and whether it is a success (realised,
-    the rest intact, unchanged-region error at most 0.08; as ``instructedit shapes evaluate``
+    """The oracle's verdict on ``edited`` in a few words, and whether it is a success
+    (:meth:`~instructedit.worlds.shapes.Judgement.success`, as ``instructedit shapes evaluate``
     counts)."""
     verdict = judge(edit, edited)
-    success = verdict.realised and verdict.rest == "intact" and verdict.unchanged_error <= 0.08
-    if success:
+    if verdict.success():
         return f"success (error {verdict.unchanged_error:.3f})", True
     realised = "realised" if verdict.realised else "not realised"
     return f"{realised}, rest {verdict.rest} (error {verdict.unchanged_error:.3f})", False

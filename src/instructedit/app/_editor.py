@@ -20,7 +20,14 @@ import torch
 from PIL import Image
 
 from instructedit.images import DEFAULT_MAX_PIXELS
-from instructedit.worlds.shapes import Scene, judge, random_scene, render, scene_edit
+from instructedit.worlds.shapes import (
+    SUCCESS_TOLERANCE,
+    Scene,
+    judge,
+    random_scene,
+    render,
+    scene_edit,
+)
 
 __all__ = [
     "MASK_CHOICES",
@@ -381,12 +388,12 @@ class AppEditor:
                 None,
             )
         verdict = judge(edit, edited, size=self.working_side)
-        success = verdict.realised and verdict.rest == "intact" and verdict.unchanged_error <= 0.08
+        success = verdict.success()
         words = (
             f"{'success' if success else 'not a success'}: edit "
             f"{'realised' if verdict.realised else 'not realised'}, the rest {verdict.rest}, "
             f"unchanged-region error {verdict.unchanged_error:.3f} (success needs realised, "
-            "intact and at most 0.08)"
+            f"intact and at most {SUCCESS_TOLERANCE})"
         )
         return words, (edit.target if success else None)
 

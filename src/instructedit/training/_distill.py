@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from instructedit.guidance import (
@@ -100,51 +101,6 @@ def _scale_range(value: Any, name: str) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
-def _guided_loss(
-    distiller: Any,
-    unet: Any,
-    batch: dict[str, Any],
-    micro: int,
-    rank: int,
-    empty: Tensor,
-    accelerator: Any,
-) -> Tensor:
-    """One micro-batch of :class:`GuidanceDistiller`: the student's single pass against the
-    teacher's guided prediction, at scales drawn per row."""
-    import torch.nn.functional as F
-
-    noisy_batch = distiller.noisy_batch(batch, micro, rank, None, accelerator)
-    generator = noisy_batch.generator
-    rows = noisy_batch.noisy.shape[0]
-    draws = torch.rand(2, rows, generator=generator)
-    (text_low, text_high), (image_low, image_high) = distiller.text_scales, distiller.image_scales
-    text_scale = (text_low + (text_high - text_low) * draws[0]).to(noisy_batch.noisy.device)
-    image_scale = (image_low + (image_high - image_low) * draws[1]).to(noisy_batch.noisy.device)
-    teacher = distiller.teacher
-    parameter = next(teacher.parameters())
-    if parameter.device != noisy_batch.noisy.device:
-        teacher.to(noisy_batch.noisy.device)
-    with torch.no_grad():
-        target = guidance_target(
-            teacher,
-            noisy_batch.noisy.to(parameter.dtype),
-            noisy_batch.image_latents.to(parameter.dtype),
-            noisy_batch.text.to(parameter.dtype),
-            empty.to(parameter.dtype),
-            noisy_batch.timesteps,
-            text_scale,
-            image_scale,
-        )
-    condition = scale_embedding(text_scale, image_scale, unet.config.time_cond_proj_dim)
-    prediction = unet(
-        torch.cat([noisy_batch.noisy, noisy_batch.image_latents], dim=1),
-        noisy_batch.timesteps,
-        noisy_batch.text,
-        timestep_cond=condition.to(noisy_batch.noisy.dtype),
-    ).sample
-    return F.mse_loss(prediction.float(), target)
-
-
 class GuidanceDistiller(Trainer):
     """Trains a guidance-distilled student of an editor (see the module's docstring): a
     :class:`~instructedit.Trainer` whose loss is the student's one pass against the teacher's
@@ -197,4 +153,35 @@ class GuidanceDistiller(Trainer):
         empty: Tensor,
         accelerator: Any,
     ) -> Tensor:
-        return _guided_loss(self, unet, batch, micro, rank, empty, accelerator)
+        """One micro-batch: the student's single pass against the teacher's guided
+        prediction, at scales drawn per row."""
+        noisy_batch = self.noisy_batch(batch, micro, rank, None, accelerator)
+        generator = noisy_batch.generator
+        rows = noisy_batch.noisy.shape[0]
+        draws = torch.rand(2, rows, generator=generator)
+        (text_low, text_high), (image_low, image_high) = self.text_scales, self.image_scales
+        text_scale = (text_low + (text_high - text_low) * draws[0]).to(noisy_batch.noisy.device)
+        image_scale = (image_low + (image_high - image_low) * draws[1]).to(noisy_batch.noisy.device)
+        teacher = self.teacher
+        parameter = next(teacher.parameters())
+        if parameter.device != noisy_batch.noisy.device:
+            teacher.to(noisy_batch.noisy.device)
+        with torch.no_grad():
+            target = guidance_target(
+                teacher,
+                noisy_batch.noisy.to(parameter.dtype),
+                noisy_batch.image_latents.to(parameter.dtype),
+                noisy_batch.text.to(parameter.dtype),
+                empty.to(parameter.dtype),
+                noisy_batch.timesteps,
+                text_scale,
+                image_scale,
+            )
+        condition = scale_embedding(text_scale, image_scale, unet.config.time_cond_proj_dim)
+        prediction = unet(
+            torch.cat([noisy_batch.noisy, noisy_batch.image_latents], dim=1),
+            noisy_batch.timesteps,
+            noisy_batch.text,
+            timestep_cond=condition.to(noisy_batch.noisy.dtype),
+        ).sample
+        return F.mse_loss(prediction.float(), target)

@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from instructedit.worlds.shapes import (
     EDIT_FAMILIES,
+    SUCCESS_TOLERANCE,
     EditFamily,
+    Judgement,
     SceneEdit,
     apply_edit,
     caption,
@@ -247,7 +249,7 @@ def oracle_summary(
     outputs: Sequence[Image.Image],
     *,
     size: int = 32,
-    tolerance: float = 0.08,
+    tolerance: float = SUCCESS_TOLERANCE,
 ) -> dict[str, dict[str, float]]:
     """The oracle's verdicts, per edit family and over all (``"all"``).
 
@@ -260,21 +262,19 @@ def oracle_summary(
     """
     if len(edits) != len(outputs):
         raise ValueError(f"got {len(edits)} edits but {len(outputs)} outputs")
-    groups: dict[str, list[tuple[bool, float, bool]]] = defaultdict(list)
+    groups: dict[str, list[Judgement]] = defaultdict(list)
     for edit, output in zip(edits, outputs, strict=True):
         verdict = judge(edit, output, size=size)
         for key in (edit.family, "all"):
-            groups[key].append(
-                (verdict.realised, verdict.unchanged_error, verdict.rest == "intact")
-            )
+            groups[key].append(verdict)
     summary: dict[str, dict[str, float]] = {}
     for key in [*(f for f in EDIT_FAMILIES if f in groups), "all"]:
         rows = groups[key]
         summary[key] = {
-            "realised": sum(r for r, _, _ in rows) / len(rows),
-            "unchanged_error": sum(e for _, e, _ in rows) / len(rows),
-            "intact": sum(i for _, _, i in rows) / len(rows),
-            "success": sum(r and e <= tolerance and i for r, e, i in rows) / len(rows),
+            "realised": sum(v.realised for v in rows) / len(rows),
+            "unchanged_error": sum(v.unchanged_error for v in rows) / len(rows),
+            "intact": sum(v.rest == "intact" for v in rows) / len(rows),
+            "success": sum(v.success(tolerance) for v in rows) / len(rows),
             "count": len(rows),
         }
     return summary
@@ -338,7 +338,7 @@ def score_edits(
     outputs: Sequence[Image.Image],
     *,
     size: int = 32,
-    tolerance: float = 0.08,
+    tolerance: float = SUCCESS_TOLERANCE,
 ) -> dict[str, Any]:
     """One method's scores: ``{"oracle": oracle_summary(...), "clip": clip_similarities(...)}``
     (see :func:`oracle_summary` and :func:`clip_similarities`)."""

@@ -28,6 +28,7 @@ __all__ = [
     "COLOURS",
     "EDIT_FAMILIES",
     "SHAPES",
+    "SUCCESS_TOLERANCE",
     "EditFamily",
     "Judgement",
     "Rest",
@@ -457,6 +458,10 @@ Rest = Literal["intact", "spilled", "redrawn"]
 """What became of the regions an edit leaves alone (:attr:`Judgement.rest`)."""
 
 
+SUCCESS_TOLERANCE = 0.08
+"""The largest unchanged-region error (pixels in [0, 1]) of a successful edit."""
+
+
 @dataclass(frozen=True)
 class Judgement:
     """The oracle's verdict on one output image.
@@ -483,6 +488,11 @@ class Judgement:
     unchanged_error: float
     region_colour: str | None
     rest: Rest
+
+    def success(self, tolerance: float = SUCCESS_TOLERANCE) -> bool:
+        """Realised, the rest intact and an unchanged-region error at most ``tolerance``: what
+        the ShapesWorld guide counts as a successful edit."""
+        return self.realised and self.rest == "intact" and self.unchanged_error <= tolerance
 
 
 def edit_region(edit: SceneEdit, size: int = 32) -> np.ndarray:
