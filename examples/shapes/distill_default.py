@@ -7,7 +7,8 @@ The teacher is the default's editor (float32); the student starts as its conditi
 (:func:`~instructedit.training.to_distilled_unet`) and learns, by
 :class:`~instructedit.training.GuidanceDistiller`, the teacher's guided prediction at s_T drawn
 from [3, 7.5] and s_I from [1, 3.5], on ground-truth ShapesWorld edits of a training stream no
-evaluation draws from (other ranges: ``--text-scales LOW HIGH``, ``--image-scales LOW HIGH``).
+evaluation draws from (other ranges: ``--text-scales LOW HIGH``, ``--image-scales LOW HIGH``;
+``--inference-timesteps`` trains only at the 20 timesteps the evaluation takes).
 Rerun to continue a stopped run. Then the student (with the teacher's
 stored guidance, 5 and 3) and the teacher, both unmasked, edit the 200 held-out test edits
 (seed 0, 20 steps), and the oracle scores them; the UNet evaluations per edit are counted.
@@ -16,6 +17,7 @@ stored guidance, 5 and 3) and the teacher, both unmasked, edit the 200 held-out 
 from __future__ import annotations
 
 import argparse
+import copy
 import random
 import time
 from pathlib import Path
@@ -62,8 +64,15 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--text-scales", type=float, nargs=2, default=(3.0, 7.5))
     parser.add_argument("--image-scales", type=float, nargs=2, default=(1.0, 3.5))
+    parser.add_argument(
+        "--inference-timesteps",
+        action="store_true",
+        help="train only at the 20 timesteps the evaluation's scheduler takes",
+    )
     args = parser.parse_args()
     teacher = instructedit.load_default()
+    sampler = copy.deepcopy(teacher.scheduler)
+    sampler.set_timesteps(20)
     distiller = GuidanceDistiller(
         TrainConfig(
             output_dir=str(args.output),
@@ -80,6 +89,7 @@ def main() -> None:
         teacher=teacher.unet,
         text_scales=tuple(args.text_scales),
         image_scales=tuple(args.image_scales),
+        timesteps=sampler.timesteps if args.inference_timesteps else None,
         vae=teacher.vae,
         text_encoder=teacher.text_encoder,
         tokenizer=teacher.tokenizer,

@@ -140,6 +140,29 @@ def test_a_distilled_editor_trains_resumes_and_edits_in_one_pass_a_step(tmp_path
     assert pipe.estimate((32, 24), steps=3).unet_evaluations == 3
 
 
+def test_chosen_timesteps_are_the_only_ones_trained(tmp_path, records):
+    parts = tiny_components(seed=0)
+    teacher = parts["unet"]
+    seen: list[torch.Tensor] = []
+    distiller = GuidanceDistiller(
+        TrainConfig(
+            output_dir=str(tmp_path), resolution=16, batch_size=4, max_steps=2, log_with="none"
+        ),
+        teacher=teacher,
+        timesteps=torch.tensor([980.4, 500.0, 19.6]),  # an Euler schedule's: rounded
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG, clip_sample=False),
+        train_dataset=records[:8],
+    )
+    distiller.unet.register_forward_pre_hook(lambda module, args: seen.append(args[1]))
+    distiller.train(progress=False)
+    drawn = torch.cat(seen)
+    assert set(drawn.tolist()) <= {980, 500, 20}
+    assert len(drawn) == 8
+
+
 @pytest.mark.parametrize(
     ("overrides", "kwargs", "message"),
     [
@@ -147,6 +170,12 @@ def test_a_distilled_editor_trains_resumes_and_edits_in_one_pass_a_step(tmp_path
         ({"prediction_type": "v_prediction"}, {}, "distils an ε-predicting teacher"),
         ({}, {"text_scales": (7.5, 3.0)}, r"text_scales must be a \(low, high\) pair"),
         ({}, {"image_scales": (-1.0, 2.0)}, r"image_scales must be a \(low, high\) pair"),
+        (
+            {},
+            {"timesteps": [999, 1000]},
+            r"timesteps must be a non-empty list of integers in \[0, 1000\)",
+        ),
+        ({}, {"timesteps": []}, "timesteps must be a non-empty list"),
     ],
 )
 def test_bad_distillation_settings_are_refused(tmp_path, records, overrides, kwargs, message):

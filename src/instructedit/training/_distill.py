@@ -14,6 +14,7 @@ step at whatever scales are asked for.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,6 +102,25 @@ def _scale_range(value: Any, name: str) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
+def _timestep_list(value: Sequence[int] | Tensor, parts: dict[str, Any]) -> Tensor:
+    steps = torch.as_tensor(value)
+    if steps.is_floating_point() and torch.isfinite(steps).all():
+        steps = steps.round()  # e.g. an Euler scheduler's fractional timesteps
+    scheduler = parts.get("noise_scheduler")
+    limit = scheduler.config.num_train_timesteps if scheduler is not None else 1000
+    if (
+        steps.ndim != 1
+        or steps.numel() == 0
+        or not torch.isfinite(steps.float()).all()
+        or int(steps.min()) < 0
+        or int(steps.max()) >= limit
+    ):
+        raise ValueError(
+            f"timesteps must be a non-empty list of integers in [0, {limit}), got {value!r}"
+        )
+    return steps.long()
+
+
 class GuidanceDistiller(Trainer):
     """Trains a guidance-distilled student of an editor (see the module's docstring): a
     :class:`~instructedit.Trainer` whose loss is the student's one pass against the teacher's
@@ -113,6 +133,10 @@ class GuidanceDistiller(Trainer):
         teacher: the teacher editor's UNet (frozen).
         text_scales: the range s_T is drawn from, uniformly, per example.
         image_scales: the range s_I is drawn from.
+        timesteps: the timesteps to train at, drawn uniformly per example (default: all of
+            the noise scheduler's training timesteps). A sampler's own schedule, e.g.
+            ``DDIMScheduler.timesteps`` after ``set_timesteps(20)``, spends the student's
+            training on the steps it will take; fractional ones are rounded.
         unet: the student (default: :func:`to_distilled_unet` of ``teacher``).
         **parts: ``vae``, ``text_encoder``, ``tokenizer``, ``noise_scheduler``,
             ``train_dataset``, as :class:`~instructedit.Trainer` takes them.
@@ -125,6 +149,7 @@ class GuidanceDistiller(Trainer):
         teacher: Any,
         text_scales: tuple[float, float] = (3.0, 7.5),
         image_scales: tuple[float, float] = (1.0, 3.0),
+        timesteps: Sequence[int] | Tensor | None = None,
         unet: Any = None,
         **parts: Any,
     ) -> None:
@@ -137,6 +162,7 @@ class GuidanceDistiller(Trainer):
             )
         self.text_scales = _scale_range(text_scales, "text_scales")
         self.image_scales = _scale_range(image_scales, "image_scales")
+        self.timesteps = None if timesteps is None else _timestep_list(timesteps, parts)
         student = to_distilled_unet(teacher) if unet is None else unet
         if not is_distilled(student):
             raise ValueError("unet must take a guidance embedding (see to_distilled_unet)")
@@ -158,6 +184,13 @@ class GuidanceDistiller(Trainer):
         noisy_batch = self.noisy_batch(batch, micro, rank, None, accelerator)
         generator = noisy_batch.generator
         rows = noisy_batch.noisy.shape[0]
+        if self.timesteps is not None:  # re-noise the same latents at the chosen timesteps
+            picks = torch.randint(0, len(self.timesteps), (rows,), generator=generator)
+            timesteps = self.timesteps[picks].to(noisy_batch.noisy.device)
+            noisy = self.noise_scheduler.add_noise(
+                noisy_batch.latents, noisy_batch.noise, timesteps
+            )
+            noisy_batch = dataclasses.replace(noisy_batch, timesteps=timesteps, noisy=noisy)
         draws = torch.rand(2, rows, generator=generator)
         (text_low, text_high), (image_low, image_high) = self.text_scales, self.image_scales
         text_scale = (text_low + (text_high - text_low) * draws[0]).to(noisy_batch.noisy.device)
