@@ -116,7 +116,8 @@ class MemoryTools:
         return resolved
 
     def _models(self) -> list[Any]:
-        return [m for m in (self.text_encoder, self.unet, self.vae) if m is not None]
+        second = getattr(self, "text_encoder_2", None)  # SDXL's
+        return [m for m in (self.text_encoder, second, self.unet, self.vae) if m is not None]
 
     def enable_model_cpu_offload(
         self, gpu_id: int | None = None, device: str | torch.device = "cuda"

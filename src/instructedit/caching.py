@@ -25,8 +25,9 @@ class DeepCacheUNet:
     docstring).
 
     Args:
-        unet: a diffusers ``UNet2DConditionModel`` without class or added embeddings (Stable
-            Diffusion 1.x and 2.x layouts, InstructPix2Pix editors).
+        unet: a diffusers ``UNet2DConditionModel`` without class embeddings and with no added
+            embedding or SDXL's (``"text_time"``): Stable Diffusion 1.x, 2.x and XL layouts,
+            InstructPix2Pix editors.
         interval: one call in ``interval`` runs the whole UNet (1: every call).
         depth: how many of the shallowest down and up blocks run on the calls between (1 to
             the number of up blocks minus one; 1 caches the most).
@@ -50,14 +51,16 @@ class DeepCacheUNet:
             name
             for name, value in (
                 ("class_embed_type", config.class_embed_type),
-                ("addition_embed_type", config.addition_embed_type),
                 ("num_class_embeds", config.num_class_embeds),
             )
             if value is not None
         ]
+        if config.addition_embed_type not in (None, "text_time"):
+            unsupported.append("addition_embed_type")
         if unsupported:
             raise ValueError(
-                f"feature caching supports UNets without class or added embeddings; this one "
+                f"feature caching supports UNets without class embeddings and with no added "
+                f"embedding or SDXL's ('text_time'); this one "
                 f"sets {unsupported}"
             )
         self.unet = unet
@@ -82,6 +85,7 @@ class DeepCacheUNet:
         return_dict: bool = False,
         timestep_cond: Tensor | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
+        added_cond_kwargs: dict[str, Tensor] | None = None,
     ) -> tuple[Tensor]:
         if self.interval == 1:
             self.calls += 1
@@ -92,6 +96,7 @@ class DeepCacheUNet:
                 encoder_hidden_states=encoder_hidden_states,
                 timestep_cond=timestep_cond,
                 cross_attention_kwargs=cross_attention_kwargs,
+                added_cond_kwargs=added_cond_kwargs,
                 return_dict=False,
             )
             return (output[0],)
@@ -104,7 +109,13 @@ class DeepCacheUNet:
         self.full_calls += int(full)
         return (
             self._forward(
-                sample, timestep, encoder_hidden_states, timestep_cond, cross_attention_kwargs, full
+                sample,
+                timestep,
+                encoder_hidden_states,
+                timestep_cond,
+                cross_attention_kwargs,
+                added_cond_kwargs,
+                full,
             ),
         )
 
@@ -115,6 +126,7 @@ class DeepCacheUNet:
         hidden: Tensor,
         timestep_cond: Tensor | None,
         attention_kwargs: dict[str, Any] | None,
+        added_cond_kwargs: dict[str, Tensor] | None,
         full: bool,
     ) -> Tensor:
         """diffusers' ``UNet2DConditionModel.forward`` (for the supported layouts), keeping or
@@ -127,10 +139,15 @@ class DeepCacheUNet:
         emb = unet.time_embedding(
             unet.get_time_embed(sample=sample, timestep=timestep), timestep_cond
         )
+        added = unet.get_aug_embed(
+            emb=emb, encoder_hidden_states=hidden, added_cond_kwargs=added_cond_kwargs
+        )
+        if added is not None:  # SDXL's pooled text and size ids
+            emb = emb + added
         if unet.time_embed_act is not None:
             emb = unet.time_embed_act(emb)
         hidden = unet.process_encoder_hidden_states(
-            encoder_hidden_states=hidden, added_cond_kwargs=None
+            encoder_hidden_states=hidden, added_cond_kwargs=added_cond_kwargs
         )
         sample = unet.conv_in(sample)
         skips: tuple[Tensor, ...] = (sample,)

@@ -49,10 +49,14 @@ class BranchConditioning:
         encoder_hidden_states: text embeddings ``[B, T, D]``.
         image_latents: latents concatenated to the noisy latents along channels ``[B, C_I, h, w]``
             (InstructPix2Pix), or ``None`` for a text-to-image UNet.
+        added_cond_kwargs: the UNet's added conditioning, each ``[B, ...]``: SDXL's
+            ``{"text_embeds": pooled, "time_ids": size and crop ids}``; ``None`` for UNets
+            without it (SD 1.x/2.x).
     """
 
     encoder_hidden_states: Tensor
     image_latents: Tensor | None = None
+    added_cond_kwargs: Mapping[str, Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,21 @@ class _ModelInput:
     def __init__(self, conditioning: Mapping[str, BranchConditioning]) -> None:
         self._conditioning = conditioning
         self._cache: dict[tuple[str, ...], tuple[Tensor, Tensor]] = {}
+        self._added: dict[tuple[str, ...], dict[str, Tensor] | None] = {}
+
+    def added(self, active: tuple[str, ...]) -> dict[str, Tensor] | None:
+        """The active branches' added conditioning, stacked like the batch (``None`` without)."""
+        if active not in self._added:
+            given = [self._conditioning[name].added_cond_kwargs for name in active]
+            if any((item is None) != (given[0] is None) for item in given):
+                raise ValueError("either every branch has added_cond_kwargs or none has")
+            first = given[0]
+            self._added[active] = (
+                None
+                if first is None
+                else {key: torch.cat([item[key] for item in given]) for key in first}  # type: ignore[index]
+            )
+        return self._added[active]
 
     def build(self, scaled: Tensor, active: tuple[str, ...]) -> tuple[Tensor, Tensor]:
         if active not in self._cache:
@@ -277,7 +296,11 @@ def denoise(
         unet_input, hidden = step_input.build(scaled, active)
         if controller is not None:
             controller.set_step(index, num_steps, active)
-        output = unet(unet_input, timestep, encoder_hidden_states=hidden, return_dict=False)[0]
+        added = step_input.added(active)
+        extra = {} if added is None else {"added_cond_kwargs": added}
+        output = unet(
+            unet_input, timestep, encoder_hidden_states=hidden, return_dict=False, **extra
+        )[0]
         scalar = all(isinstance(weights[name], float) for name in active)
         update = affine_update(scheduler, timestep, kwargs) if fusable and scalar else None
         if update is not None:

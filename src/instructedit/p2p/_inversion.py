@@ -88,6 +88,14 @@ def _check_size(p2p: PromptToPrompt, height: int | None, width: int | None) -> N
             check_side(value, name, multiple)
 
 
+def _check_layout(p2p: PromptToPrompt) -> None:
+    if p2p.is_xl:
+        raise ValueError(
+            "inversion runs on Stable Diffusion 1.x/2.x models; this one is SDXL (its UNet "
+            "takes pooled text and size ids, which inversion does not pass)"
+        )
+
+
 def _check_prompt(prompt: Any) -> None:
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
@@ -144,6 +152,7 @@ def ddim_inversion(
     The image's sides are floored to multiples of 8, or it is resized to ``height`` × ``width``
     (both given, each a positive multiple of 8).
     """
+    _check_layout(p2p)
     _check_prompt(prompt)
     check_positive_int(num_inference_steps, "num_inference_steps")
     _check_size(p2p, height, width)
@@ -193,6 +202,7 @@ def null_text_inversion(
     """
     if not isinstance(inversion, Inversion):
         raise TypeError(f"inversion must be an Inversion, got {type(inversion).__name__}")
+    _check_layout(p2p)
     _check_null_text(guidance_scale, inner_steps, learning_rate, early_stop, early_stop_slope)
     scheduler = inversion.scheduler
     steps = inversion.num_inference_steps

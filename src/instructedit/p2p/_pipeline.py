@@ -30,11 +30,14 @@ from instructedit._memory import MemoryTools
 from instructedit.attention import AttentionController, attention_control
 from instructedit.caching import DeepCacheUNet
 from instructedit.components import (
+    check_text_parts,
     decode_latents,
-    encode_prompts,
+    is_sdxl_unet,
     load_components,
     move_models,
     native_size,
+    sdxl_time_ids,
+    text_embeddings,
     vae_scale_factor,
 )
 from instructedit.guidance import ClassifierFreeGuidance, check_scale
@@ -126,16 +129,33 @@ class PromptToPrompt(MemoryTools):
     :mod:`instructedit.p2p` edits the target while the source renders exactly as the plain
     model would.
 
+    Stable Diffusion XL text-to-image models work the same way, recognised from the UNet's
+    layout: two text encoders, the pooled embedding and the size ids, as diffusers'
+    ``StableDiffusionXLPipeline`` computes them (so SDXL editing data can be generated).
+
     Args:
-        unet: a text-to-image ``UNet2DConditionModel``.
+        unet: a text-to-image ``UNet2DConditionModel`` (SD 1.x/2.x or SDXL).
         vae: the ``AutoencoderKL``.
-        text_encoder: the ``CLIPTextModel``.
+        text_encoder: the ``CLIPTextModel`` (SDXL: the first one).
         tokenizer: its tokenizer.
         scheduler: any diffusers scheduler.
+        text_encoder_2: SDXL's second text encoder (``CLIPTextModelWithProjection``).
+        tokenizer_2: its tokenizer.
+        force_zeros_for_empty_prompt: SDXL: without a ``negative_prompt``, the unconditional
+            branch takes zero embeddings (diffusers' default).
     """
 
     def __init__(
-        self, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any
+        self,
+        *,
+        unet: Any,
+        vae: Any,
+        text_encoder: Any,
+        tokenizer: Any,
+        scheduler: Any,
+        text_encoder_2: Any = None,
+        tokenizer_2: Any = None,
+        force_zeros_for_empty_prompt: bool = True,
     ) -> None:
         in_channels = getattr(getattr(unet, "config", None), "in_channels", None)
         latent_channels = getattr(getattr(vae, "config", None), "latent_channels", None)
@@ -145,18 +165,28 @@ class PromptToPrompt(MemoryTools):
             raise ValueError(
                 f"PromptToPrompt needs a text-to-image UNet (in_channels = {latent_channels}), got {in_channels}"
             )
+        check_text_parts(unet, text_encoder, tokenizer, text_encoder_2, tokenizer_2)
         self.unet = unet
         self.vae = vae
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
+        self.text_encoder_2 = text_encoder_2
+        self.tokenizer_2 = tokenizer_2
+        self.force_zeros_for_empty_prompt = bool(force_zeros_for_empty_prompt)
         self.scheduler = scheduler
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, **kwargs: Any) -> PromptToPrompt:
-        """Loads a Stable Diffusion pipeline folder or hub id (diffusers layout); keyword
-        arguments as :func:`~instructedit.components.load_components`."""
+        """Loads a Stable Diffusion or SDXL pipeline folder or hub id (diffusers layout);
+        keyword arguments as :func:`~instructedit.components.load_components`."""
         parts = load_components(path_or_hub_id, **kwargs)
+        parts.pop("is_cosxl_edit", None)
         return cls(**parts)
+
+    @property
+    def is_xl(self) -> bool:
+        """Whether this is a Stable Diffusion XL model (from its UNet's layout)."""
+        return is_sdxl_unet(self.unet)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -175,19 +205,22 @@ class PromptToPrompt(MemoryTools):
         """Moves the models; returns ``self``."""
         if device is not None:
             self._check_not_offloaded(f"move it to {device}")
-        move_models((self.unet, self.vae, self.text_encoder), device, dtype)
+        move_models(
+            [m for m in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if m],
+            device,
+            dtype,
+        )
         return self
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
-        """Returns text embeddings ``[N, T, D]``."""
-        return encode_prompts(
-            self.tokenizer, self.text_encoder, texts, device=self.device, dtype=self.dtype
-        )
+        """Returns text embeddings ``[N, T, D]`` (SDXL: both encoders' features side by side)."""
+        return text_embeddings(self, texts)[0]
 
     def _check_prompts(self, prompts: Sequence[str], argument: str) -> None:
-        limit = self.tokenizer.model_max_length
+        tokenizer = self.tokenizer if self.tokenizer is not None else self.tokenizer_2
+        limit = tokenizer.model_max_length
         for index, prompt in enumerate(prompts):
-            length = len(self.tokenizer(prompt).input_ids)
+            length = len(tokenizer(prompt).input_ids)
             if length > limit:
                 raise ValueError(
                     f"{argument}[{index}] has {length} tokens; the text encoder allows {limit} "
@@ -277,8 +310,32 @@ class PromptToPrompt(MemoryTools):
         height, width = self._size(height, width)
         sampler = self.scheduler if scheduler is None else scheduler
 
-        text = self.encode_text(sources + targets)
-        negative = self.encode_text([negative_prompt or ""]).expand(2 * pairs, -1, -1)
+        text, pooled = text_embeddings(self, sources + targets)
+        negative_pooled: Tensor | None
+        if pooled is not None and negative_prompt is None and self.force_zeros_for_empty_prompt:
+            negative, negative_pooled = torch.zeros_like(text[:1]), torch.zeros_like(pooled[:1])
+        else:
+            negative, negative_pooled = text_embeddings(self, [negative_prompt or ""])
+        negative = negative.expand(2 * pairs, -1, -1)
+        added: dict[str, dict[str, Tensor] | None] = {"cond": None, "uncond": None}
+        if pooled is not None and negative_pooled is not None:  # SDXL
+            if uncond_embeddings is not None:
+                raise ValueError(
+                    "uncond_embeddings (null-text inversion) runs on SD 1.x/2.x models; this one "
+                    "is SDXL"
+                )
+            ids = sdxl_time_ids(
+                (height, width),
+                (0, 0),
+                (height, width),
+                unet=self.unet,
+                pooled_dim=pooled.shape[-1],
+            ).to(self.device, self.dtype)
+            ids = ids.expand(2 * pairs, -1)
+            added = {
+                "cond": {"text_embeds": pooled, "time_ids": ids},
+                "uncond": {"text_embeds": negative_pooled.expand(2 * pairs, -1), "time_ids": ids},
+            }
         sampler.set_timesteps(num_inference_steps, device=self.device)
         shape = (
             2 * pairs,
@@ -306,8 +363,8 @@ class PromptToPrompt(MemoryTools):
         )
         if uncond_embeddings is None:
             conditioning = {
-                "cond": BranchConditioning(text),
-                "uncond": BranchConditioning(negative),
+                "cond": BranchConditioning(text, added_cond_kwargs=added["cond"]),
+                "uncond": BranchConditioning(negative, added_cond_kwargs=added["uncond"]),
             }
         else:
             per_step = [
@@ -349,7 +406,7 @@ class PromptToPrompt(MemoryTools):
             )
         if output_type == "latent":
             return PairOutput(source=final[:pairs], target=final[pairs:], seeds=seeds)
-        images = tensor_to_output(decode_latents(self.vae, final), output_type)
+        images = tensor_to_output(decode_latents(self.vae, final, upcast=self.is_xl), output_type)
         self.maybe_free_model_hooks()
         if isinstance(images, list):
             return PairOutput(source=images[:pairs], target=images[pairs:], seeds=seeds)

@@ -138,7 +138,8 @@ def estimate_cost(
             + vae_cells * vae_cells * int(_held_share(vae, 1))
         )
     )
-    models = [m for m in (pipe.text_encoder, pipe.unet, vae) if m is not None]
+    second = getattr(pipe, "text_encoder_2", None)  # SDXL's
+    models = [m for m in (pipe.text_encoder, second, pipe.unet, vae) if m is not None]
     offload = getattr(pipe, "_offload", None)
     if offload == "sequential":
         weights = 0

@@ -26,12 +26,15 @@ from instructedit._inputs import (
 from instructedit._memory import MemoryTools, module_device
 from instructedit.caching import DeepCacheUNet
 from instructedit.components import (
+    check_text_parts,
     decode_latents,
-    encode_prompts,
+    is_sdxl_unet,
     load_components,
     move_models,
     native_size,
     run_vae,
+    sdxl_time_ids,
+    text_embeddings,
     vae_scale_factor,
 )
 from instructedit.default import default_model_dir, names_default
@@ -87,6 +90,10 @@ step). Their measured speed and quality are in the "Memory and speed" guide."""
 
 logger = logging.getLogger(__name__)
 
+SDXL_TEXT_SCALE = 5.0
+"""The instruction guidance an SDXL editor uses without a stored one (diffusers'
+``StableDiffusionXLInstructPix2PixPipeline`` default)."""
+
 PipelineCallback = Callable[
     ["EditPipeline", int, Tensor, dict[str, Tensor]], "Mapping[str, Any] | None"
 ]
@@ -131,6 +138,15 @@ def _hub_folder_with(
     return Path(file).parent
 
 
+def _with_added(forward: Callable[..., Any], added: dict[str, Tensor]) -> Callable[..., Any]:
+    """``forward`` with fixed ``added_cond_kwargs`` (SDXL's pooled text and size ids)."""
+
+    def call(sample: Tensor, timestep: Any, **kwargs: Any) -> Any:
+        return forward(sample, timestep, added_cond_kwargs=added, **kwargs)
+
+    return call
+
+
 class EditPipeline(MemoryTools):
     """Edits images by instruction: InstructPix2Pix (Brooks, Holynski and Efros, CVPR 2023).
 
@@ -141,14 +157,30 @@ class EditPipeline(MemoryTools):
     for DDIM, Euler and Euler ancestral the guidance and the scheduler update are one fused step
     (a Triton kernel on CUDA).
 
+    The same class runs Stable Diffusion XL editors (``diffusers/sdxl-instructpix2pix-768``,
+    CosXL Edit), recognised from the UNet's layout: two text encoders, the pooled embedding and
+    the size and crop ids (``original_size``, ``crops_coords_top_left``, ``target_size``), and the
+    VAE in float32 when float16 overflows it, as diffusers'
+    ``StableDiffusionXLInstructPix2PixPipeline`` defines them.
+
     Args:
         unet: an InstructPix2Pix ``UNet2DConditionModel`` (8 input channels: noisy latents and
-            image latents).
+            image latents), of Stable Diffusion 1.x/2.x's layout or of SDXL's.
         vae: the ``AutoencoderKL``.
-        text_encoder: the ``CLIPTextModel``.
+        text_encoder: the ``CLIPTextModel`` (SDXL: the first one; ``None`` for a model with
+            only the second).
         tokenizer: its tokenizer.
         scheduler: any diffusers scheduler.
-        guidance: default guidance scales and options (the paper's 7.5 and 1.5 when ``None``);
+        text_encoder_2: SDXL's second text encoder, a ``CLIPTextModelWithProjection``;
+            ``None`` for SD 1.x/2.x.
+        tokenizer_2: its tokenizer.
+        force_zeros_for_empty_prompt: SDXL: without a ``negative_instruction``, the ∅ branches
+            take zero embeddings rather than the empty prompt's (diffusers' default, stored in
+            ``model_index.json``).
+        is_cosxl_edit: SDXL: the image condition is scaled by the VAE's ``scaling_factor`` (CosXL
+            Edit's convention).
+        guidance: default guidance scales and options (when ``None``: the paper's 7.5 and 1.5,
+            or for SDXL diffusers' SDXL defaults, 5 and 1.5);
             the call's ``guidance_scale`` and ``image_guidance_scale`` override its scales.
             :meth:`save_pretrained` stores it with the weights and :meth:`from_pretrained` reads
             it back.
@@ -171,6 +203,10 @@ class EditPipeline(MemoryTools):
         scheduler: Any,
         guidance: DualGuidance | None = None,
         editing: EditingConfig | None = None,
+        text_encoder_2: Any = None,
+        tokenizer_2: Any = None,
+        force_zeros_for_empty_prompt: bool = True,
+        is_cosxl_edit: bool = False,
     ) -> None:
         in_channels = getattr(getattr(unet, "config", None), "in_channels", None)
         latent_channels = getattr(getattr(vae, "config", None), "latent_channels", None)
@@ -186,16 +222,28 @@ class EditPipeline(MemoryTools):
             raise TypeError(
                 f"scheduler must be a diffusers scheduler, got {type(scheduler).__name__}"
             )
+        check_text_parts(unet, text_encoder, tokenizer, text_encoder_2, tokenizer_2)
         self.unet = unet
         self.vae = vae
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
+        self.text_encoder_2 = text_encoder_2
+        self.tokenizer_2 = tokenizer_2
+        self.force_zeros_for_empty_prompt = bool(force_zeros_for_empty_prompt)
+        self.is_cosxl_edit = bool(is_cosxl_edit)
         self.scheduler = scheduler
-        self.guidance = guidance if guidance is not None else DualGuidance()
+        if guidance is None:  # diffusers' defaults: the paper's 7.5 and 1.5; SDXL's 5 and 1.5
+            guidance = DualGuidance(text_scale=SDXL_TEXT_SCALE) if self.is_xl else DualGuidance()
+        self.guidance = guidance
         if editing is not None and not isinstance(editing, EditingConfig):
             raise TypeError(f"editing must be an EditingConfig, got {type(editing).__name__}")
         self.editing = editing if editing is not None else EditingConfig()
         self._unet_forward: Callable[..., Any] = unet
+
+    @property
+    def is_xl(self) -> bool:
+        """Whether this is a Stable Diffusion XL editor (from its UNet's layout)."""
+        return is_sdxl_unet(self.unet)
 
     # ----------------------------------------------------------------- construction and saving
 
@@ -270,8 +318,25 @@ class EditPipeline(MemoryTools):
         return cls(**parts, guidance=guidance, editing=editing)
 
     def to_diffusers(self) -> Any:
-        """Returns diffusers' ``StableDiffusionInstructPix2PixPipeline`` on the same modules."""
+        """Returns diffusers' ``StableDiffusionInstructPix2PixPipeline`` (SDXL:
+        ``StableDiffusionXLInstructPix2PixPipeline``) on the same modules."""
         from diffusers import StableDiffusionInstructPix2PixPipeline
+
+        if self.is_xl:
+            from diffusers import StableDiffusionXLInstructPix2PixPipeline
+
+            return StableDiffusionXLInstructPix2PixPipeline(
+                vae=self.vae,
+                text_encoder=self.text_encoder,
+                text_encoder_2=self.text_encoder_2,
+                tokenizer=self.tokenizer,
+                tokenizer_2=self.tokenizer_2,
+                unet=self.unet,
+                scheduler=self.scheduler,
+                force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt,
+                add_watermarker=False,
+                is_cosxl_edit=self.is_cosxl_edit,
+            )
 
         return StableDiffusionInstructPix2PixPipeline(
             vae=self.vae,
@@ -300,7 +365,11 @@ class EditPipeline(MemoryTools):
         """Moves the models to ``device`` and/or casts them to ``dtype``; returns ``self``."""
         if device is not None:
             self._check_not_offloaded(f"move it to {device}")
-        move_models((self.unet, self.vae, self.text_encoder), device, dtype)
+        move_models(
+            [m for m in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if m],
+            device,
+            dtype,
+        )
         return self
 
     def compile(
@@ -342,10 +411,14 @@ class EditPipeline(MemoryTools):
     # ----------------------------------------------------------------------------- encoding
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
-        """Returns text embeddings ``[N, T, D]`` for ``texts`` (padded to the tokenizer's max)."""
-        return encode_prompts(
-            self.tokenizer, self.text_encoder, texts, device=self.device, dtype=self.dtype
-        )
+        """Returns text embeddings ``[N, T, D]`` for ``texts`` (padded to the tokenizer's max;
+        SDXL: both encoders' penultimate features side by side)."""
+        return self.encode_prompt(texts)[0]
+
+    def encode_prompt(self, texts: Sequence[str]) -> tuple[Tensor, Tensor | None]:
+        """Returns the text embeddings ``[N, T, D]`` and, for SDXL, the pooled embedding
+        ``[N, P]`` of the second encoder (``None`` for SD 1.x/2.x)."""
+        return text_embeddings(self, texts)
 
     def encode_image(self, pixels: Tensor) -> Tensor:
         """Returns the image conditioning latents ``[N, 4, h, w]``: the VAE posterior's mode,
@@ -358,11 +431,11 @@ class EditPipeline(MemoryTools):
         def run(vae: Any, dtype: torch.dtype) -> Tensor:
             return vae.encode(pixels.to(module_device(vae), dtype)).latent_dist.mode()
 
-        return run_vae(self.vae, run, "encoding").to(self.dtype)
+        return run_vae(self.vae, run, "encoding", upcast=self.is_xl).to(self.dtype)
 
     def decode_latents(self, latents: Tensor) -> Tensor:
         """Decodes latents ``[N, 4, h, w]`` to pixels ``[N, 3, H, W]`` in about [-1, 1] (float32)."""
-        return decode_latents(self.vae, latents)
+        return decode_latents(self.vae, latents, upcast=self.is_xl)
 
     # --------------------------------------------------------------------------------- call
 
@@ -394,6 +467,9 @@ class EditPipeline(MemoryTools):
         cache_interval: int | None = None,
         cache_depth: int = 1,
         speed: SpeedPreset | None = None,
+        original_size: tuple[int, int] | None = None,
+        crops_coords_top_left: tuple[int, int] = (0, 0),
+        target_size: tuple[int, int] | None = None,
         progress: bool = True,
     ) -> EditOutput:
         """Edits ``image`` by ``instruction``.
@@ -408,7 +484,7 @@ class EditPipeline(MemoryTools):
                 pair up element-wise; a single one of either is broadcast.
             num_inference_steps: denoising steps (official default 100).
             guidance_scale: s_T, instruction guidance; ``None`` uses ``self.guidance`` (the
-                model's stored scale, else the paper's 7.5).
+                model's stored scale, else the paper's 7.5; 5 for SDXL).
             image_guidance_scale: s_I, image guidance; ``None`` uses ``self.guidance`` (the
                 model's stored scale, else the paper's 1.5).
                 Unlike diffusers, which turns all guidance off when s_I < 1, the paper's formula
@@ -459,6 +535,11 @@ class EditPipeline(MemoryTools):
             speed: a named speed preset instead of ``cache_interval`` (see
                 :data:`~instructedit.pipeline.SPEED_PRESETS`): ``"exact"``, ``"balanced"`` or
                 ``"fast"``.
+            original_size: SDXL's micro-conditioning, ``(height, width)``: the size the image
+                is said to have had before resizing (default: the edited size).
+            crops_coords_top_left: SDXL: the crop's top-left corner, ``(top, left)``.
+            target_size: SDXL: the size asked for, ``(height, width)`` (default: the edited
+                size).
             progress: show a progress bar.
 
         Returns:
@@ -477,6 +558,29 @@ class EditPipeline(MemoryTools):
                 check_scale(name, value)
         check_scale("eta", eta)
         check_output_type(output_type)
+        micro = {
+            "original_size": original_size,
+            "crops_coords_top_left": crops_coords_top_left,
+            "target_size": target_size,
+        }
+        for name, pair in micro.items():
+            if pair is None:
+                continue
+            if (
+                not isinstance(pair, Sequence)
+                or len(pair) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)
+            ):
+                raise ValueError(f"{name} must be a pair of non-negative ints, got {pair!r}")
+        if not self.is_xl and (
+            original_size is not None
+            or target_size is not None
+            or tuple(crops_coords_top_left) != (0, 0)
+        ):
+            raise ValueError(
+                "original_size, crops_coords_top_left and target_size are SDXL's "
+                "micro-conditioning; this editor has Stable Diffusion 1.x/2.x's layout"
+            )
         if speed is not None:
             if cache_interval is not None:
                 raise ValueError("give speed or cache_interval, not both")
@@ -567,19 +671,53 @@ class EditPipeline(MemoryTools):
 
         # Conditioning: one embedding per output image, grouped by edit.
         repeat = num_images_per_instruction
-        text, negative = (
-            self.encode_text(instructions + negatives).repeat_interleave(repeat, dim=0).chunk(2)
-        )
         pixels = pil_to_tensor(prepared).to(self.device)
         if image_latents is None:
             image_latents = self.encode_image(pixels)
         else:
             image_latents = image_latents.to(self.device, self.dtype).expand(count, -1, -1, -1)
+        if self.is_cosxl_edit:
+            image_latents = image_latents * self.vae.config.scaling_factor
         image_latents = image_latents.repeat_interleave(repeat, dim=0)
+        added: dict[str, dict[str, Tensor]] = {}
+        if self.is_xl:
+            zero_negative = negative_instruction is None and self.force_zeros_for_empty_prompt
+            hidden, pooled = self.encode_prompt(
+                instructions if zero_negative else instructions + negatives
+            )
+            assert pooled is not None
+            if zero_negative:
+                hidden = torch.cat([hidden, torch.zeros_like(hidden)])
+                pooled = torch.cat([pooled, torch.zeros_like(pooled)])
+            text, negative = hidden.repeat_interleave(repeat, dim=0).chunk(2)
+            pooled_text, pooled_negative = pooled.repeat_interleave(repeat, dim=0).chunk(2)
+            edited_size = (int(pixels.shape[2]), int(pixels.shape[3]))
+            ids = (
+                sdxl_time_ids(
+                    tuple(original_size or edited_size),  # type: ignore[arg-type]
+                    tuple(crops_coords_top_left),  # type: ignore[arg-type]
+                    tuple(target_size or edited_size),  # type: ignore[arg-type]
+                    unet=self.unet,
+                    pooled_dim=int(pooled.shape[-1]),
+                )
+                .to(self.device, self.dtype)
+                .expand(total, -1)
+            )
+            added = {
+                "full": {"text_embeds": pooled_text, "time_ids": ids},
+                "image": {"text_embeds": pooled_negative, "time_ids": ids},
+                "uncond": {"text_embeds": pooled_negative, "time_ids": ids},
+            }
+        else:
+            text, negative = (
+                self.encode_text(instructions + negatives).repeat_interleave(repeat, dim=0).chunk(2)
+            )
         conditioning = {
-            "full": BranchConditioning(text, image_latents),
-            "image": BranchConditioning(negative, image_latents),
-            "uncond": BranchConditioning(negative, torch.zeros_like(image_latents)),
+            "full": BranchConditioning(text, image_latents, added.get("full")),
+            "image": BranchConditioning(negative, image_latents, added.get("image")),
+            "uncond": BranchConditioning(
+                negative, torch.zeros_like(image_latents), added.get("uncond")
+            ),
         }
 
         if is_distilled(self.unet):  # one pass a step, told the scales
@@ -596,11 +734,23 @@ class EditPipeline(MemoryTools):
         latents = noise * self.scheduler.init_noise_sigma
         blend = None
         if mask_image is not None:
-            clean = image_latents * self.vae.config.scaling_factor
+            # CosXL's image condition is already scaled.
+            scale = 1.0 if self.is_cosxl_edit else self.vae.config.scaling_factor
+            clean = image_latents * scale
             if pixel_masks is None:  # "auto"
+                mask_forward: Callable[..., Any] = self._unet_forward
+                if added:  # SDXL: the mask's passes stack (instruction, ∅) like the branches
+                    mask_forward = _with_added(
+                        self._unet_forward,
+                        {
+                            key: torch.cat([added["full"][key], added["image"][key]])
+                            for key in added["full"]
+                        },
+                    )
+
                 with torch.inference_mode():
                     cells = diffedit_mask(
-                        self._unet_forward,
+                        mask_forward,
                         self.scheduler,
                         clean,
                         image_latents,

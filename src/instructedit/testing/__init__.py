@@ -5,7 +5,8 @@ Everything here builds locally in seconds on a CPU and never reaches a model hub
 * the real CLIP tokenizer, derived from the BPE vocabulary that open_clip ships
   (:func:`clip_tokenizer`);
 * tiny Stable Diffusion parts in the diffusers layout, with a 4-channel (text-to-image) or
-  8-channel (InstructPix2Pix) UNet (:func:`tiny_components`, :func:`save_tiny_pipeline`);
+  8-channel (InstructPix2Pix) UNet (:func:`tiny_components`, :func:`save_tiny_pipeline`), and
+  the same for Stable Diffusion XL's layout (:func:`tiny_sdxl_components`);
 * a tiny open_clip model and its ``local-dir:`` folder (:func:`tiny_open_clip`,
   :func:`save_tiny_open_clip`);
 * a tiny causal language model with a byte-level BPE tokenizer trained on the fly
@@ -34,9 +35,12 @@ from instructedit.seeding import seeded
 from instructedit.testing._diffusion import (
     SchedulerName,
     TinyComponents,
+    TinySDXLComponents,
     save_tiny_pipeline,
     tiny_components,
     tiny_scheduler,
+    tiny_sdxl_components,
+    tiny_sdxl_unet,
     tiny_text_encoder,
     tiny_unet,
     tiny_vae,
@@ -60,6 +64,7 @@ __all__ = [
     "TINY_OPEN_CLIP_CONFIG",
     "SchedulerName",
     "TinyComponents",
+    "TinySDXLComponents",
     "clip_text_encoder",
     "clip_tokenizer",
     "clip_tokenizer_dir",
@@ -72,6 +77,8 @@ __all__ = [
     "tiny_lm_tokenizer",
     "tiny_open_clip",
     "tiny_scheduler",
+    "tiny_sdxl_components",
+    "tiny_sdxl_unet",
     "tiny_text_encoder",
     "tiny_unet",
     "tiny_vae",
