@@ -239,6 +239,7 @@ class EditPipeline(MemoryTools):
             raise TypeError(f"editing must be an EditingConfig, got {type(editing).__name__}")
         self.editing = editing if editing is not None else EditingConfig()
         self._unet_forward: Callable[..., Any] = unet
+        self._lora_restore: dict[str, Any] = {}  # what unload_lora_weights puts back
 
     @property
     def is_xl(self) -> bool:
@@ -395,6 +396,32 @@ class EditPipeline(MemoryTools):
         if fuse_qkv:
             self.unet.fuse_qkv_projections()
         self._unet_forward = torch.compile(self.unet, **compile_kwargs)
+        return self
+
+    def load_lora_weights(
+        self, source: str | Path, *, adapter_name: str = "default"
+    ) -> EditPipeline:
+        """Loads a LoRA adapter onto the UNet: an adapter folder a LoRA training run exported
+        (its ``lora`` subfolder; the trained input convolution too, when it holds one) or a
+        diffusers-format ``.safetensors`` file. The adapter must fit this base model: one trained
+        on another is refused, naming the first layer that differs. Returns ``self``.
+
+        See :mod:`instructedit.lora`; :meth:`unload_lora_weights` takes it off again.
+        """
+        from instructedit.lora import load_lora
+
+        restore = load_lora(self.unet, source, adapter_name=adapter_name)
+        # The first loaded convolution is the base's: keep it for unloading.
+        self._lora_restore = {**restore, **self._lora_restore}
+        return self
+
+    def unload_lora_weights(self) -> EditPipeline:
+        """Removes every loaded LoRA adapter (and a loaded input convolution): the base model's
+        weights come back exactly. Returns ``self``."""
+        from instructedit.lora import unload_lora
+
+        unload_lora(self.unet, self._lora_restore)
+        self._lora_restore = {}
         return self
 
     @property

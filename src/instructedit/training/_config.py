@@ -13,7 +13,7 @@ from instructedit._checks import check_counts
 from instructedit._inputs import check_texts
 from instructedit.sampling import check_sampler
 
-__all__ = ["PREDICTION_TYPES", "TrainConfig"]
+__all__ = ["LORA_TARGETS", "PREDICTION_TYPES", "TrainConfig"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 """The UNet targets a :class:`TrainConfig` can train (diffusers' ``prediction_type`` names)."""
@@ -37,7 +37,12 @@ _FLAGS = (
     "gradient_checkpointing",
     "use_8bit_adam",
     "cache_latents",
+    "lora_train_conv_in",
 )
+
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+"""The modules a LoRA run adapts by default: every attention's query, key, value and output
+projections (diffusers' LoRA training scripts' choice)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,23 @@ class TrainConfig:
     device (per example and flip, three latents; per instruction, one text embedding). With
     ``train_text_encoder`` it holds each instruction's tokens instead, and the encoder still runs
     every step."""
+    lora_rank: int | None = None
+    """Train a LoRA adapter of this rank (through ``peft``, ``pip install instructedit[lora]``)
+    instead of the whole UNet: the base weights stay frozen, so the optimiser state and the
+    gradients cover a few percent of the parameters. ``None``: full fine-tuning."""
+    lora_alpha: float | None = None
+    """LoRA's scale numerator (the update is ``alpha / rank · B A``); ``None``: ``lora_rank``."""
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    """Module names (or name suffixes) the adapter wraps: by default every attention's query,
+    key, value and output projection."""
+    lora_train_conv_in: bool = True
+    """With LoRA, train the UNet's input convolution in full: it holds the image channels
+    :func:`~instructedit.training.to_edit_unet` adds, which an adapter starting from zero could
+    not learn. Its weights ship beside the adapter (``conv_in.safetensors``), which
+    :meth:`EditPipeline.load_lora_weights <instructedit.EditPipeline.load_lora_weights>` reads;
+    diffusers' ``load_lora_weights`` reads the adapter alone, so turn this off when fine-tuning
+    an editor whose input convolution is already trained and the adapter must load in diffusers
+    by itself."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -228,6 +250,7 @@ class TrainConfig:
                 "cache_latents needs resize_resolution unset or equal to resolution "
                 f"({self.resolution}): random crops cannot be cached, got {self.resize_resolution}"
             )
+        self._check_lora()
         if self.checkpoints_to_keep is not None and (
             isinstance(self.checkpoints_to_keep, bool)
             or not isinstance(self.checkpoints_to_keep, int)
@@ -235,6 +258,37 @@ class TrainConfig:
         ):
             raise ValueError(
                 f"checkpoints_to_keep must be >= 1 or None, got {self.checkpoints_to_keep}"
+            )
+
+    def _check_lora(self) -> None:
+        if isinstance(self.lora_targets, list):  # frozen: keep an immutable copy
+            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if (
+            not isinstance(self.lora_targets, tuple)
+            or not self.lora_targets
+            or not all(isinstance(t, str) and t.strip() for t in self.lora_targets)
+        ):
+            raise ValueError(
+                f"lora_targets must be a non-empty list of module names, got {self.lora_targets!r}"
+            )
+        if self.lora_rank is None:
+            if self.lora_alpha is not None:
+                raise ValueError("lora_alpha needs lora_rank")
+            return
+        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int):
+            raise ValueError(f"lora_rank must be a positive int or None, got {self.lora_rank!r}")
+        if self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be a positive int or None, got {self.lora_rank}")
+        if self.lora_alpha is not None and (
+            isinstance(self.lora_alpha, bool)
+            or not isinstance(self.lora_alpha, Real)
+            or not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0)
+        ):
+            raise ValueError(f"lora_alpha must be a number > 0 or None, got {self.lora_alpha!r}")
+        if self.train_text_encoder:
+            raise ValueError(
+                "lora_rank adapts the UNet; train_text_encoder trains the text encoder in full, "
+                "which defeats the adapter's memory saving: use one or the other"
             )
 
     @classmethod
@@ -250,9 +304,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; allowed: {sorted(known)}")
         prepared = dict(values)
-        prompts = prepared.get("validation_prompts")
-        if isinstance(prompts, list):
-            prepared["validation_prompts"] = tuple(prompts)
+        for name in ("validation_prompts", "lora_targets"):
+            if isinstance(prepared.get(name), list):
+                prepared[name] = tuple(prepared[name])
         return cls(**prepared)
 
     @property

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from instructedit._launch import job_state, use_cpu
 from instructedit.checkpoints import check_settings, publish_dir, write_json_atomic
+from instructedit.lora import add_lora, has_lora, merged_unet, save_lora
 from instructedit.sampling import check_sampler, scheduler_from_name
 from instructedit.training._cache import LatentCache, build_latent_cache
 from instructedit.training._config import PREDICTION_TYPES, TrainConfig
@@ -216,6 +217,7 @@ class Trainer:
                 "step": step,
                 "prediction_type": self.noise_scheduler.config.prediction_type,
                 "train_text_encoder": self.config.train_text_encoder,
+                "lora_rank": self.config.lora_rank,
                 **self._job_settings(accelerator),
             }
             write_json_atomic(staging / _STATE_FILE, state)
@@ -408,6 +410,25 @@ class Trainer:
         self._check_distribution(accelerator)
         config.path.mkdir(parents=True, exist_ok=True)
         weight_dtype = self._place_models(accelerator)
+        if config.lora_rank is not None and not has_lora(self.unet):
+            wrapped = add_lora(
+                self.unet,
+                rank=config.lora_rank,
+                alpha=config.lora_alpha,
+                targets=config.lora_targets,
+                seed=config.seed,
+                train_conv_in=config.lora_train_conv_in,
+            )
+            trained = sum(p.numel() for p in self.unet.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in self.unet.parameters())
+            logger.info(
+                "LoRA rank %d on %d modules: %d of %d UNet parameters train (%.1f %%)",
+                config.lora_rank,
+                len(wrapped),
+                trained,
+                total,
+                100 * trained / total,
+            )
         optimizer, lr_scheduler = self.create_optimizer()
         text_encoder: Any = None
         if config.train_text_encoder:
@@ -489,7 +510,7 @@ class Trainer:
                     "use_8bit_adam needs bitsandbytes: pip install bitsandbytes"
                 ) from error
             optimizer_class = bnb.optim.AdamW8bit
-        groups: list[dict[str, Any]] = [{"params": list(self.unet.parameters())}]
+        groups: list[dict[str, Any]] = [{"params": _trained(self.unet)}]
         if config.train_text_encoder:
             groups.append(
                 {
@@ -524,7 +545,7 @@ class Trainer:
         foreach = accelerator.device.type == "cuda"
         base = accelerator.unwrap_model(state.unet)
         self.ema = EMAModel(
-            base.parameters(),
+            _trained(base),
             decay=self.config.ema_decay,
             model_cls=UNet2DConditionModel,
             model_config=base.config,
@@ -575,6 +596,12 @@ class Trainer:
                 f"{checkpoint} was trained with train_text_encoder="
                 f"{record.get('train_text_encoder', False)}, this run asks for {train_text} "
                 "(config.train_text_encoder): use that setting, or a new output_dir"
+            )
+        lora_rank = self.config.lora_rank
+        if record.get("lora_rank") != lora_rank:
+            raise ValueError(
+                f"{checkpoint} was trained with lora_rank={record.get('lora_rank')}, this run asks "
+                f"for {lora_rank} (config.lora_rank): use that setting, or a new output_dir"
             )
         device = state.accelerator.device
         state.accelerator.load_state(str(checkpoint))
@@ -664,7 +691,7 @@ class Trainer:
         state.lr_scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.step(accelerator.unwrap_model(state.unet).parameters())
+            self.ema.step(_trained(accelerator.unwrap_model(state.unet)))
         if self.text_encoder_ema is not None:
             self.text_encoder_ema.step(accelerator.unwrap_model(state.text_encoder).parameters())
         return step_loss
@@ -734,7 +761,7 @@ class Trainer:
         """A copy of ``model`` holding the averaged weights of ``ema`` (if any), in eval mode."""
         copied = copy.deepcopy(model)
         if ema is not None:
-            ema.copy_to(copied.parameters())
+            ema.copy_to(_trained(copied))
         return copied.eval()
 
     def _export_pipeline(self, unet: Any | None = None, text_encoder: Any | None = None) -> Any:
@@ -801,13 +828,38 @@ class Trainer:
         Its scheduler is ``config.sampler`` on the training noise schedule and prediction type
         (by default Euler ancestral; plain Euler for ``"sample"``, which diffusers' ancestral
         step cannot take). Its ``guidance_config.json`` holds the paper's scales (7.5, 1.5); write
-        tuned ones with :func:`~instructedit.guidance.save_guidance_config`."""
+        tuned ones with :func:`~instructedit.guidance.save_guidance_config`.
+
+        A LoRA run (``config.lora_rank``) writes the merged weights there and the adapter in its
+        ``lora`` subfolder (:mod:`instructedit.lora`): diffusers' ``load_lora_weights`` and
+        :meth:`EditPipeline.load_lora_weights <instructedit.EditPipeline.load_lora_weights>` read
+        it onto the base editor."""
         target = Path(directory) if directory is not None else self.config.path / "pipeline"
         job = job_state()
         if job.is_main_process:
-            self._export_pipeline().save_pretrained(target)
+            pipe = self._export_pipeline()
+            adapted = pipe.unet
+            if has_lora(adapted):
+                pipe.unet = merged_unet(adapted)
+            pipe.save_pretrained(target)
+            if has_lora(adapted):
+                config = self.config
+                save_lora(
+                    target / "lora",
+                    adapted,
+                    rank=int(config.lora_rank or 0),
+                    alpha=config.lora_alpha,
+                    targets=config.lora_targets,
+                    conv_in=config.lora_train_conv_in,
+                )
         job.wait_for_everyone()
         return target
+
+
+def _trained(model: Any) -> list[torch.nn.Parameter]:
+    """The parameters of ``model`` that train (all of them, or a LoRA run's adapter and input
+    convolution)."""
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]
 
 
 def _with_prediction_type(noise_scheduler: Any, prediction_type: str | None) -> Any:
