@@ -61,7 +61,7 @@ def train_from_config(*, config: Path) -> str:
 
     The file has three parts::
 
-        model = "runwayml/stable-diffusion-v1-5"   # text-to-image (4 channels) or an editor (8)
+        model = "runwayml/stable-diffusion-v1-5"   # SD 1.x/2.x or SDXL: text-to-image or editor
         [data]
         folder = "data/ip2p"                        # or: parquet = "data/train.parquet",
         split = "train"                             # or: magicbrush = "magicbrush/train.parquet"
@@ -108,6 +108,9 @@ def train_from_config(*, config: Path) -> str:
         tokenizer=parts["tokenizer"],
         noise_scheduler=noise_scheduler,
         train_dataset=source,
+        # SDXL's (None for SD 1.x/2.x models)
+        text_encoder_2=parts.get("text_encoder_2"),
+        tokenizer_2=parts.get("tokenizer_2"),
     )
     trainer.train()
     return str(trainer.export())

@@ -251,7 +251,20 @@ class TrainingExamples(torch.utils.data.Dataset):
         record = self.source.record(index)
         generator = torch.Generator().manual_seed(seed)
         source, edited = augment_pair(record, self.resolution, self.resize, self.flip, generator)
-        return {"input_pixels": source, "edited_pixels": edited, "edit_prompt": record.edit_prompt}
+        top, left, mirrored = augmentation_draw(
+            self.resolution, self.resize, self.flip, torch.Generator().manual_seed(seed)
+        )
+        if mirrored:  # the crop's left edge in the flipped image
+            left = self.resize - left - self.resolution
+        width, height = record.input_image.size
+        return {
+            "input_pixels": source,
+            "edited_pixels": edited,
+            "edit_prompt": record.edit_prompt,
+            # SDXL's micro-conditioning: the size before resizing, and the crop's corner.
+            "original_size": torch.tensor([height, width]),
+            "crop": torch.tensor([top, left]),
+        }
 
 
 def _mix(*values: int) -> int:

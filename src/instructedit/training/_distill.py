@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from instructedit.components import is_sdxl_unet
 from instructedit.guidance import (
     SCALE_EMBEDDING_DIM,
     dual_guidance_weights,
@@ -159,6 +160,10 @@ class GuidanceDistiller(Trainer):
             raise ValueError(
                 f"guidance distillation distils an ε-predicting teacher, got "
                 f"config.prediction_type={config.prediction_type!r}"
+            )
+        if is_sdxl_unet(teacher):
+            raise ValueError(
+                "guidance distillation distils SD 1.x/2.x editors; the teacher is SDXL's"
             )
         self.text_scales = _scale_range(text_scales, "text_scales")
         self.image_scales = _scale_range(image_scales, "image_scales")

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from instructedit._launch import job_state, use_cpu
 from instructedit.checkpoints import check_settings, publish_dir, write_json_atomic
+from instructedit.components import check_text_parts, encode_prompts_xl, is_sdxl_unet
 from instructedit.lora import add_lora, has_lora, merged_unet, save_lora
 from instructedit.sampling import check_sampler, scheduler_from_name
 from instructedit.training._cache import LatentCache, build_latent_cache
@@ -69,6 +70,11 @@ class NoisyBatch:
     """The instructions' embeddings, or their token ids when the text encoder is trained."""
     generator: torch.Generator
     """The micro-batch's generator, for further draws."""
+    pooled: torch.Tensor | None = None
+    """SDXL: the instructions' pooled embeddings ``[B, P]`` (``None`` for SD 1.x/2.x)."""
+    time_ids: torch.Tensor | None = None
+    """SDXL: each example's micro-conditioning ``[B, 6]``: its original height and width, the
+    crop's top and left, and the trained size twice."""
 
 
 @dataclass
@@ -93,6 +99,8 @@ class TrainingState:
     empty_prompt: Any = None
     """The empty instruction a dropped text condition becomes: its embedding ``[1, T, D]`` when
     the text encoder is frozen, its token ids ``[1, T]`` when it trains."""
+    empty_pooled: Any = None
+    """SDXL: the empty instruction's pooled embedding ``[1, P]``."""
     start: int = 0
     """The optimiser step this call starts from (the resumed checkpoint's)."""
     stop: int = 0
@@ -135,6 +143,16 @@ class Trainer:
             ``config.prediction_type`` set, a copy predicting that is used.
         train_dataset: an :class:`~instructedit.training.EditSource` (folder, parquet, records)
             or a sequence of :class:`~instructedit.data.EditRecord`.
+        text_encoder_2: SDXL's second text encoder (frozen), for an SDXL UNet.
+        tokenizer_2: its tokenizer.
+
+    An SDXL editor (recognised from its UNet) trains with both text encoders' features, the
+    pooled embedding and, per example, the size ids SDXL is conditioned on: the original
+    image's height and width, the crop's top-left corner and the trained size. Conditioning
+    dropout replaces the pooled embedding with the empty instruction's too (diffusers' SDXL
+    script keeps it), so the exported editor's ∅ branches take the empty instruction
+    (``force_zeros_for_empty_prompt`` off). A float16 SDXL VAE whose config asks for it encodes
+    in float32.
     """
 
     def __init__(
@@ -147,7 +165,15 @@ class Trainer:
         tokenizer: Any,
         noise_scheduler: Any,
         train_dataset: EditSource | Sequence[Any],
+        text_encoder_2: Any = None,
+        tokenizer_2: Any = None,
     ) -> None:
+        check_text_parts(unet, text_encoder, tokenizer, text_encoder_2, tokenizer_2)
+        self.xl = is_sdxl_unet(unet)
+        if self.xl and config.train_text_encoder:
+            raise ValueError(
+                "config.train_text_encoder trains SD 1.x/2.x text encoders; this UNet is SDXL's"
+            )
         if unet.config.in_channels != 2 * vae.config.latent_channels:
             raise ValueError(
                 f"unet.config.in_channels must be {2 * vae.config.latent_channels}; convert a text-to-image "
@@ -163,6 +189,8 @@ class Trainer:
         self.vae = vae
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
+        self.text_encoder_2 = text_encoder_2
+        self.tokenizer_2 = tokenizer_2
         self.noise_scheduler = _with_prediction_type(noise_scheduler, config.prediction_type)
         # A target left to the noise scheduler is known only now: refuse a sampler that cannot
         # take it before training, not at the first validation edit or export.
@@ -255,8 +283,32 @@ class Trainer:
         with torch.no_grad():
             return self.text_encoder(self._token_ids(prompts, device))[0]
 
+    def _encode_xl(
+        self, prompts: list[str], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDXL's text conditioning: both encoders' penultimate features and the pooled
+        embedding."""
+        pairs = [
+            (tokenizer, encoder)
+            for tokenizer, encoder in (
+                (self.tokenizer, self.text_encoder),
+                (self.tokenizer_2, self.text_encoder_2),
+            )
+            if encoder is not None
+        ]
+        dtype = self.text_encoder_2.dtype
+        return encode_prompts_xl(
+            [pair[0] for pair in pairs],
+            [pair[1] for pair in pairs],
+            prompts,
+            device=device,
+            dtype=dtype,
+        )
+
     def _build_cache(self, device: torch.device, *, progress: bool = True) -> LatentCache:
-        encode = self._token_ids if self.config.train_text_encoder else self._encode_prompts
+        encode: Any = self._token_ids if self.config.train_text_encoder else self._encode_prompts
+        if self.xl:
+            encode = self._encode_xl
         return build_latent_cache(
             self.source, self.vae, self.config, encode, device, progress=progress
         )
@@ -275,10 +327,12 @@ class Trainer:
         depend on the seed, ``micro`` and ``rank`` only."""
         device = accelerator.device
         generator = torch.Generator().manual_seed(_mix(self.config.seed, micro, rank, 3))
+        pooled: torch.Tensor | None = None
         with torch.no_grad():
             if "edited_mean" in batch:  # from the latent cache
                 mean, std = batch["edited_mean"], batch["edited_std"]
                 image_latents, text = batch["image_latents"], batch["text"]
+                pooled = batch.get("pooled")
             else:
                 weight_dtype = self.vae.dtype
                 edited = batch["edited_pixels"].to(device, weight_dtype)
@@ -287,11 +341,12 @@ class Trainer:
                 mean, std = posterior.mean, posterior.std
                 image_latents = self.vae.encode(source).latent_dist.mode()
                 prompts = list(batch["edit_prompt"])
-                text = (
-                    self._token_ids(prompts, device)
-                    if text_encoder is not None
-                    else self._encode_prompts(prompts, device)
-                )
+                if self.xl:
+                    text, pooled = self._encode_xl(prompts, device)
+                elif text_encoder is not None:
+                    text = self._token_ids(prompts, device)
+                else:
+                    text = self._encode_prompts(prompts, device)
             noise_for_sample = torch.randn(mean.shape, generator=generator).to(device, mean.dtype)
             latents = (mean + std * noise_for_sample) * self.vae.config.scaling_factor
         latents, image_latents = latents.float(), image_latents.float()
@@ -299,7 +354,21 @@ class Trainer:
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator).to(device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        return NoisyBatch(latents, noise, timesteps, noisy, image_latents, text, generator)
+        time_ids = None
+        if self.xl:
+            size = self.config.resolution
+            rows = latents.shape[0]
+            time_ids = torch.cat(
+                [
+                    batch["original_size"].to(device),
+                    batch["crop"].to(device),
+                    torch.full((rows, 2), size, device=device),
+                ],
+                dim=1,
+            ).float()
+        return NoisyBatch(
+            latents, noise, timesteps, noisy, image_latents, text, generator, pooled, time_ids
+        )
 
     def _loss(
         self,
@@ -326,8 +395,19 @@ class Trainer:
             self.config.conditioning_dropout,
             generator=inputs.generator,
         )
+        extra: dict[str, Any] = {}
+        if inputs.pooled is not None:  # SDXL: a dropped instruction's pooled embedding too
+            pooled = torch.where(
+                dropped.text_dropped.view(-1, 1),
+                self._empty_pooled.to(inputs.pooled),
+                inputs.pooled,
+            )
+            extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": inputs.time_ids}
         prediction = unet(
-            torch.cat([inputs.noisy, dropped.image], dim=1), inputs.timesteps, dropped.text
+            torch.cat([inputs.noisy, dropped.image], dim=1),
+            inputs.timesteps,
+            dropped.text,
+            **extra,
         ).sample
         prediction_type = self.noise_scheduler.config.prediction_type
         if prediction_type == "v_prediction":
@@ -448,11 +528,16 @@ class Trainer:
         )
         if config.ema_decay is not None:
             self._create_ema(state)
-        state.empty_prompt = (
-            self._token_ids([""], accelerator.device)
-            if config.train_text_encoder
-            else self._encode_prompts([""], accelerator.device).to(weight_dtype)
-        )
+        if self.xl:
+            empty, pooled = self._encode_xl([""], accelerator.device)
+            state.empty_prompt, state.empty_pooled = empty.to(weight_dtype), pooled
+            self._empty_pooled = pooled
+        else:
+            state.empty_prompt = (
+                self._token_ids([""], accelerator.device)
+                if config.train_text_encoder
+                else self._encode_prompts([""], accelerator.device).to(weight_dtype)
+            )
         return state
 
     def _check_distribution(self, accelerator: Any) -> None:
@@ -482,16 +567,26 @@ class Trainer:
                 )
                 enable({"use_reentrant": False})
         self.vae.requires_grad_(False).eval()
-        self.text_encoder.requires_grad_(train_text).train(train_text)
+        if self.text_encoder is not None:
+            self.text_encoder.requires_grad_(train_text).train(train_text)
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
             config.mixed_precision, torch.float32
         )
         if accelerator.device.type == "cpu":
             weight_dtype = torch.float32
-        for frozen in (self.vae,) if train_text else (self.vae, self.text_encoder):
+        frozen_models = [self.vae] if train_text else [self.vae, self.text_encoder]
+        if self.text_encoder_2 is not None:  # SDXL's
+            self.text_encoder_2.requires_grad_(False).eval()
+            frozen_models.append(self.text_encoder_2)
+        # SDXL's VAE overflows in float16: it stays in float32 where its config says so.
+        upcast = self.xl and getattr(self.vae.config, "force_upcast", False)
+        for frozen in frozen_models:
+            if frozen is None:  # an SDXL model without the first text encoder
+                continue
             frozen.to(accelerator.device)
-            if frozen.dtype != weight_dtype:
-                frozen.to(dtype=weight_dtype)
+            dtype = torch.float32 if (upcast and frozen is self.vae) else weight_dtype
+            if frozen.dtype != dtype:
+                frozen.to(dtype=dtype)
         self.unet.train()
         return weight_dtype
 
@@ -781,12 +876,20 @@ class Trainer:
             else "euler_ancestral"
         )
         scheduler = scheduler_from_name(name, self.noise_scheduler.config)
+        xl: dict[str, Any] = {}
+        if self.xl:  # trained with the empty instruction where dropped, not zeros
+            xl = {
+                "text_encoder_2": self.text_encoder_2,
+                "tokenizer_2": self.tokenizer_2,
+                "force_zeros_for_empty_prompt": False,
+            }
         return EditPipeline(
             unet=unet,
             vae=self.vae,
             text_encoder=text_encoder,
             tokenizer=self.tokenizer,
             scheduler=scheduler,
+            **xl,
         )
 
     def validate(
@@ -882,4 +985,6 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "input_pixels": torch.stack([item["input_pixels"] for item in items]),
         "edited_pixels": torch.stack([item["edited_pixels"] for item in items]),
         "edit_prompt": [item["edit_prompt"] for item in items],
+        "original_size": torch.stack([item["original_size"] for item in items]),
+        "crop": torch.stack([item["crop"] for item in items]),
     }
