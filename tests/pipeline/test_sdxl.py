@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionXLInstructPix2PixPipeline
+from PIL import Image
 
 from instructedit import EditPipeline
 from instructedit.caching import DeepCacheUNet
@@ -202,8 +203,6 @@ def test_masks_on_sdxl(noise_image):
     pipe = _ours("ddim")
     mask = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
     mask[:, : WIDTH // 2] = 255
-    from PIL import Image
-
     kwargs = {"num_inference_steps": 4, "output_type": "np", "progress": False}
     kept = pipe(
         noise_image,
@@ -287,3 +286,62 @@ def test_to_edit_unet_widens_an_sdxl_unet():
         after = edit(torch.cat([noisy, image], 1), 10, hidden, added_cond_kwargs=added).sample
     assert torch.equal(before, after)  # zero-initialised image channels
     EditPipeline(**{**tiny_sdxl_components(), "unet": edit})  # an SDXL editor
+
+
+@pytest.mark.parametrize("scheduler_class", ["EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"])
+def test_a_cosxl_style_editor_samples_its_edm_schedule(noise_image, tmp_path, scheduler_class):
+    """A v-prediction editor on an EDM schedule with the scaled image condition (CosXL Edit's
+    layout) equals diffusers' pipeline, also after a save and load."""
+    import diffusers
+
+    def parts():
+        components = tiny_sdxl_components(seed=0)
+        components["scheduler"] = getattr(diffusers, scheduler_class)(
+            sigma_min=0.002, sigma_max=120.0, sigma_data=1.0, prediction_type="v_prediction"
+        )
+        return components
+
+    theirs = StableDiffusionXLInstructPix2PixPipeline(
+        **parts(), add_watermarker=False, is_cosxl_edit=True
+    )
+    theirs.set_progress_bar_config(disable=True)
+    expected = _reference(
+        theirs, noise_image, "make it red", 0, num_inference_steps=STEPS, output_type="np"
+    )
+    kwargs = {"num_inference_steps": STEPS, "output_type": "np", "progress": False}
+    ours = EditPipeline(**parts(), is_cosxl_edit=True)
+    got = ours(
+        noise_image, "make it red", generator=torch.Generator().manual_seed(0), **kwargs
+    ).images
+    assert np.abs(got - expected).max() < 1e-4
+    unscaled = EditPipeline(**parts())(
+        noise_image, "make it red", generator=torch.Generator().manual_seed(0), **kwargs
+    ).images
+    assert np.abs(unscaled - expected).max() > 1e-3  # the image condition's scale matters
+    loaded = EditPipeline.from_pretrained(ours.save_pretrained(tmp_path / "cosxl"))
+    assert loaded.is_cosxl_edit
+    assert not EditPipeline.from_pretrained(tmp_path / "cosxl", is_cosxl_edit=False).is_cosxl_edit
+    assert type(loaded.scheduler).__name__ == scheduler_class
+    again = loaded(noise_image, "make it red", generator=torch.Generator().manual_seed(0), **kwargs)
+    assert np.abs(again.images - expected).max() < 1e-4
+
+
+def test_the_edit_command_runs_an_sdxl_folder(tmp_path, noise_image):
+    from instructedit.cli import main
+
+    folder = save_tiny_pipeline(tmp_path / "xl", kind="edit_xl")
+    image = tmp_path / "in.png"
+    noise_image.save(image)
+    out = tmp_path / "out"
+    args = ["--instruction", "make it red", "--steps", "3", "--seed", "0", "--output", str(out)]
+    assert main(["edit", str(image), "--model", str(folder), *args]) == 0
+    written = np.asarray(Image.open(out / "in.png"), dtype=np.float32) / 255
+    direct = EditPipeline.from_pretrained(folder)(
+        noise_image,
+        "make it red",
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        progress=False,
+    ).images[0]
+    assert np.abs(written - direct).max() <= 1 / 255

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from instructedit._inputs import (
 )
 from instructedit._memory import MemoryTools, module_device
 from instructedit.caching import DeepCacheUNet
+from instructedit.checkpoints import write_json_atomic
 from instructedit.components import (
     check_text_parts,
     decode_latents,
@@ -261,13 +263,16 @@ class EditPipeline(MemoryTools):
         variant: str | None = None,
         revision: str | None = None,
         cache_dir: str | Path | None = None,
+        is_cosxl_edit: bool | None = None,
     ) -> EditPipeline:
         """Loads a pipeline in the diffusers layout (a local folder or a hub id), or the embedded
         default editor by the name ``"shapes"`` (see :func:`instructedit.default.load_default`).
 
         The layout is that of ``timbrooks/instruct-pix2pix``: ``model_index.json`` and the
-        folders ``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``. Weights are read
-        from safetensors; pickle weights (``*.bin``) load only with ``allow_pickle=True``.
+        folders ``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``; or that of
+        ``diffusers/sdxl-instructpix2pix-768`` (SDXL), which adds ``text_encoder_2`` and
+        ``tokenizer_2``. Weights are read from safetensors; pickle weights (``*.bin``) load only
+        with ``allow_pickle=True``.
 
         Args:
             path_or_hub_id: a local folder, a hub repository id, or ``"shapes"``.
@@ -284,7 +289,12 @@ class EditPipeline(MemoryTools):
             variant: weights variant, e.g. ``"fp16"``.
             revision: hub revision.
             cache_dir: hub cache folder.
+            is_cosxl_edit: SDXL: scale the image condition as CosXL Edit does; ``None`` reads
+                ``model_index.json`` (which :meth:`save_pretrained` writes it to; CosXL's own
+                repository does not say, so pass ``True`` for it).
         """
+        if is_cosxl_edit is not None and not isinstance(is_cosxl_edit, bool):
+            raise TypeError(f"is_cosxl_edit must be True, False or None, got {is_cosxl_edit!r}")
         if names_default(path_or_hub_id):
             path_or_hub_id = default_model_dir()
             # Its weights are stored in float16; CPUs need float32 unless asked otherwise.
@@ -316,6 +326,8 @@ class EditPipeline(MemoryTools):
                     hub, EDITING_CONFIG_NAME, revision=revision, cache_dir=cache_dir
                 )
                 editing = None if folder is None else load_editing_config(folder)
+        if is_cosxl_edit is not None:
+            parts["is_cosxl_edit"] = is_cosxl_edit
         return cls(**parts, guidance=guidance, editing=editing)
 
     def to_diffusers(self) -> Any:
@@ -353,9 +365,14 @@ class EditPipeline(MemoryTools):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Writes the pipeline in the diffusers layout (safetensors), which diffusers loads too,
         its default guidance as ``guidance_config.json`` and its default masking as
-        ``editing_config.json``."""
+        ``editing_config.json``. A CosXL-style editor's ``is_cosxl_edit`` goes into
+        ``model_index.json``, where diffusers' pipeline reads it too."""
         path = Path(directory)
         self.to_diffusers().save_pretrained(path, safe_serialization=True)
+        if self.is_cosxl_edit:  # diffusers does not store it
+            index_file = path / "model_index.json"
+            index = json.loads(index_file.read_text(encoding="utf-8"))
+            write_json_atomic(index_file, {**index, "is_cosxl_edit": True})
         save_guidance_config(self.guidance, path)
         save_editing_config(self.editing, path)
         return path
