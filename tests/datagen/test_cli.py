@@ -156,3 +156,22 @@ def test_thresholds_are_checked_before_any_model_loads(tmp_path, capsys, flag, v
             ["generate", str(edits), str(tmp_path / "o"), "--text-to-image", "unused", flag, value]
         )
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("control", ["self_attention", "cross_attention"])
+def test_generate_command_on_an_sdxl_model(tmp_path, control):
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text(
+        json.dumps({"input": "a red ball", "edit": "make it blue", "output": "a blue ball"})
+    )
+    t2i = save_tiny_pipeline(tmp_path / "xl", kind="text_to_image_xl")
+    clip = save_tiny_open_clip(tmp_path / "clip")
+    arguments = ["--clip-model", f"local-dir:{clip}", "--samples", "2", "--keep", "1"]
+    arguments += ["--steps", "2", "--min-image-similarity", "0", "--control", control]
+    arguments += ["--min-direction-similarity", "-1", "--min-text-similarity", "-1"]
+    out = tmp_path / "out"
+    assert main(["generate", str(edits), str(out), "--text-to-image", str(t2i), *arguments]) == 0
+    (record,) = read_folder_dataset(out)
+    assert record.input_caption == "a red ball"
+    assert record.input_image.size == (32, 32)  # the SDXL model's native size

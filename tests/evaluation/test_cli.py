@@ -10,8 +10,8 @@ from instructedit.data import FolderSample, write_caption_folder, write_seeds_in
 from instructedit.testing import save_tiny_open_clip, save_tiny_pipeline
 
 
-def _evaluation_inputs(tmp_path):
-    model = save_tiny_pipeline(tmp_path / "model", kind="edit")
+def _evaluation_inputs(tmp_path, kind="edit"):
+    model = save_tiny_pipeline(tmp_path / "model", kind=kind)
     clip = save_tiny_open_clip(tmp_path / "clip")
     rng = np.random.default_rng(0)
     for index in range(3):
@@ -27,8 +27,9 @@ def _evaluation_inputs(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_command_writes_table_and_plot(tmp_path, capsys):
-    model, clip = _evaluation_inputs(tmp_path)
+@pytest.mark.parametrize("kind", ["edit", "edit_xl"])
+def test_evaluate_command_writes_table_and_plot(tmp_path, capsys, kind):
+    model, clip = _evaluation_inputs(tmp_path, kind)
     code = main(
         [
             "evaluate",
