@@ -129,26 +129,30 @@ def test_zero_negative_follows_the_stored_setting(noise_image):
     assert (zeros.images - empty.images).abs().max() > 1e-4
 
 
-def test_loads_a_folder_diffusers_saved_and_saves_one_it_reads(noise_image, tmp_path):
-    folder = save_tiny_pipeline(tmp_path / "xl", kind="edit_xl")
-    expected = _reference(
-        StableDiffusionXLInstructPix2PixPipeline.from_pretrained(folder),
-        noise_image,
-        "make it red",
-        0,
-        num_inference_steps=STEPS,
-        output_type="np",
-    )
+@pytest.mark.parametrize(
+    ("scheduler", "image_scale"),
+    [("euler_ancestral", 1.5), ("ddim", 1.0), ("dpm_solver++", 1.5), ("dpm_solver++", 1.0)],
+)
+def test_loads_a_folder_diffusers_saved_and_saves_one_it_reads(
+    noise_image, tmp_path, scheduler, image_scale
+):
+    folder = save_tiny_pipeline(tmp_path / "xl", kind="edit_xl", scheduler=scheduler)
+    kwargs = {
+        "num_inference_steps": STEPS,
+        "image_guidance_scale": image_scale,
+        "output_type": "np",
+    }
+    theirs = StableDiffusionXLInstructPix2PixPipeline.from_pretrained(folder)
+    expected = _reference(theirs, noise_image, "make it red", 0, **kwargs)
     loaded = EditPipeline.from_pretrained(folder)
     assert loaded.is_xl
-    assert loaded.text_encoder_2 is not None
+    assert type(loaded.scheduler) is type(theirs.scheduler)
     got = loaded(
         noise_image,
         "make it red",
-        num_inference_steps=STEPS,
         generator=torch.Generator().manual_seed(0),
-        output_type="np",
         progress=False,
+        **kwargs,
     ).images
     assert np.abs(got - expected).max() < 1e-4
     saved = loaded.save_pretrained(tmp_path / "again")
@@ -159,8 +163,7 @@ def test_loads_a_folder_diffusers_saved_and_saves_one_it_reads(noise_image, tmp_
         noise_image,
         "make it red",
         0,
-        num_inference_steps=STEPS,
-        output_type="np",
+        **kwargs,
     )
     assert np.abs(again - expected).max() < 1e-5
 
