@@ -51,11 +51,11 @@ def test_resize_native_scales_the_long_side_and_warns_far_above_the_native_area(
     # 96×64 → long side 32 → 32×21.3 → sides floored to 8: 32×16.
     assert prepared_size(96, 64, resize="native", multiple=8, resolution=32) == (32, 16)
     assert _edit(pipe, _image(96, 64), resize="native").shape == (1, 16, 32, 3)
-    with caplog.at_level(logging.WARNING, logger="instructedit.pipeline._edit"):
+    with caplog.at_level(logging.WARNING, logger="instructedit.pipeline"):
         _edit(pipe, _image(136, 128))  # 17× the native 32×32 area
     assert "136×128, 17× the area this model was trained at (32×32)" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="instructedit.pipeline._edit"):
+    with caplog.at_level(logging.WARNING, logger="instructedit.pipeline"):
         _edit(pipe, _image(64, 64))  # 4×: no warning
     assert "the area this model was trained at" not in caplog.text
 

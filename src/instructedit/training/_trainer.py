@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import shutil
@@ -17,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from instructedit._launch import job_state, use_cpu
+from instructedit._launch import use_cpu
 from instructedit.checkpoints import check_settings, publish_dir, write_json_atomic
 from instructedit.components import check_text_parts, encode_prompts_xl, is_sdxl_unet
-from instructedit.lora import add_lora, has_lora, merged_unet, save_lora
-from instructedit.sampling import check_sampler, scheduler_from_name
+from instructedit.lora import add_lora, has_lora
+from instructedit.sampling import check_sampler
 from instructedit.training._cache import LatentCache, build_latent_cache
 from instructedit.training._config import PREDICTION_TYPES, TrainConfig
 from instructedit.training._data import (
@@ -32,6 +31,7 @@ from instructedit.training._data import (
     _mix,
 )
 from instructedit.training._dropout import conditioning_dropout
+from instructedit.training._outputs import TrainerOutputs, trained_parameters
 
 __all__ = ["Trainer", "TrainingState"]
 
@@ -116,7 +116,7 @@ class TrainingState:
         return [self.unet] if self.text_encoder is None else [self.unet, self.text_encoder]
 
 
-class Trainer:
+class Trainer(TrainerOutputs):
     """Trains an InstructPix2Pix editor (Brooks et al. 2023, §3.2) with accelerate.
 
     The UNet (8 input channels, see :func:`~instructedit.training.to_edit_unet`) learns to
@@ -605,7 +605,7 @@ class Trainer:
                     "use_8bit_adam needs bitsandbytes: pip install bitsandbytes"
                 ) from error
             optimizer_class = bnb.optim.AdamW8bit
-        groups: list[dict[str, Any]] = [{"params": _trained(self.unet)}]
+        groups: list[dict[str, Any]] = [{"params": trained_parameters(self.unet)}]
         if config.train_text_encoder:
             groups.append(
                 {
@@ -640,7 +640,7 @@ class Trainer:
         foreach = accelerator.device.type == "cuda"
         base = accelerator.unwrap_model(state.unet)
         self.ema = EMAModel(
-            _trained(base),
+            trained_parameters(base),
             decay=self.config.ema_decay,
             model_cls=UNet2DConditionModel,
             model_config=base.config,
@@ -786,7 +786,7 @@ class Trainer:
         state.lr_scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.step(_trained(accelerator.unwrap_model(state.unet)))
+            self.ema.step(trained_parameters(accelerator.unwrap_model(state.unet)))
         if self.text_encoder_ema is not None:
             self.text_encoder_ema.step(accelerator.unwrap_model(state.text_encoder).parameters())
         return step_loss
@@ -827,142 +827,6 @@ class Trainer:
             )
         if done % config.checkpoint_every == 0 or done == state.stop:
             self._save_checkpoint(accelerator, done)
-
-    # ------------------------------------------------------------------ logging, validation, export
-
-    def _truncate_metrics(self, step: int, accelerator: Any) -> None:
-        path = self.config.path / "metrics.jsonl"
-        if not accelerator.is_main_process or not path.is_file():
-            return
-        kept = [
-            line
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step
-        ]
-        staging = path.with_name(".metrics.jsonl.partial")
-        staging.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        staging.replace(path)
-
-    def _log(self, record: dict[str, Any], accelerator: Any, tracker: str | None) -> None:
-        if not accelerator.is_main_process:
-            return
-        with (self.config.path / "metrics.jsonl").open("a", encoding="utf-8") as file:
-            file.write(json.dumps(record) + "\n")
-        if tracker is not None:
-            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
-
-    @staticmethod
-    def _averaged(model: Any, ema: Any) -> Any:
-        """A copy of ``model`` holding the averaged weights of ``ema`` (if any), in eval mode."""
-        copied = copy.deepcopy(model)
-        if ema is not None:
-            ema.copy_to(_trained(copied))
-        return copied.eval()
-
-    def _export_pipeline(self, unet: Any | None = None, text_encoder: Any | None = None) -> Any:
-        """The pipeline of the averaged weights (the raw ones without EMA) of ``unet`` and, when it
-        trains, ``text_encoder`` (the trainer's own by default); a frozen encoder is shared."""
-        from instructedit.pipeline import EditPipeline
-
-        unet = self._averaged(unet if unet is not None else self.unet, self.ema)
-        text_encoder = text_encoder if text_encoder is not None else self.text_encoder
-        if self.config.train_text_encoder:
-            text_encoder = self._averaged(text_encoder, self.text_encoder_ema)
-        # By default the paper's Euler ancestral, whose diffusers step cannot take a clean-latent
-        # prediction; plain Euler can.
-        name = self.config.sampler or (
-            "euler"
-            if self.noise_scheduler.config.prediction_type == "sample"
-            else "euler_ancestral"
-        )
-        scheduler = scheduler_from_name(name, self.noise_scheduler.config)
-        xl: dict[str, Any] = {}
-        if self.xl:  # trained with the empty instruction where dropped, not zeros
-            xl = {
-                "text_encoder_2": self.text_encoder_2,
-                "tokenizer_2": self.tokenizer_2,
-                "force_zeros_for_empty_prompt": False,
-            }
-        return EditPipeline(
-            unet=unet,
-            vae=self.vae,
-            text_encoder=text_encoder,
-            tokenizer=self.tokenizer,
-            scheduler=scheduler,
-            **xl,
-        )
-
-    def validate(
-        self,
-        step: int,
-        unet: Any | None = None,
-        accelerator: Any | None = None,
-        *,
-        text_encoder: Any | None = None,
-    ) -> list[Path]:
-        """Edits ``validation_image`` with each validation prompt using the EMA weights (of
-        ``unet``, and of ``text_encoder`` when it trains; the trainer's own by default); writes
-        ``validation/step-XXXXXXX/NN.png`` and returns the paths."""
-        if accelerator is not None and not accelerator.is_main_process:
-            return []
-        if self.config.validation_image is None:
-            return []
-        pipe = self._export_pipeline(unet, text_encoder)
-        folder = self.config.path / "validation" / f"step-{step:07d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        written = []
-        for number, prompt in enumerate(self.config.validation_prompts):
-            image = pipe(
-                self.config.validation_image,
-                prompt,
-                num_inference_steps=self.config.validation_steps,
-                generator=torch.Generator().manual_seed(self.config.seed),
-                progress=False,
-            ).images[0]
-            path = folder / f"{number:02d}.png"
-            image.save(path)
-            written.append(path)
-        return written
-
-    def export(self, directory: str | Path | None = None) -> Path:
-        """Writes the EMA weights (or the raw ones without EMA; the text encoder's too when it
-        trained) as an ``EditPipeline`` folder in the
-        diffusers layout, loadable by diffusers' ``StableDiffusionInstructPix2PixPipeline`` too.
-        Its scheduler is ``config.sampler`` on the training noise schedule and prediction type
-        (by default Euler ancestral; plain Euler for ``"sample"``, which diffusers' ancestral
-        step cannot take). Its ``guidance_config.json`` holds the paper's scales (7.5, 1.5); write
-        tuned ones with :func:`~instructedit.guidance.save_guidance_config`.
-
-        A LoRA run (``config.lora_rank``) writes the merged weights there and the adapter in its
-        ``lora`` subfolder (:mod:`instructedit.lora`): diffusers' ``load_lora_weights`` and
-        :meth:`EditPipeline.load_lora_weights <instructedit.EditPipeline.load_lora_weights>` read
-        it onto the base editor."""
-        target = Path(directory) if directory is not None else self.config.path / "pipeline"
-        job = job_state()
-        if job.is_main_process:
-            pipe = self._export_pipeline()
-            adapted = pipe.unet
-            if has_lora(adapted):
-                pipe.unet = merged_unet(adapted)
-            pipe.save_pretrained(target)
-            if has_lora(adapted):
-                config = self.config
-                save_lora(
-                    target / "lora",
-                    adapted,
-                    rank=int(config.lora_rank or 0),
-                    alpha=config.lora_alpha,
-                    targets=config.lora_targets,
-                    conv_in=config.lora_train_conv_in,
-                )
-        job.wait_for_everyone()
-        return target
-
-
-def _trained(model: Any) -> list[torch.nn.Parameter]:
-    """The parameters of ``model`` that train (all of them, or a LoRA run's adapter and input
-    convolution)."""
-    return [parameter for parameter in model.parameters() if parameter.requires_grad]
 
 
 def _with_prediction_type(noise_scheduler: Any, prediction_type: str | None) -> Any:
