@@ -29,17 +29,21 @@ from instructedit.p2p._controllers import (
 from instructedit.p2p._inversion import Inversion, ddim_inversion, invert, null_text_inversion
 from instructedit.p2p._pipeline import (
     PAIR_CONTROLS,
+    REAL_EDIT_METHODS,
     PairCandidate,
     PairControl,
     PairOutput,
     PromptToPrompt,
+    RealEditMethod,
     check_local_blend,
 )
 from instructedit.p2p._schedules import CrossAttentionSchedule, StepWindow
+from instructedit.p2p._virtual import VirtualInversion
 from instructedit.p2p._visualize import attention_grid
 
 __all__ = [
     "PAIR_CONTROLS",
+    "REAL_EDIT_METHODS",
     "AttentionStore",
     "CrossAttentionEdit",
     "CrossAttentionSchedule",
@@ -50,10 +54,12 @@ __all__ = [
     "PairControl",
     "PairOutput",
     "PromptToPrompt",
+    "RealEditMethod",
     "Refine",
     "Reweight",
     "SelfAttentionInjection",
     "StepWindow",
+    "VirtualInversion",
     "WordSwap",
     "align_tokens",
     "attention_grid",

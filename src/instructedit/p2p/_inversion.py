@@ -120,9 +120,12 @@ def _check_null_text(
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
 
 
-def _encode(
+def encode_real_image(
     p2p: PromptToPrompt, image: ImageInput, height: int | None, width: int | None
 ) -> Tensor:
+    """A real image's clean latents ``[1, C, h, w]`` (the posterior's mean, scaled), its sides
+    floored to the VAE's multiple or resized to ``height`` × ``width`` (checked first)."""
+    _check_size(p2p, height, width)
     loaded = load_image(image, argument="image")
     if height is not None and width is not None:
         loaded = loaded.resize((width, height))
@@ -160,7 +163,7 @@ def ddim_inversion(
     scheduler = scheduler_from_name("ddim", p2p.scheduler.config)
     scheduler.set_timesteps(num_inference_steps, device=p2p.device)
     cond = p2p.encode_text([prompt])
-    latent = _encode(p2p, image, height, width)
+    latent = encode_real_image(p2p, image, height, width)
     trajectory = [latent]
     with torch.no_grad():
         for timestep in tqdm(

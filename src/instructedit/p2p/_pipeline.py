@@ -49,18 +49,30 @@ from instructedit.p2p._controllers import (
     SelfAttentionInjection,
     WordSwap,
 )
-from instructedit.p2p._inversion import Inversion, invert
+from instructedit.p2p._inversion import Inversion, encode_real_image, invert
 from instructedit.p2p._schedules import CrossAttentionSchedule
-from instructedit.sampling import BranchConditioning, denoise, scheduler_step_kwargs
+from instructedit.p2p._virtual import VirtualInversion
+from instructedit.sampling import (
+    BranchConditioning,
+    denoise,
+    scheduler_from_name,
+    scheduler_step_kwargs,
+)
 
 __all__ = [
     "PAIR_CONTROLS",
+    "REAL_EDIT_METHODS",
     "PairCandidate",
     "PairControl",
     "PairOutput",
     "PromptToPrompt",
+    "RealEditMethod",
     "check_local_blend",
 ]
+
+RealEditMethod = Literal["virtual", "null_text", "ddim"]
+"""How :meth:`PromptToPrompt.edit_real` brings a real image into the model."""
+REAL_EDIT_METHODS: tuple[RealEditMethod, ...] = ("virtual", "null_text", "ddim")
 
 PairControl = Literal["self_attention", "cross_attention"]
 """What :meth:`PromptToPrompt.sample_pairs`' control strength p controls."""
@@ -440,6 +452,116 @@ class PromptToPrompt(MemoryTools):
             scheduler=inversion.scheduler,
             progress=progress,
         )
+
+    def edit_real(
+        self,
+        image: ImageInput,
+        source_prompt: str,
+        target_prompt: str,
+        *,
+        method: RealEditMethod = "virtual",
+        controller: AttentionController | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        source_guidance_scale: float = 1.0,
+        eta: float = 1.0,
+        strength: float = 1.0,
+        seed: int = 0,
+        scheduler: Any | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        output_type: OutputType = "pil",
+        progress: bool = True,
+    ) -> PairOutput:
+        """Edits a real image described by ``source_prompt`` into ``target_prompt``; returns the
+        reconstruction (``.source``) and the edit (``.target``).
+
+        ``method``:
+
+        * ``"virtual"``: inversion-free editing (InfEdit's virtual inversion and DDCM sampler,
+          :class:`~instructedit.p2p.VirtualInversion`): no inversion pass; three branches a
+          step (source, target, mutual), with ``source_guidance_scale`` on the source prompt's
+          and ``eta`` the share of fresh noise a step. ``strength`` < 1 starts partway down the
+          schedule. The source comes back exactly: ``.source`` is the encoded image itself. The
+          timesteps are ``scheduler``'s (default DDIM on the model's noise schedule; an
+          ``LCMScheduler`` gives InfEdit's few-step consistency sampling).
+        * ``"null_text"``: DDIM inversion then null-text inversion (:meth:`invert`), then
+          :meth:`edit_inverted` with ``controller``.
+        * ``"ddim"``: DDIM inversion alone, then :meth:`edit_inverted`.
+
+        ``seed`` draws the virtual inversion's noise. ``controller`` applies to the inversion
+        methods, whose two-branch layout the Prompt-to-Prompt controllers expect.
+        """
+        if method not in REAL_EDIT_METHODS:
+            raise ValueError(f"method must be one of {REAL_EDIT_METHODS}, got {method!r}")
+        for name, prompt in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
+            if not isinstance(prompt, str):
+                raise TypeError(f"{name} must be a str, got {type(prompt).__name__}")
+        check_positive_int(num_inference_steps, "num_inference_steps")
+        check_scale("guidance_scale", guidance_scale)
+        check_output_type(output_type)
+        if method != "virtual":
+            inversion = self.invert(
+                image,
+                source_prompt,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                null_text=method == "null_text",
+                height=height,
+                width=width,
+                progress=progress,
+            )
+            inversion.guidance_scale = guidance_scale
+            return self.edit_inverted(
+                inversion,
+                target_prompt,
+                controller,
+                output_type=output_type,
+                progress=progress,
+            )
+        if controller is not None:
+            raise ValueError(
+                "controller applies with method='ddim' or 'null_text'; virtual inversion's three "
+                "branches (source, target, mutual) do not have the layout Prompt-to-Prompt "
+                "controllers expect"
+            )
+        if self.is_xl:
+            raise ValueError("virtual inversion runs on Stable Diffusion 1.x/2.x models")
+        check_scale("source_guidance_scale", source_guidance_scale)
+        if not 0.0 <= eta <= 1.0:  # NaN fails too
+            raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self._check_prompts([source_prompt], "source_prompt")
+        self._check_prompts([target_prompt], "target_prompt")
+        base = (
+            scheduler
+            if scheduler is not None
+            else scheduler_from_name("ddim", self.scheduler.config)
+        )
+        generator = torch.Generator().manual_seed(seed)
+        clean = encode_real_image(self, image, height, width)
+        sampler = VirtualInversion(base, clean, eta=eta, strength=strength, generator=generator)
+        sampler.set_timesteps(num_inference_steps, device=self.device)
+        start = sampler.start(torch.randn(clean.shape, generator=generator))
+        text = self.encode_text([source_prompt, target_prompt, source_prompt])
+        negative = self.encode_text([""]).expand(3, -1, -1)
+        scales = (source_guidance_scale, guidance_scale, source_guidance_scale)
+        guidance = ClassifierFreeGuidance(
+            scale=float(guidance_scale) if len(set(scales)) == 1 else tuple(map(float, scales))
+        )
+        conditioning = {"cond": BranchConditioning(text), "uncond": BranchConditioning(negative)}
+        with torch.no_grad():
+            denoise(self.unet, sampler, guidance, start, conditioning, progress=progress)
+        assert sampler.pred_original is not None
+        edited = sampler.pred_original
+        if output_type == "latent":
+            return PairOutput(source=clean, target=edited, seeds=[seed])
+        images = tensor_to_output(decode_latents(self.vae, torch.cat([clean, edited])), output_type)
+        self.maybe_free_model_hooks()
+        return PairOutput(source=images[:1], target=images[1:], seeds=[seed])
 
     def _cross_attention_control(
         self,
