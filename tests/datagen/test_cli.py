@@ -175,3 +175,43 @@ def test_generate_command_on_an_sdxl_model(tmp_path, control):
     (record,) = read_folder_dataset(out)
     assert record.input_caption == "a red ball"
     assert record.input_image.size == (32, 32)  # the SDXL model's native size
+
+
+@pytest.mark.slow
+def test_generate_command_with_a_chat_model(tmp_path, capsys):
+    from instructedit.captions import CaptionEdit, finetune_caption_editor
+    from instructedit.testing import serve_chat_model, tiny_causal_lm
+
+    edits = [
+        CaptionEdit(
+            f"a {c} ball on a {b} table", f"make the ball {n}", f"a {n} ball on a {b} table"
+        )
+        for c, n in [("red", "blue"), ("green", "yellow"), ("blue", "red")]
+        for b in ["wooden", "glass"]
+    ]
+    model, tokenizer = tiny_causal_lm(seed=0)
+    finetune_caption_editor(
+        model, tokenizer, edits, epochs=150, learning_rate=3e-3, batch_size=6, progress=False
+    )
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a red ball on a wooden table\na green ball on a glass table\n")
+    t2i = save_tiny_pipeline(tmp_path / "t2i", kind="text_to_image")
+    clip = save_tiny_open_clip(tmp_path / "clip")
+    out = tmp_path / "out"
+    with serve_chat_model(model.eval(), tokenizer) as server:
+        arguments = [
+            "generate", str(captions), str(out), "--text-to-image", str(t2i),
+            "--chat-model", "tiny", "--chat-base-url", server.base_url,
+            "--clip-model", f"local-dir:{clip}", "--samples", "1", "--keep", "1",
+            "--steps", "2", "--min-image-similarity", "0",
+            "--min-direction-similarity", "-1", "--min-text-similarity", "-1",
+        ]  # fmt: skip
+        assert main(arguments) == 0
+        sent = len(server.requests)
+        assert main(arguments) == 0  # resumed: nothing asked again
+        assert len(server.requests) == sent
+    assert sent >= 2
+    assert any((out / ".chat-cache").iterdir())
+    records = list(read_folder_dataset(out))
+    assert records
+    assert all(r.edit_prompt.startswith("make the ball") for r in records)

@@ -1,6 +1,7 @@
 """Stage 1: caption edits — (caption) → (instruction, edited caption)."""
 
 from instructedit._public import publish
+from instructedit.captions._chat import CHAT_EXAMPLES, ChatCaptionEditor, ChatSettings
 from instructedit.captions._format import (
     END,
     INSTRUCTION_SEPARATOR,
@@ -22,11 +23,14 @@ from instructedit.captions._language_model import (
 from instructedit.captions._template import TemplateCaptionEditor, TemplateRule, caption_rng
 
 __all__ = [
+    "CHAT_EXAMPLES",
     "END",
     "INSTRUCTION_SEPARATOR",
     "PROMPT_SEPARATOR",
     "CaptionEdit",
     "CaptionEditor",
+    "ChatCaptionEditor",
+    "ChatSettings",
     "LanguageModelCaptionEditor",
     "Rejection",
     "SamplingConfig",

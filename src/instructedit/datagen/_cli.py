@@ -70,6 +70,9 @@ def generate_from_files(
     clip_model: str = "ViT-L-14",
     clip_pretrained: str | None = "openai",
     language_model: str | None = None,
+    chat_model: str | None = None,
+    chat_base_url: str | None = None,
+    chat_cache: Path | None = None,
     samples: int = 100,
     keep: int = 4,
     batch_size: int = 4,
@@ -96,6 +99,12 @@ def generate_from_files(
         clip_model: open_clip model name ("ViT-L-14", "local-dir:PATH", ...).
         clip_pretrained: open_clip pretrained tag or checkpoint path.
         language_model: a fine-tuned causal LM folder that writes the caption edits.
+        chat_model: instead, a chat model behind an OpenAI-compatible endpoint that writes them
+            (its key from OPENAI_API_KEY).
+        chat_base_url: the endpoint's base URL up to /v1 (default: OPENAI_BASE_URL, else
+            OpenAI's).
+        chat_cache: the chat replies' cache, so a rerun requests nothing twice (default:
+            OUTPUT/.chat-cache).
         samples: candidate pairs per caption edit.
         keep: pairs kept per caption edit.
         batch_size: candidates rendered at once.
@@ -138,10 +147,13 @@ def generate_from_files(
     ):
         check_similarity_threshold(name, value)
     check_structure_threshold(min_structure_similarity)
+    if language_model is not None and chat_model is not None:
+        raise ValueError("pass --language-model or --chat-model, not both")
     texts, precomputed = read_captions(captions)
-    if language_model is None and not precomputed:
+    if language_model is None and chat_model is None and not precomputed:
         raise ValueError(
-            "captions holds no edits: pass --language-model, or a JSONL with 'edit' and 'output'"
+            "captions holds no edits: pass --language-model or --chat-model, or a JSONL with "
+            "'edit' and 'output'"
         )
     import torch
 
@@ -159,6 +171,14 @@ def generate_from_files(
 
         model = AutoModelForCausalLM.from_pretrained(language_model).to(device)
         editor = LanguageModelCaptionEditor(model, AutoTokenizer.from_pretrained(language_model))
+    elif chat_model is not None:
+        from instructedit.captions import ChatCaptionEditor
+
+        editor = ChatCaptionEditor(
+            chat_model,
+            base_url=chat_base_url,
+            cache=chat_cache if chat_cache is not None else output / ".chat-cache",
+        )
     else:
         editor = PrecomputedCaptionEditor(precomputed)
     p2p = PromptToPrompt.from_pretrained(text_to_image, torch_dtype=dtype, scheduler=scheduler).to(

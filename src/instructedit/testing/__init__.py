@@ -10,7 +10,8 @@ Everything here builds locally in seconds on a CPU and never reaches a model hub
 * a tiny open_clip model and its ``local-dir:`` folder (:func:`tiny_open_clip`,
   :func:`save_tiny_open_clip`);
 * a tiny causal language model with a byte-level BPE tokenizer trained on the fly
-  (:func:`tiny_causal_lm`).
+  (:func:`tiny_causal_lm`), and a local OpenAI-compatible chat server around any such model
+  (:func:`serve_chat_model`).
 
 The same seed gives bit-identical weights, and building never disturbs the caller's random
 state. Use it in downstream tests the way diffusers uses ``get_dummy_components()``::
@@ -32,6 +33,7 @@ from instructedit.clip_tokenizer import (
 )
 from instructedit.components import SD_SCHEDULER_CONFIG, clip_text_encoder
 from instructedit.seeding import seeded
+from instructedit.testing._chat_server import ChatServer, serve_chat_model
 from instructedit.testing._diffusion import (
     SchedulerName,
     TinyComponents,
@@ -62,6 +64,7 @@ __all__ = [
     "CLIP_VOCAB_SIZE",
     "SD_SCHEDULER_CONFIG",
     "TINY_OPEN_CLIP_CONFIG",
+    "ChatServer",
     "SchedulerName",
     "TinyComponents",
     "TinySDXLComponents",
@@ -72,6 +75,7 @@ __all__ = [
     "save_tiny_open_clip",
     "save_tiny_pipeline",
     "seeded",
+    "serve_chat_model",
     "tiny_causal_lm",
     "tiny_components",
     "tiny_lm_tokenizer",
