@@ -13,9 +13,9 @@ from instructedit.datagen import GenerationConfig, parse_shard
 SCRIPT = Path(__file__).with_name("generate_tiny.py")
 
 
-def _run(output, shard="0/1"):
+def _run(output, shard="0/1", mode="captions"):
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(output), shard],
+        [sys.executable, str(SCRIPT), str(output), shard, mode],
         capture_output=True,
         text=True,
         timeout=600,
@@ -39,12 +39,21 @@ def clean(tmp_path_factory):
     return root, summary
 
 
+@pytest.fixture(scope="module")
+def clean_real(tmp_path_factory):
+    """The same run with a real image behind each caption (virtual inversion)."""
+    root = tmp_path_factory.mktemp("clean-real") / "data"
+    summary = _run(root, mode="images")
+    return root, summary
+
+
 @pytest.mark.slow
-def test_sigkill_mid_run_then_restart_equals_a_clean_run(clean, tmp_path):
-    clean_root, clean_summary = clean
+@pytest.mark.parametrize("mode", ["captions", "images"])
+def test_sigkill_mid_run_then_restart_equals_a_clean_run(clean, clean_real, tmp_path, mode):
+    clean_root, clean_summary = clean if mode == "captions" else clean_real
     root = tmp_path / "data"
     process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(root)],
+        [sys.executable, str(SCRIPT), str(root), "0/1", mode],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -59,7 +68,7 @@ def test_sigkill_mid_run_then_restart_equals_a_clean_run(clean, tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (root / "seeds.json").exists()
-    resumed_summary = _run(root)
+    resumed_summary = _run(root, mode=mode)
     assert "resumed 2" in resumed_summary or "resumed 3" in resumed_summary
     assert _tree(root) == _tree(clean_root)
     # The summary counts resumed work too, so it matches the clean run's, line for line after
@@ -68,14 +77,36 @@ def test_sigkill_mid_run_then_restart_equals_a_clean_run(clean, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_shards_together_equal_one_run(clean, tmp_path):
-    clean_root, _ = clean
+@pytest.mark.parametrize("mode", ["captions", "images"])
+def test_two_shards_together_equal_one_run(clean, clean_real, tmp_path, mode):
+    clean_root, _ = clean if mode == "captions" else clean_real
     root = tmp_path / "data"
-    _run(root, "1/2")
+    _run(root, "1/2", mode)
     assert not (root / "0000000").exists()
     assert (root / "0000001").exists()
-    _run(root, "0/2")
+    _run(root, "0/2", mode)
     assert _tree(root) == _tree(clean_root)
+
+
+def test_real_image_runs_start_from_the_images_and_say_so(clean, clean_real):
+    import json
+
+    from instructedit.data import read_folder_dataset
+
+    rendered, real = list(read_folder_dataset(clean[0])), list(read_folder_dataset(clean_real[0]))
+    assert [r.edit_prompt for r in real] == [r.edit_prompt for r in rendered]
+    metadata = [
+        json.loads(line)
+        for path in sorted(clean_real[0].glob("*/metadata.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert metadata
+    assert {row["method"] for row in metadata} == {"virtual"}
+    assert all(
+        "method" not in json.loads(line)
+        for path in clean[0].glob("*/metadata.jsonl")
+        for line in path.read_text().splitlines()
+    )
 
 
 def test_clean_run_layout(clean):

@@ -2,6 +2,7 @@
 
 from instructedit._public import publish
 from instructedit.datagen._cli import PrecomputedCaptionEditor, generate_from_files, read_captions
+from instructedit.datagen._images import IMAGE_SUFFIXES, RealImages, read_image_captions
 from instructedit.datagen._run import (
     GenerationConfig,
     GenerationSummary,
@@ -10,13 +11,16 @@ from instructedit.datagen._run import (
 )
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "GenerationConfig",
     "GenerationSummary",
     "PrecomputedCaptionEditor",
+    "RealImages",
     "generate_dataset",
     "generate_from_files",
     "parse_shard",
     "read_captions",
+    "read_image_captions",
 ]
 
 publish(__name__, globals(), __all__)

@@ -9,13 +9,14 @@ from instructedit.captions import CaptionEdit, CaptionEditor, Rejection, read_ca
 from instructedit.captions._format import check_captions
 from instructedit.clip._filter import check_similarity_threshold, check_structure_threshold
 from instructedit.data._folder import read_jsonl_file
+from instructedit.datagen._images import read_image_captions
 from instructedit.datagen._run import (
     GenerationConfig,
     GenerationSummary,
     generate_dataset,
     parse_shard,
 )
-from instructedit.p2p import PairControl
+from instructedit.p2p import PairControl, RealEditMethod
 
 __all__ = ["PrecomputedCaptionEditor", "generate_from_files", "read_captions"]
 
@@ -73,6 +74,8 @@ def generate_from_files(
     chat_model: str | None = None,
     chat_base_url: str | None = None,
     chat_cache: Path | None = None,
+    images: bool = False,
+    real_method: RealEditMethod = "virtual",
     samples: int = 100,
     keep: int = 4,
     batch_size: int = 4,
@@ -105,6 +108,12 @@ def generate_from_files(
             OpenAI's).
         chat_cache: the chat replies' cache, so a rerun requests nothing twice (default:
             OUTPUT/.chat-cache).
+        images: read CAPTIONS as real images with captions: a folder (a .txt caption beside
+            each image, or a metadata.jsonl of file_name and caption), a JSONL of image paths and
+            captions, or a parquet with image and caption columns. Each pair then starts from
+            its real image (rows may hold the edit and output too).
+        real_method: with --images, how each image enters the model: virtual inversion
+            (InfEdit's, no inversion pass), null-text or DDIM inversion.
         samples: candidate pairs per caption edit.
         keep: pairs kept per caption edit.
         batch_size: candidates rendered at once.
@@ -139,6 +148,7 @@ def generate_from_files(
         injection_range=(float(injection_range[0]), float(injection_range[1])),
         guidance_range=(float(guidance_range[0]), float(guidance_range[1])),
         local_blend=local_blend,
+        real_method=real_method,
     )
     for name, value in (
         ("min_image_similarity", min_image_similarity),
@@ -149,7 +159,11 @@ def generate_from_files(
     check_structure_threshold(min_structure_similarity)
     if language_model is not None and chat_model is not None:
         raise ValueError("pass --language-model or --chat-model, not both")
-    texts, precomputed = read_captions(captions)
+    real_images = None
+    if images:
+        texts, real_images, precomputed = read_image_captions(captions)
+    else:
+        texts, precomputed = read_captions(captions)
     if language_model is None and chat_model is None and not precomputed:
         raise ValueError(
             "captions holds no edits: pass --language-model or --chat-model, or a JSONL with "
@@ -199,5 +213,6 @@ def generate_from_files(
         p2p=p2p,
         clip_filter=clip_filter,
         config=config,
+        images=real_images,
     )
     return str(summary)

@@ -33,7 +33,13 @@ from instructedit.data import (
     write_seeds_index,
 )
 from instructedit.data._folder import read_json_file
-from instructedit.p2p import PAIR_CONTROLS, PairControl, check_local_blend
+from instructedit.p2p import (
+    PAIR_CONTROLS,
+    REAL_EDIT_METHODS,
+    PairControl,
+    RealEditMethod,
+    check_local_blend,
+)
 from instructedit.seeding import seeded
 
 __all__ = ["GenerationConfig", "GenerationSummary", "generate_dataset", "parse_shard"]
@@ -85,6 +91,10 @@ class GenerationConfig:
     """Image width in pixels, a positive multiple of 8 (default: the model's)."""
     shard: tuple[int, int] = (0, 1)
     """(i, n): this run handles captions with index ≡ i (mod n)."""
+    real_method: RealEditMethod = "virtual"
+    """With real images (``generate_dataset(images=...)``): how each image enters the model
+    (:meth:`~instructedit.p2p.PromptToPrompt.sample_real_pairs`): virtual inversion, null-text
+    or DDIM inversion."""
 
     def __post_init__(self) -> None:
         check_counts(
@@ -93,6 +103,10 @@ class GenerationConfig:
         if self.control not in PAIR_CONTROLS:
             raise ValueError(f"control must be one of {PAIR_CONTROLS}, got {self.control!r}")
         check_local_blend(self.local_blend, self.control)
+        if self.real_method not in REAL_EDIT_METHODS:
+            raise ValueError(
+                f"real_method must be one of {REAL_EDIT_METHODS}, got {self.real_method!r}"
+            )
         check_range("injection_range", self.injection_range, maximum=1.0)
         check_range("guidance_range", self.guidance_range)
         for name in ("height", "width"):
@@ -226,6 +240,7 @@ def generate_dataset(
     p2p: Any,
     clip_filter: ClipDirectionalFilter,
     config: GenerationConfig | None = None,
+    images: Sequence[Any] | None = None,
     progress: bool = True,
 ) -> GenerationSummary:
     """Generates an InstructPix2Pix training set in the official folder layout.
@@ -243,6 +258,11 @@ def generate_dataset(
         p2p: stage 2, a :class:`~instructedit.p2p.PromptToPrompt`.
         clip_filter: stage 3.
         config: run settings.
+        images: real images, one per caption (what it describes), or a sequence that loads
+            them on indexing: each pair then starts from its image
+            (:meth:`~instructedit.p2p.PromptToPrompt.sample_real_pairs` with
+            ``config.real_method``) instead of a rendered one; every sample's metadata records
+            the method.
         progress: show a progress bar.
 
     Returns:
@@ -254,6 +274,8 @@ def generate_dataset(
     if isinstance(captions, (str, bytes)) or not isinstance(captions, Sequence):
         raise TypeError(f"captions must be a list of str, got {type(captions).__name__}")
     check_texts(captions, "captions", allow_empty=True)
+    if images is not None and len(images) != len(captions):
+        raise ValueError(f"got {len(images)} images for {len(captions)} captions")
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     shard_index, shard_count, state = _process_shard(config.shard)
@@ -279,7 +301,8 @@ def generate_dataset(
             write_json_atomic(root / SKIPPED / f"{index:07d}.json", record)
             summary.add(record)
             continue
-        record = _render_and_filter(root, index, edit, seed, p2p, clip_filter, config)
+        image = None if images is None else images[index]
+        record = _render_and_filter(root, index, edit, seed, p2p, clip_filter, config, image)
         summary.add(record)
     if state is not None:
         state.wait_for_everyone()
@@ -298,22 +321,41 @@ def _render_and_filter(
     p2p: Any,
     clip_filter: ClipDirectionalFilter,
     config: GenerationConfig,
+    image: Any = None,
 ) -> dict[str, Any]:
-    candidates = p2p.sample_pairs(
-        edit.input,
-        edit.output,
-        num_samples=config.samples_per_pair,
-        seed=seed,
-        batch_size=config.batch_size,
-        num_inference_steps=config.num_inference_steps,
-        injection_range=config.injection_range,
-        guidance_range=config.guidance_range,
-        control=config.control,
-        local_blend=config.local_blend,
-        height=config.height,
-        width=config.width,
-        progress=False,
-    )
+    method: dict[str, str] = {}
+    if image is not None:
+        candidates = p2p.sample_real_pairs(
+            image,
+            edit.input,
+            edit.output,
+            num_samples=config.samples_per_pair,
+            method=config.real_method,
+            seed=seed,
+            num_inference_steps=config.num_inference_steps,
+            injection_range=config.injection_range,
+            guidance_range=config.guidance_range,
+            height=config.height,
+            width=config.width,
+            progress=False,
+        )
+        method = {"method": config.real_method}
+    else:
+        candidates = p2p.sample_pairs(
+            edit.input,
+            edit.output,
+            num_samples=config.samples_per_pair,
+            seed=seed,
+            batch_size=config.batch_size,
+            num_inference_steps=config.num_inference_steps,
+            injection_range=config.injection_range,
+            guidance_range=config.guidance_range,
+            control=config.control,
+            local_blend=config.local_blend,
+            height=config.height,
+            width=config.width,
+            progress=False,
+        )
     count = len(candidates)
     result = clip_filter(
         [c.source for c in candidates],
@@ -343,6 +385,7 @@ def _render_and_filter(
                 "clip_sim_1": _round(scores.text_similarity_after[i]),
                 "clip_sim_dir": _round(scores.direction_similarity[i]),
                 "clip_sim_image": _round(scores.image_similarity[i]),
+                **method,
                 **(
                     {}
                     if scores.structure_similarity is None

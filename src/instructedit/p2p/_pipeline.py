@@ -563,6 +563,94 @@ class PromptToPrompt(MemoryTools):
         self.maybe_free_model_hooks()
         return PairOutput(source=images[:1], target=images[1:], seeds=[seed])
 
+    def sample_real_pairs(
+        self,
+        image: ImageInput,
+        source_prompt: str,
+        target_prompt: str,
+        num_samples: int = 100,
+        *,
+        method: RealEditMethod = "virtual",
+        seed: int = 0,
+        num_inference_steps: int = 100,
+        injection_range: tuple[float, float] = (0.1, 0.9),
+        guidance_range: tuple[float, float] = (7.5, 15.0),
+        height: int | None = None,
+        width: int | None = None,
+        progress: bool = True,
+    ) -> list[PairCandidate]:
+        """Draws candidate pairs whose input is a real image: each candidate edits ``image``
+        (described by ``source_prompt``) into ``target_prompt`` with :meth:`edit_real`; its
+        ``source`` is the image through the autoencoder (whatever the method: an inversion's
+        reconstruction drifts, the photograph does not) and its ``target`` the edit.
+
+        Per sample, from ``seed``: a seed and a text guidance scale ~ U(``guidance_range``)
+        (``method="virtual"``: each sample its own noise); with the inversion methods the image
+        is inverted once (at the guidance an edit uses, 7.5) and each sample draws the strength
+        p ~ U(``injection_range``) of a :class:`SelfAttentionInjection` instead. A candidate's
+        ``injection`` is p (0 for virtual inversion).
+        """
+        if method not in REAL_EDIT_METHODS:
+            raise ValueError(f"method must be one of {REAL_EDIT_METHODS}, got {method!r}")
+        check_positive_int(num_samples, "num_samples")
+        check_positive_int(num_inference_steps, "num_inference_steps")
+        check_range("injection_range", injection_range, maximum=1.0)
+        check_range("guidance_range", guidance_range)
+        rng = np.random.default_rng(seed)
+        injections = rng.uniform(*injection_range, size=num_samples).tolist()
+        scales = rng.uniform(*guidance_range, size=num_samples).tolist()
+        seeds = rng.integers(0, 2**31 - 1, size=num_samples).tolist()
+        clean = encode_real_image(self, image, height, width)
+        decoded = tensor_to_output(decode_latents(self.vae, clean), "pil")
+        assert isinstance(decoded, list)  # output_type="pil"
+        real = decoded[0]
+        inversion = None
+        if method != "virtual":
+            inversion = self.invert(
+                image,
+                source_prompt,
+                num_inference_steps=num_inference_steps,
+                null_text=method == "null_text",
+                height=height,
+                width=width,
+                progress=progress,
+            )
+        candidates: list[PairCandidate] = []
+        for index in range(num_samples):
+            if inversion is None:
+                output = self.edit_real(
+                    image,
+                    source_prompt,
+                    target_prompt,
+                    num_inference_steps=num_inference_steps,
+                    guidance_scale=scales[index],
+                    seed=int(seeds[index]),
+                    height=height,
+                    width=width,
+                    progress=False,
+                )
+                injection, scale = 0.0, float(scales[index])
+            else:
+                output = self.edit_inverted(
+                    inversion,
+                    target_prompt,
+                    SelfAttentionInjection(injections[index]),
+                    progress=False,
+                )
+                injection, scale = float(injections[index]), inversion.guidance_scale
+            assert isinstance(output.source, list)  # output_type="pil"
+            assert isinstance(output.target, list)
+            candidates.append(
+                PairCandidate(
+                    source=real,
+                    target=output.target[0],
+                    seed=int(seeds[index]),
+                    injection=injection,
+                    guidance_scale=scale,
+                )
+            )
+        return candidates
+
     def _cross_attention_control(
         self,
         source_prompt: str,
