@@ -162,3 +162,25 @@ def test_bad_real_edit_arguments_are_refused(p2p, image, kwargs, error, message)
     arguments.update(kwargs)
     with pytest.raises(error, match=message):
         p2p.edit_real(image, **arguments)
+
+
+def test_the_edit_real_command_writes_the_edit_and_the_reconstruction(tmp_path, image):
+    from instructedit.cli import main
+    from instructedit.testing import save_tiny_pipeline
+
+    model = save_tiny_pipeline(tmp_path / "t2i", kind="text_to_image", scheduler="ddim")
+    photo = tmp_path / "photo.png"
+    image.save(photo)
+    out = tmp_path / "out" / "edited.png"
+    arguments = ["--source", "a red ball", "--target", "a blue cube", "--model", str(model)]
+    assert main(["edit-real", str(photo), str(out), *arguments, "--steps", "4", "--seed", "2"]) == 0
+    direct = PromptToPrompt.from_pretrained(model).edit_real(
+        image, "a red ball", "a blue cube", num_inference_steps=4, seed=2, output_type="np",
+        progress=False,
+    )  # fmt: skip
+    written = np.asarray(Image.open(out), np.float32) / 255
+    assert np.abs(written - direct.target[0]).max() <= 1 / 255
+    source = np.asarray(Image.open(out.with_name("edited-source.png")), np.float32) / 255
+    assert np.abs(source - direct.source[0]).max() <= 1 / 255
+    with pytest.raises(SystemExit):
+        main(["edit-real", str(photo), str(tmp_path / "x.gif"), *arguments])

@@ -36,6 +36,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Edits image files by one instruction, or several in turns, and writes "
         "``OUTPUT/<name>.png`` for each.",
     ),
+    "edit-real": (
+        "instructedit.p2p:edit_real_file",
+        "Edits a real image from its caption with a text-to-image model (no editor needed) and "
+        'writes OUTPUT (the edit) and OUTPUT\'s stem + "-source" (the image as the model '
+        "reconstructs it).",
+    ),
     "generate": (
         "instructedit.datagen:generate_from_files",
         "Generates an InstructPix2Pix dataset from captions (stages 1–3) into OUTPUT.",

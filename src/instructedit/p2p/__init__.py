@@ -15,6 +15,7 @@ from instructedit.p2p._alignment import (
     swap_mapper,
     word_token_indices,
 )
+from instructedit.p2p._cli import edit_real_file
 from instructedit.p2p._controllers import (
     AttentionStore,
     CrossAttentionEdit,
@@ -65,6 +66,7 @@ __all__ = [
     "attention_grid",
     "check_local_blend",
     "ddim_inversion",
+    "edit_real_file",
     "edited_words",
     "injection_active",
     "invert",
