@@ -243,20 +243,14 @@ def load_lora(unet: Any, source: str | Path, *, adapter_name: str = "default") -
             "adapters"
         )
     _check_fits(unet, state_dict, weights)
-    restore: dict[str, Any] = {}
     conv_file = weights.parent / CONV_IN_NAME
-    if conv_file.is_file():
-        conv = load_file(str(conv_file))
-        current = unet.conv_in
-        if tuple(conv["weight"].shape) != tuple(current.weight.shape):
-            raise ValueError(
-                f"{conv_file} holds an input convolution of shape {tuple(conv['weight'].shape)}, "
-                f"this UNet's is {tuple(current.weight.shape)}: it was trained on another base"
-            )
-        restore["conv_in"] = {k: v.detach().clone() for k, v in current.state_dict().items()}
-        with torch.no_grad():
-            current.weight.copy_(conv["weight"].to(current.weight))
-            current.bias.copy_(conv["bias"].to(current.bias))
+    conv = load_file(str(conv_file)) if conv_file.is_file() else None
+    current = unet.conv_in
+    if conv is not None and tuple(conv["weight"].shape) != tuple(current.weight.shape):
+        raise ValueError(
+            f"{conv_file} holds an input convolution of shape {tuple(conv['weight'].shape)}, "
+            f"this UNet's is {tuple(current.weight.shape)}: it was trained on another base"
+        )
     StableDiffusionLoraLoaderMixin.load_lora_into_unet(
         state_dict,
         network_alphas=network_alphas,
@@ -264,6 +258,12 @@ def load_lora(unet: Any, source: str | Path, *, adapter_name: str = "default") -
         adapter_name=adapter_name,
         metadata=metadata,
     )
+    restore: dict[str, Any] = {}
+    if conv is not None:  # only once the adapter is in: a failed load leaves the UNet as it was
+        restore["conv_in"] = {k: v.detach().clone() for k, v in current.state_dict().items()}
+        with torch.no_grad():
+            current.weight.copy_(conv["weight"].to(current.weight))
+            current.bias.copy_(conv["bias"].to(current.bias))
     logger.info("loaded the LoRA adapter %s as %r", weights, adapter_name)
     return restore
 

@@ -70,6 +70,18 @@ def test_well_formed_edits_are_written_and_a_rerun_is_served_from_the_cache(trai
     )
 
 
+def test_a_repeated_caption_is_asked_again_and_cached_apart(trained, tmp_path):
+    caption = EDITS[0].input
+    with serve_chat_model(*trained) as server:
+        first = ChatCaptionEditor("tiny", base_url=server.base_url, cache=tmp_path, settings=FAST)
+        results = first.edit([caption, caption])
+        sent = len(server.requests)
+        again = ChatCaptionEditor("tiny", base_url=server.base_url, cache=tmp_path, settings=FAST)
+        assert again.edit([caption, caption]) == results
+        assert len(server.requests) == sent >= 2
+    assert len(list(tmp_path.glob("*.json"))) == sent
+
+
 def test_malformed_replies_are_retried_then_refused(tmp_path):
     untrained = tiny_causal_lm(seed=0)  # random weights: replies without the format
     with serve_chat_model(*untrained) as server:

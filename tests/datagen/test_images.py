@@ -92,6 +92,27 @@ def test_missing_and_unknown_sources_are_refused(tmp_path):
         read_image_captions(tmp_path / "empty")
 
 
+@pytest.mark.parametrize("method", ["virtual", "ddim"])
+def test_real_pairs_come_at_the_native_size_and_the_edit_guidance(tmp_path, method):
+    from instructedit.testing import tiny_components
+
+    p2p = PromptToPrompt(**tiny_components(in_channels=4, seed=0, scheduler="ddim"))
+    photo = _photo(0, size=(64, 48))
+    candidates = p2p.sample_real_pairs(
+        photo, "a red ball", "a blue ball", 2, method=method, num_inference_steps=2,
+        guidance_range=(9.0, 9.0), progress=False,
+    )  # fmt: skip
+    assert [c.source.size for c in candidates] == [(32, 24)] * 2  # native 32, aspect kept
+    assert [c.target.size for c in candidates] == [(32, 24)] * 2
+    expected = 9.0 if method == "virtual" else 7.5  # an inversion renders at the edit's 7.5
+    assert [c.guidance_scale for c in candidates] == [expected] * 2
+    from instructedit.testing import tiny_sdxl_components
+
+    xl = PromptToPrompt(**tiny_sdxl_components(in_channels=4))
+    with pytest.raises(ValueError, match="real-image pairs are made with Stable Diffusion 1"):
+        xl.sample_real_pairs(photo, "a", "b", 1, progress=False)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["virtual", "ddim"])
 def test_generate_images_writes_pairs_from_the_given_images(tmp_path, method):

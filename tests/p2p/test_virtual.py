@@ -103,7 +103,8 @@ def test_equals_the_reference_algorithm_step_by_step(p2p, image):
     generator = torch.Generator().manual_seed(seed)
     x_0 = ours.source
     noise = torch.randn(x_0.shape, generator=generator).double()
-    start = scheduler.add_noise(x_0, noise, scheduler.timesteps[:1])
+    a_first = scheduler.alphas_cumprod[int(scheduler.timesteps[0])].double()
+    start = a_first**0.5 * x_0 + (1 - a_first) ** 0.5 * noise
     x_src = x_tgt = x_mut = start
     empty, source_text, target_text = (p2p.encode_text([text]) for text in ("", source, target))
     for index, t in enumerate(scheduler.timesteps):
@@ -120,6 +121,27 @@ def test_equals_the_reference_algorithm_step_by_step(p2p, image):
         x_tgt = new_tgt
     assert pred.dtype == torch.float64
     assert (ours.target - pred).abs().max() <= 1e-9 * pred.abs().max()
+
+
+def test_unsupported_samplers_and_targets_are_refused(p2p, image):
+    from diffusers import EulerDiscreteScheduler
+
+    euler = EulerDiscreteScheduler(**SD_SCHEDULER_CONFIG)
+    with pytest.raises(ValueError, match="virtual inversion takes the timesteps of"):
+        p2p.edit_real(image, "a", "b", scheduler=euler, progress=False)
+    v_model = DDIMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": "v_prediction"})
+    with pytest.raises(ValueError, match="this model predicts 'v_prediction'"):
+        p2p.edit_real(image, "a", "b", scheduler=v_model, progress=False)
+
+
+def test_strength_runs_diffusers_share_of_the_steps(p2p, image):
+    from instructedit.p2p import VirtualInversion
+
+    sampler = VirtualInversion(DDIMScheduler(**SD_SCHEDULER_CONFIG), torch.zeros(1, 4, 4, 4))
+    for strength, steps in ((1.0, 10), (0.55, 5), (0.5, 5), (0.05, 1)):
+        sampler.strength = strength
+        sampler.set_timesteps(10)
+        assert len(sampler.timesteps) == steps
 
 
 def test_strength_starts_partway(p2p, image):

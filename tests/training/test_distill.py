@@ -168,6 +168,7 @@ def test_chosen_timesteps_are_the_only_ones_trained(tmp_path, records):
     [
         ({"train_text_encoder": True}, {}, "keeps the text encoder frozen"),
         ({"prediction_type": "v_prediction"}, {}, "distils an ε-predicting teacher"),
+        ({"lora_rank": 4}, {}, "config.lora_rank would freeze it"),
         ({}, {"text_scales": (7.5, 3.0)}, r"text_scales must be a \(low, high\) pair"),
         ({}, {"image_scales": (-1.0, 2.0)}, r"image_scales must be a \(low, high\) pair"),
         (

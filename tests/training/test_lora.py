@@ -122,6 +122,10 @@ def test_the_adapter_loads_in_diffusers_and_in_editpipeline(tmp_path, records, n
     plain = _edit(ours, noise_image)
     assert np.abs(plain - expected).max() > 1e-3  # the adapter matters
     assert np.abs(_edit(ours.load_lora_weights(adapter), noise_image) - expected).max() < 1e-4
+    # Saved with the adapter loaded: the merged weights, an ordinary folder.
+    resaved = EditPipeline.from_pretrained(ours.save_pretrained(tmp_path / "resaved"))
+    resaved.scheduler = merged.scheduler
+    assert np.abs(_edit(resaved, noise_image) - expected).max() < 1e-4
     assert np.array_equal(_edit(ours.unload_lora_weights(), noise_image), plain)
 
 
@@ -136,6 +140,10 @@ def test_the_trained_input_convolution_ships_beside_the_adapter(tmp_path, record
     plain = _edit(ours, noise_image)
     loaded = _edit(ours.load_lora_weights(folder / "lora"), noise_image)
     assert np.abs(loaded - _edit(merged, noise_image)).max() < 1e-4
+    # A failed second load under the same name changes nothing.
+    with pytest.raises(ValueError, match=r"already in use|already exists"):
+        ours.load_lora_weights(folder / "lora")
+    assert np.array_equal(_edit(ours, noise_image), loaded)
     assert np.array_equal(_edit(ours.unload_lora_weights(), noise_image), plain)
 
 

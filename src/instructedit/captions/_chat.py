@@ -116,7 +116,9 @@ class ChatCaptionEditor:
     reply), never written as an edit.
 
     Every reply is stored in ``cache`` (one JSON file per request and try, written atomically),
-    so a rerun, or a resumed ``instructedit generate``, sends no request it already sent.
+    so a rerun, or a resumed ``instructedit generate``, sends no request it already sent. A
+    caption asked again by the same editor (a repeated caption) is a new request, as it is
+    without the cache: its k-th occurrence has its own cache entries.
 
     Args:
         model: the model name the endpoint serves (``"gpt-4o-mini"``, ``"deepseek-chat"``).
@@ -158,6 +160,7 @@ class ChatCaptionEditor:
         self.requests = 0
         """Requests sent by this editor (cache hits are not requests)."""
         self._last_request = 0.0
+        self._asked: dict[str, int] = {}
 
     def messages(self, caption: str) -> list[dict[str, str]]:
         """The chat messages sent for ``caption``."""
@@ -196,9 +199,11 @@ class ChatCaptionEditor:
         if not caption.strip():
             return Rejection(caption, "empty")
         body = self._body(caption)
+        occurrence = self._asked.get(caption, 0)
+        self._asked[caption] = occurrence + 1
         last = Rejection(caption, "unparseable")
         for attempt in range(self.settings.retries):
-            reply = self._reply(body, attempt)
+            reply = self._reply(body, (occurrence, attempt))
             text, finish = _content(reply)
             if finish == "content_filter":
                 return Rejection(caption, "flagged", text)
@@ -216,8 +221,9 @@ class ChatCaptionEditor:
 
     # ---------------------------------------------------------------------------- transport
 
-    def _reply(self, body: dict[str, Any], attempt: int) -> dict[str, Any]:
-        """The reply to ``body``'s ``attempt``-th try: from the cache, or requested and cached."""
+    def _reply(self, body: dict[str, Any], attempt: tuple[int, int]) -> dict[str, Any]:
+        """The reply to ``body``'s try ``attempt`` (occurrence, try): from the cache, or
+        requested and cached."""
         key = hashlib.sha256(
             json.dumps({"url": self.url, "body": body, "attempt": attempt}, sort_keys=True).encode()
         ).hexdigest()
@@ -226,7 +232,7 @@ class ChatCaptionEditor:
             try:
                 cached: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
                 return cached
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 logger.warning("ignoring a corrupt cache entry %s", file)
         reply = self._post(body)
         if file is not None:
@@ -248,15 +254,23 @@ class ChatCaptionEditor:
             request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=settings.timeout) as response:
-                    reply: dict[str, Any] = json.loads(response.read().decode("utf-8"))
-                    return reply
-            except urllib.error.HTTPError as error:
-                if error.code != 429 and error.code < 500:
-                    detail = error.read().decode("utf-8", "replace")[:500]
+                    text = response.read().decode("utf-8", "replace")
+                try:
+                    reply: dict[str, Any] = json.loads(text)
+                except json.JSONDecodeError as error:
                     raise RuntimeError(
-                        f"{self.url} refused the request: HTTP {error.code} {error.reason}: {detail}"
+                        f"{self.url} answered with something other than JSON: {text[:200]!r}"
                     ) from error
-                wait = _retry_after(error.headers.get("Retry-After"), delay)
+                return reply
+            except urllib.error.HTTPError as error:
+                with error:
+                    if error.code != 429 and error.code < 500:
+                        detail = error.read().decode("utf-8", "replace")[:500]
+                        raise RuntimeError(
+                            f"{self.url} refused the request: HTTP {error.code} {error.reason}: "
+                            f"{detail}"
+                        ) from error
+                    wait = _retry_after(error.headers.get("Retry-After"), delay)
                 problem = f"HTTP {error.code}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
                 wait, problem = delay, f"{type(error).__name__}: {error}"
@@ -279,11 +293,15 @@ class ChatCaptionEditor:
         self._last_request = time.monotonic()
 
 
+MAX_RETRY_AFTER = 300.0
+"""The longest a server's ``Retry-After`` is waited, in seconds."""
+
+
 def _retry_after(header: str | None, default: float) -> float:
     if header is None:
         return default
     try:
-        return max(0.0, float(header))
+        return min(max(0.0, float(header)), MAX_RETRY_AFTER)
     except ValueError:
         return default
 

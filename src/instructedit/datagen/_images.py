@@ -40,6 +40,9 @@ class RealImages(Sequence[Image.Image]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         source = self._sources[index]
+        if isinstance(source, tuple):  # (parquet table, row): decoded now, not before
+            table, row = source
+            source = table.column("image")[row].as_py()
         if isinstance(source, Path):
             try:
                 with Image.open(source) as image:
@@ -156,9 +159,10 @@ def _read_parquet(path: Path) -> tuple[list[str], RealImages, dict[str, CaptionE
             f"{path} needs an 'image' column and a 'caption' (or 'text') column, has "
             f"{sorted(columns)}"
         )
-    rows = table.to_pylist()
+    # Captions and edits now; each image's bytes only when the run reaches it.
+    rows = table.drop_columns(["image"]).to_pylist()
     entries = [
-        (f"{path} row {number}", {**row, "caption": row[text]}, row["image"])
+        (f"{path} row {number}", {**row, "caption": row[text]}, (table, number))
         for number, row in enumerate(rows)
     ]
     return _read_rows(entries)

@@ -41,7 +41,7 @@ from instructedit.components import (
     vae_scale_factor,
 )
 from instructedit.guidance import ClassifierFreeGuidance, check_scale
-from instructedit.images import ImageInput, tensor_to_output
+from instructedit.images import ImageInput, load_image, prepared_size, tensor_to_output
 from instructedit.p2p._controllers import (
     CrossAttentionEdit,
     LocalBlend,
@@ -536,13 +536,49 @@ class PromptToPrompt(MemoryTools):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self._check_prompts([source_prompt], "source_prompt")
         self._check_prompts([target_prompt], "target_prompt")
+        clean = encode_real_image(self, image, height, width)
+        edited = self._virtual_edit(
+            clean,
+            source_prompt,
+            target_prompt,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            source_guidance_scale=source_guidance_scale,
+            eta=eta,
+            strength=strength,
+            seed=seed,
+            scheduler=scheduler,
+            progress=progress,
+        )
+        if output_type == "latent":
+            return PairOutput(source=clean, target=edited, seeds=[seed])
+        images = tensor_to_output(decode_latents(self.vae, torch.cat([clean, edited])), output_type)
+        self.maybe_free_model_hooks()
+        return PairOutput(source=images[:1], target=images[1:], seeds=[seed])
+
+    def _virtual_edit(
+        self,
+        clean: Tensor,
+        source_prompt: str,
+        target_prompt: str,
+        *,
+        num_inference_steps: int,
+        guidance_scale: float,
+        source_guidance_scale: float,
+        eta: float,
+        strength: float,
+        seed: int,
+        scheduler: Any | None,
+        progress: bool,
+    ) -> Tensor:
+        """The target's clean latents of a virtual-inversion edit of ``clean`` (checked
+        arguments)."""
         base = (
             scheduler
             if scheduler is not None
             else scheduler_from_name("ddim", self.scheduler.config)
         )
         generator = torch.Generator().manual_seed(seed)
-        clean = encode_real_image(self, image, height, width)
         sampler = VirtualInversion(base, clean, eta=eta, strength=strength, generator=generator)
         sampler.set_timesteps(num_inference_steps, device=self.device)
         start = sampler.start(torch.randn(clean.shape, generator=generator))
@@ -556,12 +592,7 @@ class PromptToPrompt(MemoryTools):
         with torch.no_grad():
             denoise(self.unet, sampler, guidance, start, conditioning, progress=progress)
         assert sampler.pred_original is not None
-        edited = sampler.pred_original
-        if output_type == "latent":
-            return PairOutput(source=clean, target=edited, seeds=[seed])
-        images = tensor_to_output(decode_latents(self.vae, torch.cat([clean, edited])), output_type)
-        self.maybe_free_model_hooks()
-        return PairOutput(source=images[:1], target=images[1:], seeds=[seed])
+        return sampler.pred_original
 
     def sample_real_pairs(
         self,
@@ -586,10 +617,17 @@ class PromptToPrompt(MemoryTools):
 
         Per sample, from ``seed``: a seed and a text guidance scale ~ U(``guidance_range``)
         (``method="virtual"``: each sample its own noise); with the inversion methods the image
-        is inverted once (at the guidance an edit uses, 7.5) and each sample draws the strength
+        is inverted once and rendered at the guidance an edit uses, 7.5 (the scale null-text
+        inversion is optimised for), and each sample draws the strength
         p ~ U(``injection_range``) of a :class:`SelfAttentionInjection` instead. A candidate's
         ``injection`` is p (0 for virtual inversion).
+
+        Without ``height`` and ``width`` the image is resized to the model's native size, its
+        long side to :attr:`native_size` (aspect kept, sides floored to the VAE's multiple), so
+        photographs of any size make pairs of the size the model draws.
         """
+        if self.is_xl:
+            raise ValueError("real-image pairs are made with Stable Diffusion 1.x/2.x models")
         if method not in REAL_EDIT_METHODS:
             raise ValueError(f"method must be one of {REAL_EDIT_METHODS}, got {method!r}")
         check_positive_int(num_samples, "num_samples")
@@ -600,6 +638,14 @@ class PromptToPrompt(MemoryTools):
         injections = rng.uniform(*injection_range, size=num_samples).tolist()
         scales = rng.uniform(*guidance_range, size=num_samples).tolist()
         seeds = rng.integers(0, 2**31 - 1, size=num_samples).tolist()
+        if height is None and width is None:
+            loaded = load_image(image, argument="image")
+            width, height = prepared_size(
+                *loaded.size,
+                resize="native",
+                multiple=max(8, self.vae_scale_factor),
+                resolution=self.native_size,
+            )
         clean = encode_real_image(self, image, height, width)
         decoded = tensor_to_output(decode_latents(self.vae, clean), "pil")
         assert isinstance(decoded, list)  # output_type="pil"
@@ -615,35 +661,38 @@ class PromptToPrompt(MemoryTools):
                 width=width,
                 progress=progress,
             )
+            inversion.guidance_scale = 7.5
         candidates: list[PairCandidate] = []
         for index in range(num_samples):
             if inversion is None:
-                output = self.edit_real(
-                    image,
+                edited = self._virtual_edit(
+                    clean,
                     source_prompt,
                     target_prompt,
                     num_inference_steps=num_inference_steps,
                     guidance_scale=scales[index],
+                    source_guidance_scale=1.0,
+                    eta=1.0,
+                    strength=1.0,
                     seed=int(seeds[index]),
-                    height=height,
-                    width=width,
+                    scheduler=None,
                     progress=False,
                 )
+                target = tensor_to_output(decode_latents(self.vae, edited), "pil")
                 injection, scale = 0.0, float(scales[index])
             else:
-                output = self.edit_inverted(
+                target = self.edit_inverted(
                     inversion,
                     target_prompt,
                     SelfAttentionInjection(injections[index]),
                     progress=False,
-                )
+                ).target
                 injection, scale = float(injections[index]), inversion.guidance_scale
-            assert isinstance(output.source, list)  # output_type="pil"
-            assert isinstance(output.target, list)
+            assert isinstance(target, list)  # output_type="pil"
             candidates.append(
                 PairCandidate(
                     source=real,
-                    target=output.target[0],
+                    target=target[0],
                     seed=int(seeds[index]),
                     injection=injection,
                     guidance_scale=scale,

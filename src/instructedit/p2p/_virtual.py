@@ -24,7 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["VirtualInversion"]
+__all__ = ["SAMPLERS", "VirtualInversion"]
+
+SAMPLERS = frozenset({"DDIMScheduler", "DDPMScheduler", "LCMScheduler"})
+"""The diffusers schedulers whose timesteps virtual inversion steps through."""
 
 STREAMS = ("source", "target", "mutual")
 """The row blocks of the latents the sampler steps, in order."""
@@ -35,8 +38,8 @@ class VirtualInversion:
     docstring). The latents it steps stack three blocks of ``P`` rows: source, target, mutual.
 
     Args:
-        scheduler: a diffusers scheduler with ``alphas_cumprod`` (``DDIMScheduler``,
-            ``LCMScheduler``, ``DDPMScheduler``, ...); its timesteps are used.
+        scheduler: a ``DDIMScheduler``, ``DDPMScheduler`` or ``LCMScheduler`` of an
+            ε-prediction model; its timesteps are used.
         clean_latents: the real images' latents ``x₀`` ``[P, C, h, w]`` (scaled).
         eta: η in [0, 1]: the share of fresh noise each step (InfEdit's default 1).
         strength: the share of the schedule run, from its noisiest end (1: all of it).
@@ -57,10 +60,16 @@ class VirtualInversion:
         strength: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> None:
-        if getattr(scheduler, "alphas_cumprod", None) is None:
+        if type(scheduler).__name__ not in SAMPLERS:
             raise ValueError(
-                f"virtual inversion samples with a scheduler's alphas_cumprod (DDIM, LCM, DDPM); "
-                f"{type(scheduler).__name__} has none"
+                f"virtual inversion takes the timesteps of {sorted(SAMPLERS)} (integer "
+                f"timesteps on ᾱ); got {type(scheduler).__name__}"
+            )
+        prediction = scheduler.config.prediction_type
+        if prediction != "epsilon":
+            raise ValueError(
+                f"virtual inversion combines noise predictions; this model predicts "
+                f"{prediction!r} (prediction_type), use an ε-prediction model"
             )
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta!r}")
@@ -78,11 +87,12 @@ class VirtualInversion:
     # ------------------------------------------------------------------ the scheduler's face
 
     def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
-        """Takes the inner scheduler's timesteps, the last ``strength`` of them."""
+        """Takes the inner scheduler's timesteps, the last ``strength`` of them (diffusers'
+        img2img rule: ``int(n · strength)`` steps, at least one)."""
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         full = self.scheduler.timesteps
-        skip = min(round(len(full) * (1.0 - self.strength)), len(full) - 1)
-        self._timesteps = full[skip:]
+        kept = max(1, min(int(len(full) * self.strength), len(full)))
+        self._timesteps = full[len(full) - kept :]
         self._index = 0
 
     @property
@@ -95,8 +105,8 @@ class VirtualInversion:
     def start(self, noise: Tensor) -> Tensor:
         """The first latents: ``x₀`` noised to the first timestep with ``noise`` ``[P, ...]``,
         the same in the three blocks."""
-        first = self._timesteps[:1].to(self.clean.device)
-        noisy = self.scheduler.add_noise(self.clean, noise.to(self.clean), first)
+        alpha = self._alpha(self._timesteps[0]).to(self.clean.device, self.clean.dtype)
+        noisy = alpha.sqrt() * self.clean + (1.0 - alpha).sqrt() * noise.to(self.clean)
         return noisy.repeat(len(STREAMS), 1, 1, 1)
 
     def _alpha(self, timestep: Tensor) -> Tensor:

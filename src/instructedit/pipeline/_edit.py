@@ -324,10 +324,13 @@ class EditPipeline(EditChecks):
             parts["is_cosxl_edit"] = is_cosxl_edit
         return cls(**parts, guidance=guidance, editing=editing)
 
-    def to_diffusers(self) -> Any:
+    def to_diffusers(self, *, unet: Any = None) -> Any:
         """Returns diffusers' ``StableDiffusionInstructPix2PixPipeline`` (SDXL:
-        ``StableDiffusionXLInstructPix2PixPipeline``) on the same modules."""
+        ``StableDiffusionXLInstructPix2PixPipeline``) on the same modules (``unet`` instead of
+        the pipeline's, if given)."""
         from diffusers import StableDiffusionInstructPix2PixPipeline
+
+        unet = self.unet if unet is None else unet
 
         if self.is_xl:
             from diffusers import StableDiffusionXLInstructPix2PixPipeline
@@ -338,7 +341,7 @@ class EditPipeline(EditChecks):
                 text_encoder_2=self.text_encoder_2,
                 tokenizer=self.tokenizer,
                 tokenizer_2=self.tokenizer_2,
-                unet=self.unet,
+                unet=unet,
                 scheduler=self.scheduler,
                 force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt,
                 add_watermarker=False,
@@ -349,7 +352,7 @@ class EditPipeline(EditChecks):
             vae=self.vae,
             text_encoder=self.text_encoder,
             tokenizer=self.tokenizer,
-            unet=self.unet,
+            unet=unet,
             scheduler=self.scheduler,
             safety_checker=None,
             feature_extractor=None,
@@ -360,9 +363,13 @@ class EditPipeline(EditChecks):
         """Writes the pipeline in the diffusers layout (safetensors), which diffusers loads too,
         its default guidance as ``guidance_config.json`` and its default masking as
         ``editing_config.json``. A CosXL-style editor's ``is_cosxl_edit`` goes into
-        ``model_index.json``, where diffusers' pipeline reads it too."""
+        ``model_index.json``, where diffusers' pipeline reads it too. With LoRA adapters loaded,
+        the UNet is saved with them merged (the pipeline keeps them unmerged)."""
+        from instructedit.lora import has_lora, merged_unet
+
         path = Path(directory)
-        self.to_diffusers().save_pretrained(path, safe_serialization=True)
+        unet = merged_unet(self.unet) if has_lora(self.unet) else None
+        self.to_diffusers(unet=unet).save_pretrained(path, safe_serialization=True)
         if self.is_cosxl_edit:  # diffusers does not store it
             index_file = path / "model_index.json"
             index = json.loads(index_file.read_text(encoding="utf-8"))
@@ -591,7 +598,7 @@ class EditPipeline(EditChecks):
             "target_size": target_size,
         }
         for name, pair in micro.items():
-            if pair is None:
+            if pair is None and name != "crops_coords_top_left":
                 continue
             if (
                 not isinstance(pair, Sequence)

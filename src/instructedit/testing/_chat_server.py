@@ -110,11 +110,12 @@ def serve_chat_model(
 def _complete(
     model: Any, tokenizer: Any, prompt: str, body: dict[str, Any], seed: int
 ) -> tuple[str, str]:
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    device = next(model.parameters()).device
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
     temperature = float(body.get("temperature", 1.0))
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
         with torch.no_grad():
             out = model.generate(
                 ids,
@@ -123,10 +124,8 @@ def _complete(
                 temperature=max(temperature, 1e-5),
                 top_p=float(body.get("top_p", 1.0)),
                 max_new_tokens=int(body.get("max_tokens", 64)),
-                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                pad_token_id=pad,
             )
-    finally:
-        torch.random.set_rng_state(generator_state)
     text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     for stop in body.get("stop") or []:
         if stop in text:

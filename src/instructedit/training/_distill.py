@@ -156,6 +156,11 @@ class GuidanceDistiller(Trainer):
     ) -> None:
         if config.train_text_encoder:
             raise ValueError("guidance distillation keeps the text encoder frozen")
+        if config.lora_rank is not None:
+            raise ValueError(
+                "guidance distillation trains the whole student (its new scale embedding "
+                "included); config.lora_rank would freeze it"
+            )
         if config.prediction_type not in (None, "epsilon"):
             raise ValueError(
                 f"guidance distillation distils an ε-predicting teacher, got "

@@ -132,8 +132,8 @@ class TrainerOutputs:
         diffusers layout, loadable by diffusers' ``StableDiffusionInstructPix2PixPipeline`` too.
         Its scheduler is ``config.sampler`` on the training noise schedule and prediction type
         (by default Euler ancestral; plain Euler for ``"sample"``, which diffusers' ancestral
-        step cannot take). Its ``guidance_config.json`` holds the paper's scales (7.5, 1.5); write
-        tuned ones with :func:`~instructedit.guidance.save_guidance_config`.
+        step cannot take). Its ``guidance_config.json`` holds the paper's scales (7.5, 1.5; an
+        SDXL editor diffusers' SDXL defaults, 5 and 1.5); write tuned ones with :func:`~instructedit.guidance.save_guidance_config`.
 
         A LoRA run (``config.lora_rank``) writes the merged weights there and the adapter in its
         ``lora`` subfolder (:mod:`instructedit.lora`): diffusers' ``load_lora_weights`` and

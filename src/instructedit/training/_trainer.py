@@ -191,6 +191,7 @@ class Trainer(TrainerOutputs):
         self.tokenizer = tokenizer
         self.text_encoder_2 = text_encoder_2
         self.tokenizer_2 = tokenizer_2
+        self._empty_pooled: torch.Tensor | None = None  # SDXL: set up by setup()
         self.noise_scheduler = _with_prediction_type(noise_scheduler, config.prediction_type)
         # A target left to the noise scheduler is known only now: refuse a sampler that cannot
         # take it before training, not at the first validation edit or export.
@@ -246,6 +247,7 @@ class Trainer(TrainerOutputs):
                 "prediction_type": self.noise_scheduler.config.prediction_type,
                 "train_text_encoder": self.config.train_text_encoder,
                 "lora_rank": self.config.lora_rank,
+                "lora_alpha": self.config.lora_alpha,
                 **self._job_settings(accelerator),
             }
             write_json_atomic(staging / _STATE_FILE, state)
@@ -397,6 +399,7 @@ class Trainer(TrainerOutputs):
         )
         extra: dict[str, Any] = {}
         if inputs.pooled is not None:  # SDXL: a dropped instruction's pooled embedding too
+            assert self._empty_pooled is not None  # setup() ran
             pooled = torch.where(
                 dropped.text_dropped.view(-1, 1),
                 self._empty_pooled.to(inputs.pooled),
@@ -692,12 +695,13 @@ class Trainer(TrainerOutputs):
                 f"{record.get('train_text_encoder', False)}, this run asks for {train_text} "
                 "(config.train_text_encoder): use that setting, or a new output_dir"
             )
-        lora_rank = self.config.lora_rank
-        if record.get("lora_rank") != lora_rank:
-            raise ValueError(
-                f"{checkpoint} was trained with lora_rank={record.get('lora_rank')}, this run asks "
-                f"for {lora_rank} (config.lora_rank): use that setting, or a new output_dir"
-            )
+        for name in ("lora_rank", "lora_alpha"):  # an adapter's shape and scale
+            if record.get(name) != getattr(self.config, name):
+                raise ValueError(
+                    f"{checkpoint} was trained with {name}={record.get(name)}, this run asks for "
+                    f"{getattr(self.config, name)} (config.{name}): use that setting, or a new "
+                    "output_dir"
+                )
         device = state.accelerator.device
         state.accelerator.load_state(str(checkpoint))
         if self.ema is not None and (checkpoint / "ema.pt").is_file():
