@@ -161,3 +161,19 @@ def test_generate_images_writes_pairs_from_the_given_images(tmp_path, method):
         for line in path.read_text().splitlines()
     ]
     assert {row["method"] for row in rows} == {method}
+
+
+def test_real_image_runs_refuse_the_pair_controls(tmp_path):
+    from instructedit.datagen import GenerationConfig, generate_dataset
+
+    config = GenerationConfig(control="cross_attention", local_blend=0.3)
+    with pytest.raises(ValueError, match="real-image runs take neither control nor local_blend"):
+        generate_dataset(
+            ["a red ball"],
+            tmp_path,
+            caption_editor=None,
+            p2p=None,
+            clip_filter=None,
+            config=config,
+            images=[_photo(0)],
+        )

@@ -94,7 +94,9 @@ class GenerationConfig:
     real_method: RealEditMethod = "virtual"
     """With real images (``generate_dataset(images=...)``): how each image enters the model
     (:meth:`~instructedit.p2p.PromptToPrompt.sample_real_pairs`): virtual inversion, null-text
-    or DDIM inversion."""
+    or DDIM inversion. Such runs render one candidate at a time and take neither ``control``
+    nor ``local_blend`` (the inversion methods inject self-attention; their guidance is the
+    edit's 7.5, not ``guidance_range``)."""
 
     def __post_init__(self) -> None:
         check_counts(
@@ -276,6 +278,11 @@ def generate_dataset(
     check_texts(captions, "captions", allow_empty=True)
     if images is not None and len(images) != len(captions):
         raise ValueError(f"got {len(images)} images for {len(captions)} captions")
+    if images is not None and (config.control != "self_attention" or config.local_blend):
+        raise ValueError(
+            "real-image runs take neither control nor local_blend (see GenerationConfig."
+            f"real_method), got control={config.control!r}, local_blend={config.local_blend!r}"
+        )
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     shard_index, shard_count, state = _process_shard(config.shard)

@@ -37,7 +37,7 @@ def edit_real_file(
         target: the caption of the edited image.
         model: a Stable Diffusion 1.x/2.x folder or hub id (text-to-image).
         method: virtual inversion (InfEdit's, no inversion pass), null-text inversion or DDIM
-            inversion.
+            inversion (which take neither eta, strength, seed nor source_guidance_scale).
         steps: sampler steps.
         guidance_scale: text guidance of the edit.
         source_guidance_scale: text guidance of the source branches (virtual inversion).
@@ -51,7 +51,13 @@ def edit_real_file(
         raise FileNotFoundError(f"image: no such file: {image}")
     if output.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ValueError(f"output must end in .png, .jpg or .jpeg, got {output}")
-    p2p = PromptToPrompt.from_pretrained(model)
+    import torch
+
+    from instructedit._launch import job_state
+
+    device = job_state().device  # a GPU when there is one
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    p2p = PromptToPrompt.from_pretrained(model, torch_dtype=dtype).to(device)
     result = p2p.edit_real(
         image,
         source,
