@@ -177,3 +177,23 @@ def test_real_image_runs_refuse_the_pair_controls(tmp_path):
             config=config,
             images=[_photo(0)],
         )
+
+
+def test_a_captioner_captions_images_that_have_none(tmp_path):
+    from instructedit.datagen import ImageCaptioner
+    from instructedit.testing import save_tiny_captioner
+
+    model = save_tiny_captioner(tmp_path / "captioner", caption="a photo of shapes")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _photo(0).save(folder / "a.png")
+    _photo(1, size=(48, 40)).save(folder / "b.png")
+    (folder / "b.txt").write_text("a green square")
+    with pytest.raises(ValueError, match="or pass a captioner"):
+        read_image_captions(folder)
+    captions, images, _ = read_image_captions(folder, captioner=ImageCaptioner(model))
+    assert captions == ["a photo of shapes", "a green square"]  # b keeps its own
+    assert images[1].size == (48, 40)
+    with pytest.raises(SystemExit):  # --captioner without --images
+        main(["generate", str(folder), str(tmp_path / "o"), "--text-to-image", "x",
+              "--captioner", str(model)])  # fmt: skip

@@ -2,7 +2,12 @@
 
 from instructedit._public import publish
 from instructedit.datagen._cli import PrecomputedCaptionEditor, generate_from_files, read_captions
-from instructedit.datagen._images import IMAGE_SUFFIXES, RealImages, read_image_captions
+from instructedit.datagen._images import (
+    IMAGE_SUFFIXES,
+    ImageCaptioner,
+    RealImages,
+    read_image_captions,
+)
 from instructedit.datagen._run import (
     GenerationConfig,
     GenerationSummary,
@@ -14,6 +19,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "GenerationConfig",
     "GenerationSummary",
+    "ImageCaptioner",
     "PrecomputedCaptionEditor",
     "RealImages",
     "generate_dataset",

@@ -9,7 +9,7 @@ from instructedit.captions import CaptionEdit, CaptionEditor, Rejection, read_ca
 from instructedit.captions._format import check_captions
 from instructedit.clip._filter import check_similarity_threshold, check_structure_threshold
 from instructedit.data._folder import read_jsonl_file
-from instructedit.datagen._images import read_image_captions
+from instructedit.datagen._images import ImageCaptioner, read_image_captions
 from instructedit.datagen._run import (
     GenerationConfig,
     GenerationSummary,
@@ -75,6 +75,7 @@ def generate_from_files(
     chat_base_url: str | None = None,
     chat_cache: Path | None = None,
     images: bool = False,
+    captioner: str | None = None,
     real_method: RealEditMethod = "virtual",
     samples: int = 100,
     keep: int = 4,
@@ -112,6 +113,8 @@ def generate_from_files(
             each image, or a metadata.jsonl of file_name and caption), a JSONL of image paths and
             captions, or a parquet with image and caption columns. Each pair then starts from
             its real image (rows may hold the edit and output too).
+        captioner: with --images, an image-to-text model (folder or hub id: BLIP, GIT, ...)
+            that captions the images that have no caption.
         real_method: with --images, how each image enters the model: virtual inversion
             (InfEdit's, no inversion pass), null-text or DDIM inversion.
         samples: candidate pairs per caption edit.
@@ -159,9 +162,13 @@ def generate_from_files(
     check_structure_threshold(min_structure_similarity)
     if language_model is not None and chat_model is not None:
         raise ValueError("pass --language-model or --chat-model, not both")
+    if captioner is not None and not images:
+        raise ValueError("--captioner captions real images: pass --images too")
     real_images = None
     if images:
-        texts, real_images, precomputed = read_image_captions(captions)
+        texts, real_images, precomputed = read_image_captions(
+            captions, captioner=ImageCaptioner(captioner) if captioner is not None else None
+        )
     else:
         texts, precomputed = read_captions(captions)
     if language_model is None and chat_model is None and not precomputed:

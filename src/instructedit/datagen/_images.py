@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -11,7 +11,7 @@ from PIL import Image
 from instructedit.captions import CaptionEdit
 from instructedit.data._folder import read_jsonl_file
 
-__all__ = ["IMAGE_SUFFIXES", "RealImages", "read_image_captions"]
+__all__ = ["IMAGE_SUFFIXES", "ImageCaptioner", "RealImages", "read_image_captions"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 """The image files a folder of real images is read for."""
@@ -54,8 +54,47 @@ class RealImages(Sequence[Image.Image]):
         return decode_image_cell(source, self.names[index])
 
 
+class ImageCaptioner:
+    """Captions images with a transformers image-to-text model (BLIP, GIT, a
+    ``VisionEncoderDecoderModel``, ...), greedily.
+
+    Args:
+        model: a model folder or hub id holding the model, its image processor and tokenizer.
+        max_new_tokens: the longest caption, in tokens.
+        device: where the model runs (default: a GPU when there is one).
+    """
+
+    def __init__(
+        self, model: str | Path, *, max_new_tokens: int = 30, device: str | None = None
+    ) -> None:
+        import torch
+        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.processor = AutoImageProcessor.from_pretrained(str(model))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model))
+        self.model = AutoModelForImageTextToText.from_pretrained(str(model)).to(self.device).eval()
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, image: Image.Image) -> str:
+        """The caption of ``image``."""
+        import torch
+
+        pixels = self.processor(images=[image.convert("RGB")], return_tensors="pt").pixel_values
+        with torch.no_grad():
+            tokens = self.model.generate(
+                pixel_values=pixels.to(self.device, self.model.dtype),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+            )
+        text: str = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)[0]
+        return " ".join(text.split())
+
+
 def read_image_captions(
     path: str | Path,
+    *,
+    captioner: Callable[[Image.Image], str] | None = None,
 ) -> tuple[list[str], RealImages, dict[str, CaptionEdit]]:
     """Reads real images and their captions: ``(captions, images, edits)``.
 
@@ -69,10 +108,13 @@ def read_image_captions(
 
     A row may also hold ``edit`` and ``output`` (the official caption-edit fields): ``edits``
     maps its caption to that edit, for runs without a caption editor.
+
+    With ``captioner`` (e.g. an :class:`ImageCaptioner`), images without a caption are
+    captioned by it: a folder may then hold images alone, and rows may lack ``caption``.
     """
     source = Path(path)
     if source.is_dir():
-        return _read_folder(source)
+        return _read_folder(source, captioner)
     if not source.is_file():
         raise FileNotFoundError(f"images: no such folder or file: {source}")
     if source.suffix == ".jsonl":
@@ -82,16 +124,18 @@ def read_image_captions(
             if not isinstance(image, str) or not image.strip():
                 raise ValueError(f"{source}:{number}: field 'image' is missing or empty")
             entries.append((f"{source}:{number}", row, source.parent / image))
-        return _read_rows(entries)
+        return _read_rows(entries, captioner)
     if source.suffix == ".parquet":
-        return _read_parquet(source)
+        return _read_parquet(source, captioner)
     raise ValueError(
         f"images: {source} must be a folder of images, a .jsonl of image paths and captions, "
         "or a .parquet with image and caption columns"
     )
 
 
-def _read_folder(folder: Path) -> tuple[list[str], RealImages, dict[str, CaptionEdit]]:
+def _read_folder(
+    folder: Path, captioner: Callable[[Image.Image], str] | None
+) -> tuple[list[str], RealImages, dict[str, CaptionEdit]]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"images: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -106,22 +150,26 @@ def _read_folder(folder: Path) -> tuple[list[str], RealImages, dict[str, Caption
         missing = [p.name for p in files if p.name not in rows]
         if missing:
             raise ValueError(f"{metadata} has no row for {missing[:3]}")
-        return _read_rows([(*rows[p.name], p) for p in files])
-    entries = []
+        return _read_rows([(*rows[p.name], p) for p in files], captioner)
+    entries: list[tuple[str, dict[str, Any], Any]] = []
     for file in files:
         caption_file = file.with_suffix(".txt")
-        if not caption_file.is_file():
+        if caption_file.is_file():
+            caption = caption_file.read_text(encoding="utf-8").strip()
+            entries.append((str(caption_file), {"caption": caption}, file))
+        elif captioner is not None:
+            entries.append((str(file), {}, file))
+        else:
             raise ValueError(
-                f"{file} has no caption: write it to {caption_file.name} beside it, or give the "
-                f"folder a metadata.jsonl with file_name and caption"
+                f"{file} has no caption: write it to {caption_file.name} beside it, give the "
+                f"folder a metadata.jsonl with file_name and caption, or pass a captioner"
             )
-        caption = caption_file.read_text(encoding="utf-8").strip()
-        entries.append((str(caption_file), {"caption": caption}, file))
-    return _read_rows(entries)
+    return _read_rows(entries, captioner)
 
 
 def _read_rows(
     entries: Sequence[tuple[str, dict[str, Any], Any]],
+    captioner: Callable[[Image.Image], str] | None = None,
 ) -> tuple[list[str], RealImages, dict[str, CaptionEdit]]:
     captions: list[str] = []
     sources: list[Any] = []
@@ -129,6 +177,10 @@ def _read_rows(
     edits: dict[str, CaptionEdit] = {}
     for where, row, image in entries:
         caption = row.get("caption", row.get("input", row.get("text")))
+        if caption is None and captioner is not None:
+            caption = captioner(RealImages([image], [where])[0])
+            if not caption.strip():
+                raise ValueError(f"{where}: the captioner wrote an empty caption")
         if not isinstance(caption, str) or not caption.strip():
             raise ValueError(f"{where}: field 'caption' is missing or empty")
         if isinstance(image, Path):
@@ -147,22 +199,24 @@ def _read_rows(
     return captions, RealImages(sources, names), edits
 
 
-def _read_parquet(path: Path) -> tuple[list[str], RealImages, dict[str, CaptionEdit]]:
+def _read_parquet(
+    path: Path, captioner: Callable[[Image.Image], str] | None
+) -> tuple[list[str], RealImages, dict[str, CaptionEdit]]:
     from instructedit.data._parquet import _import_pyarrow
 
     _, parquet = _import_pyarrow()
     table = parquet.read_table(path)
     columns = set(table.column_names)
     text = next((name for name in ("caption", "text", "input") if name in columns), None)
-    if "image" not in columns or text is None:
+    if "image" not in columns or (text is None and captioner is None):
         raise ValueError(
             f"{path} needs an 'image' column and a 'caption' (or 'text') column, has "
             f"{sorted(columns)}"
         )
     # Captions and edits now; each image's bytes only when the run reaches it.
     rows = table.drop_columns(["image"]).to_pylist()
-    entries = [
-        (f"{path} row {number}", {**row, "caption": row[text]}, (table, number))
+    entries: list[tuple[str, dict[str, Any], Any]] = [
+        (f"{path} row {number}", {**row, "caption": row[text]} if text else row, (table, number))
         for number, row in enumerate(rows)
     ]
-    return _read_rows(entries)
+    return _read_rows(entries, captioner)

@@ -10,8 +10,8 @@ Everything here builds locally in seconds on a CPU and never reaches a model hub
 * a tiny open_clip model and its ``local-dir:`` folder (:func:`tiny_open_clip`,
   :func:`save_tiny_open_clip`);
 * a tiny causal language model with a byte-level BPE tokenizer trained on the fly
-  (:func:`tiny_causal_lm`), and a local OpenAI-compatible chat server around any such model
-  (:func:`serve_chat_model`).
+  (:func:`tiny_causal_lm`), a local OpenAI-compatible chat server around any such model
+  (:func:`serve_chat_model`), and a tiny image captioner (:func:`save_tiny_captioner`).
 
 The same seed gives bit-identical weights, and building never disturbs the caller's random
 state. Use it in downstream tests the way diffusers uses ``get_dummy_components()``::
@@ -49,6 +49,7 @@ from instructedit.testing._diffusion import (
 )
 from instructedit.testing._language_model import (
     CAPTION_EDIT_CORPUS,
+    save_tiny_captioner,
     tiny_causal_lm,
     tiny_lm_tokenizer,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "clip_tokenizer",
     "clip_tokenizer_dir",
     "save_open_clip",
+    "save_tiny_captioner",
     "save_tiny_open_clip",
     "save_tiny_pipeline",
     "seeded",

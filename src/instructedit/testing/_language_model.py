@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from instructedit.seeding import seeded
@@ -10,7 +11,7 @@ from instructedit.seeding import seeded
 if TYPE_CHECKING:
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-__all__ = ["CAPTION_EDIT_CORPUS", "tiny_causal_lm", "tiny_lm_tokenizer"]
+__all__ = ["CAPTION_EDIT_CORPUS", "save_tiny_captioner", "tiny_causal_lm", "tiny_lm_tokenizer"]
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -117,3 +118,60 @@ def tiny_causal_lm(
     with seeded(seed):
         model = GPT2LMHeadModel(config)
     return model.eval(), tokenizer
+
+
+def save_tiny_captioner(
+    directory: str | Path, *, caption: str = "a photo of shapes", steps: int = 60, seed: int = 0
+) -> Path:
+    """Writes a tiny image-to-text model (a 1-layer ViT encoder, a 1-layer GPT-2 decoder over
+    the tiny tokenizer, its image processor) taught for ``steps`` steps to say ``caption`` of any
+    32² image: a stand-in for BLIP in tests of captioning. Returns the folder."""
+    import torch
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    tokenizer = tiny_lm_tokenizer()
+    encoder = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    decoder = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        n_positions=64,
+        add_cross_attention=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = tokenizer.bos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    with seeded(seed):
+        model = VisionEncoderDecoderModel(config=config)
+        images = torch.rand(4, 3, 32, 32) * 2 - 1
+    labels = tokenizer([caption + tokenizer.eos_token] * 4, return_tensors="pt").input_ids
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(pixel_values=images, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    path = Path(directory)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
