@@ -26,6 +26,7 @@ __all__ = [
     "clip_text_encoder",
     "decode_latents",
     "encode_prompts",
+    "encode_prompts_of",
     "encode_prompts_xl",
     "is_sdxl_unet",
     "load_components",
@@ -296,6 +297,17 @@ def encode_prompts(
 ) -> Tensor:
     """Returns text embeddings ``[N, T, D]`` (padded to the tokenizer's maximum, truncated with a
     warning), as diffusers' pipelines compute them."""
+    from instructedit._memory import module_device
+
+    ids = _token_ids(tokenizer, texts)
+    with torch.no_grad():
+        hidden = text_encoder(ids.to(module_device(text_encoder)))[0]
+    return hidden.to(dtype=dtype, device=device)
+
+
+def _token_ids(tokenizer: Any, texts: Sequence[str]) -> Tensor:
+    """Token ids ``[N, T]`` padded to the tokenizer's maximum; longer texts are truncated with
+    a warning."""
     tokens = tokenizer(
         list(texts),
         padding="max_length",
@@ -306,11 +318,8 @@ def encode_prompts(
     untruncated = tokenizer(list(texts), padding="longest", return_tensors="pt").input_ids
     if untruncated.shape[-1] > tokens.input_ids.shape[-1]:
         logger.warning("prompts longer than %d tokens were truncated", tokenizer.model_max_length)
-    with torch.no_grad():
-        from instructedit._memory import module_device
-
-        hidden = text_encoder(tokens.input_ids.to(module_device(text_encoder)))[0]
-    return hidden.to(dtype=dtype, device=device)
+    ids: Tensor = tokens.input_ids
+    return ids
 
 
 def is_sdxl_unet(unet: Any) -> bool:
@@ -335,22 +344,9 @@ def encode_prompts_xl(
     from instructedit._memory import module_device
 
     for tokenizer, text_encoder in zip(tokenizers, text_encoders, strict=True):
-        tokens = tokenizer(
-            list(texts),
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        untruncated = tokenizer(list(texts), padding="longest", return_tensors="pt").input_ids
-        if untruncated.shape[-1] > tokens.input_ids.shape[-1]:
-            logger.warning(
-                "prompts longer than %d tokens were truncated", tokenizer.model_max_length
-            )
+        ids = _token_ids(tokenizer, texts)
         with torch.no_grad():
-            output = text_encoder(
-                tokens.input_ids.to(module_device(text_encoder)), output_hidden_states=True
-            )
+            output = text_encoder(ids.to(module_device(text_encoder)), output_hidden_states=True)
         if output[0].ndim == 2:  # a CLIPTextModelWithProjection's text_embeds
             pooled = output[0]
         hidden_states.append(output.hidden_states[-2])
@@ -401,27 +397,31 @@ def check_text_parts(
     )
 
 
+def encode_prompts_of(
+    parts: Any, texts: Sequence[str], *, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """:func:`encode_prompts_xl` with the text parts an object holds (``tokenizer``,
+    ``text_encoder``, ``tokenizer_2``, ``text_encoder_2``; the first pair may be ``None``)."""
+    pairs = [
+        (tokenizer, encoder)
+        for tokenizer, encoder in (
+            (parts.tokenizer, parts.text_encoder),
+            (parts.tokenizer_2, parts.text_encoder_2),
+        )
+        if encoder is not None
+    ]
+    return encode_prompts_xl(
+        [pair[0] for pair in pairs], [pair[1] for pair in pairs], texts, device=device, dtype=dtype
+    )
+
+
 def text_embeddings(pipe: Any, texts: Sequence[str]) -> tuple[Tensor, Tensor | None]:
     """A pipeline's text conditioning for ``texts``, on its device and in its dtype: the
     embeddings ``[N, T, D]`` and, for SDXL (:func:`is_sdxl_unet` of ``pipe.unet``), the pooled
     embedding ``[N, P]`` (``None`` otherwise). ``pipe`` holds ``unet``, ``tokenizer``,
     ``text_encoder`` and, for SDXL, ``tokenizer_2`` and ``text_encoder_2``."""
     if is_sdxl_unet(pipe.unet):
-        pairs = [
-            (tokenizer, encoder)
-            for tokenizer, encoder in (
-                (pipe.tokenizer, pipe.text_encoder),
-                (pipe.tokenizer_2, pipe.text_encoder_2),
-            )
-            if encoder is not None
-        ]
-        return encode_prompts_xl(
-            [pair[0] for pair in pairs],
-            [pair[1] for pair in pairs],
-            texts,
-            device=pipe.device,
-            dtype=pipe.dtype,
-        )
+        return encode_prompts_of(pipe, texts, device=pipe.device, dtype=pipe.dtype)
     hidden = encode_prompts(
         pipe.tokenizer, pipe.text_encoder, texts, device=pipe.device, dtype=pipe.dtype
     )

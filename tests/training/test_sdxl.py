@@ -16,7 +16,6 @@ from instructedit.data import EditRecord, write_parquet
 from instructedit.testing import (
     SD_SCHEDULER_CONFIG,
     save_tiny_pipeline,
-    tiny_components,
     tiny_sdxl_components,
 )
 from instructedit.training import (
@@ -25,7 +24,6 @@ from instructedit.training import (
     TrainConfig,
     Trainer,
     TrainingExamples,
-    to_edit_unet,
     train_from_config,
 )
 from instructedit.training._data import _mix
@@ -279,4 +277,3 @@ def test_sdxl_refusals(tmp_path):
             noise_scheduler=DDPMScheduler(**SD_SCHEDULER_CONFIG),
             train_dataset=_records(2),
         )
-    assert to_edit_unet(tiny_components(in_channels=4)["unet"]).config.in_channels == 8

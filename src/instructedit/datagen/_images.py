@@ -39,19 +39,24 @@ class RealImages(Sequence[Image.Image]):
     def __getitem__(self, index: int | slice) -> Image.Image | Sequence[Image.Image]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        source = self._sources[index]
-        if isinstance(source, tuple):  # (parquet table, row): decoded now, not before
-            table, row = source
-            source = table.column("image")[row].as_py()
-        if isinstance(source, Path):
-            try:
-                with Image.open(source) as image:
-                    return image.convert("RGB")
-            except OSError as error:
-                raise ValueError(f"{source} is not a readable image: {error}") from error
-        from instructedit.data import decode_image_cell
+        return _load(self._sources[index], self.names[index])
 
-        return decode_image_cell(source, self.names[index])
+
+def _load(source: Any, name: str) -> Image.Image:
+    """One image: a file, a parquet ``(table, row)`` (decoded now, not before) or an image
+    cell."""
+    if isinstance(source, tuple):
+        table, row = source
+        source = table.column("image")[row].as_py()
+    if isinstance(source, Path):
+        try:
+            with Image.open(source) as image:
+                return image.convert("RGB")
+        except OSError as error:
+            raise ValueError(f"{source} is not a readable image: {error}") from error
+    from instructedit.data import decode_image_cell
+
+    return decode_image_cell(source, name)
 
 
 class ImageCaptioner:
@@ -178,7 +183,7 @@ def _read_rows(
     for where, row, image in entries:
         caption = row.get("caption", row.get("input", row.get("text")))
         if caption is None and captioner is not None:
-            caption = captioner(RealImages([image], [where])[0])
+            caption = captioner(_load(image, where))
             if not caption.strip():
                 raise ValueError(f"{where}: the captioner wrote an empty caption")
         if not isinstance(caption, str) or not caption.strip():

@@ -217,11 +217,7 @@ class PromptToPrompt(MemoryTools):
         """Moves the models; returns ``self``."""
         if device is not None:
             self._check_not_offloaded(f"move it to {device}")
-        move_models(
-            [m for m in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if m],
-            device,
-            dtype,
-        )
+        move_models(self._models(), device, dtype)
         return self
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:

@@ -138,8 +138,7 @@ def estimate_cost(
             + vae_cells * vae_cells * int(_held_share(vae, 1))
         )
     )
-    second = getattr(pipe, "text_encoder_2", None)  # SDXL's
-    models = [m for m in (pipe.text_encoder, second, pipe.unet, vae) if m is not None]
+    models = pipe._models()
     offload = getattr(pipe, "_offload", None)
     if offload == "sequential":
         weights = 0

@@ -384,11 +384,7 @@ class EditPipeline(EditChecks):
         """Moves the models to ``device`` and/or casts them to ``dtype``; returns ``self``."""
         if device is not None:
             self._check_not_offloaded(f"move it to {device}")
-        move_models(
-            [m for m in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if m],
-            device,
-            dtype,
-        )
+        move_models(self._models(), device, dtype)
         return self
 
     def compile(

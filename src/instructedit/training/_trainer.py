@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from instructedit._launch import use_cpu
 from instructedit.checkpoints import check_settings, publish_dir, write_json_atomic
-from instructedit.components import check_text_parts, encode_prompts_xl, is_sdxl_unet
+from instructedit.components import check_text_parts, encode_prompts_of, is_sdxl_unet
 from instructedit.lora import add_lora, has_lora
 from instructedit.sampling import check_sampler
 from instructedit.training._cache import LatentCache, build_latent_cache
@@ -290,22 +290,7 @@ class Trainer(TrainerOutputs):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SDXL's text conditioning: both encoders' penultimate features and the pooled
         embedding."""
-        pairs = [
-            (tokenizer, encoder)
-            for tokenizer, encoder in (
-                (self.tokenizer, self.text_encoder),
-                (self.tokenizer_2, self.text_encoder_2),
-            )
-            if encoder is not None
-        ]
-        dtype = self.text_encoder_2.dtype
-        return encode_prompts_xl(
-            [pair[0] for pair in pairs],
-            [pair[1] for pair in pairs],
-            prompts,
-            device=device,
-            dtype=dtype,
-        )
+        return encode_prompts_of(self, prompts, device=device, dtype=self.text_encoder_2.dtype)
 
     def _build_cache(self, device: torch.device, *, progress: bool = True) -> LatentCache:
         encode: Any = self._token_ids if self.config.train_text_encoder else self._encode_prompts
