@@ -163,20 +163,43 @@ def test_generate_images_writes_pairs_from_the_given_images(tmp_path, method):
     assert {row["method"] for row in rows} == {method}
 
 
-def test_real_image_runs_refuse_the_pair_controls(tmp_path):
-    from instructedit.datagen import GenerationConfig, generate_dataset
+@pytest.mark.parametrize("method", ["virtual", "ddim"])
+def test_real_image_pairs_take_the_pair_controls(method):
+    from instructedit.p2p import CrossAttentionEdit, UnifiedAttentionControl
+    from instructedit.testing import tiny_components
 
-    config = GenerationConfig(control="cross_attention", local_blend=0.3)
-    with pytest.raises(ValueError, match="real-image runs take neither control nor local_blend"):
-        generate_dataset(
-            ["a red ball"],
-            tmp_path,
-            caption_editor=None,
-            p2p=None,
-            clip_filter=None,
-            config=config,
-            images=[_photo(0)],
+    p2p = PromptToPrompt(**tiny_components(in_channels=4, seed=0, scheduler="ddim"))
+    photo, source, target = _photo(0), "a red ball", "a blue ball"
+    kwargs = {"num_samples": 1, "num_inference_steps": 3, "method": method, "progress": False}
+    plain = p2p.sample_real_pairs(photo, source, target, **kwargs)[0]
+    crossed = p2p.sample_real_pairs(
+        photo, source, target, control="cross_attention", local_blend=0.3, **kwargs
+    )[0]
+    assert plain.injection == crossed.injection  # p, drawn alike
+    plain_pixels, crossed_pixels = (np.asarray(c.target, np.float32) for c in (plain, crossed))
+    assert np.abs(plain_pixels - crossed_pixels).max() > 1.0
+    # What the control means: the documented controller, with p from the same draw.
+    p = crossed.injection
+    if method == "virtual":
+        controller = UnifiedAttentionControl.from_prompts(
+            [source], [target], p2p.tokenizer, local_words="edits",
+            cross_replace_steps=p, self_replace_steps=0.3, local_threshold=0.3,
+        )  # fmt: skip
+        direct = p2p.edit_real(
+            photo, source, target, controller=controller, num_inference_steps=3,
+            guidance_scale=crossed.guidance_scale, seed=crossed.seed, progress=False,
+        ).target[0]  # fmt: skip
+    else:
+        controller = p2p._cross_attention_control(source, target, [p], 3, 0.4, None, 0.3)
+        assert isinstance(controller, CrossAttentionEdit)
+        inversion = p2p.invert(
+            photo, source, num_inference_steps=3, null_text=False, progress=False
         )
+        inversion.guidance_scale = 7.5
+        direct = p2p.edit_inverted(inversion, target, controller, progress=False).target[0]
+    assert np.abs(np.asarray(direct, np.float32) - crossed_pixels).max() <= 1.0
+    with pytest.raises(ValueError, match="local_blend needs control='cross_attention'"):
+        p2p.sample_real_pairs(photo, source, target, local_blend=0.3, **kwargs)
 
 
 def test_a_captioner_captions_images_that_have_none(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMScheduler, LCMScheduler
 from PIL import Image
 
-from instructedit.p2p import PromptToPrompt, SelfAttentionInjection
+from instructedit.p2p import PromptToPrompt, SelfAttentionInjection, UnifiedAttentionControl
 from instructedit.testing import SD_SCHEDULER_CONFIG, tiny_components
 
 STEPS = 6
@@ -172,7 +172,11 @@ def test_inversion_methods_edit_through_the_same_call(p2p, image, method):
     ("kwargs", "error", "message"),
     [
         ({"method": "invert"}, ValueError, "method must be one of"),
-        ({"controller": SelfAttentionInjection(0.5)}, ValueError, "controller applies with"),
+        (
+            {"controller": SelfAttentionInjection(0.5)},
+            ValueError,
+            "must be a UnifiedAttentionControl",
+        ),
         ({"eta": 1.5}, ValueError, r"eta must be in \[0, 1\], got 1.5"),
         ({"strength": 0.0}, ValueError, r"strength must be in \(0, 1\], got 0.0"),
         ({"guidance_scale": float("nan")}, ValueError, "guidance_scale must be a finite number"),
@@ -195,14 +199,230 @@ def test_the_edit_real_command_writes_the_edit_and_the_reconstruction(tmp_path, 
     image.save(photo)
     out = tmp_path / "out" / "edited.png"
     arguments = ["--source", "a red ball", "--target", "a blue cube", "--model", str(model)]
-    assert main(["edit-real", str(photo), str(out), *arguments, "--steps", "4", "--seed", "2"]) == 0
-    direct = PromptToPrompt.from_pretrained(model).edit_real(
-        image, "a red ball", "a blue cube", num_inference_steps=4, seed=2, output_type="np",
-        progress=False,
+    options = ["--steps", "4", "--seed", "2", "--blend", "blue cube", "--self-replace-steps", "0.5"]
+    assert main(["edit-real", str(photo), str(out), *arguments, *options]) == 0
+    p2p = PromptToPrompt.from_pretrained(model)
+    # InfEdit's unified attention control, as the command's options set it.
+    controller = UnifiedAttentionControl.from_prompts(
+        ["a red ball"], ["a blue cube"], p2p.tokenizer, local_words=["blue cube"],
+        self_replace_steps=0.5,
+    )  # fmt: skip
+    direct = p2p.edit_real(
+        image, "a red ball", "a blue cube", controller=controller, num_inference_steps=4, seed=2,
+        output_type="np", progress=False,
     )  # fmt: skip
     written = np.asarray(Image.open(out), np.float32) / 255
     assert np.abs(written - direct.target[0]).max() <= 1 / 255
     source = np.asarray(Image.open(out.with_name("edited-source.png")), np.float32) / 255
     assert np.abs(source - direct.source[0]).max() <= 1 / 255
+    plain = p2p.edit_real(
+        image, "a red ball", "a blue cube", num_inference_steps=4, seed=2, output_type="np",
+        progress=False,
+    )  # fmt: skip
+    assert np.abs(written - plain.target[0]).max() > 4 / 255  # the control changes the edit
     with pytest.raises(SystemExit):
         main(["edit-real", str(photo), str(tmp_path / "x.gif"), *arguments])
+    with pytest.raises(SystemExit):  # the blends are virtual inversion's
+        main(["edit-real", str(photo), str(out), *arguments, "--method", "ddim", "--keep", "red"])
+
+
+# ---------------------------------------------------------------------- unified attention control
+
+
+class _InfEditReference:
+    """InfEdit's unified attention control written out from its algorithm: attention
+    probabilities materialised, the batch ``[uncond s, t, m, cond s, t, m]``, one pair."""
+
+    def __init__(self, refine, local, mutual, cross, self_steps, steps, skipped, thresholds):
+        self.mapper, self.alphas = refine.mapper[0], refine.alphas[0].double()
+        self.local, self.mutual = local, mutual
+        self.cross, self.self_steps = cross, self_steps
+        self.steps, self.skipped = steps, skipped  # the whole schedule, the steps left out
+        self.thresh_e, self.thresh_m = thresholds
+        self.step = 0
+        self.store = {}  # layer → summed [2, heads, N, S] maps
+        self.resolution = {}
+        self.masks = []
+
+    def progress(self):
+        return (self.step + self.skipped + 1) / self.steps
+
+    def refine(self, base, own):
+        return base[..., self.mapper] * self.alphas + own * (1 - self.alphas)
+
+    def attention(self, layer, attn, hidden, text):
+        batch = hidden.shape[0]
+        heads = attn.heads
+
+        def split(x):
+            return x.view(batch, -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+        is_cross = text is not None
+        context = text if is_cross else hidden
+        q, k, v = split(attn.to_q(hidden)), split(attn.to_k(context)), split(attn.to_v(context))
+        if not is_cross:
+            halves = []
+            for half in (slice(0, 3), slice(3, 6)):
+                qh, kh, vh = q[half], k[half], v[half]
+                if self.self_steps <= self.progress():
+                    qh, kh, vh = qh[[0, 1, 1]], kh[[0, 1, 0]], vh[[0, 1, 0]]
+                else:
+                    qh, kh, vh = qh[[0, 0, 0]], kh[[0, 0, 0]], vh[[0, 1, 0]]
+                halves.append((qh, kh, vh))
+            q, k, v = (torch.cat(parts) for parts in zip(*halves, strict=True))
+        probabilities = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)
+        if is_cross:
+            p_s, p_t, p_m = probabilities[3], probabilities[4], probabilities[5]
+            base_store, mutual_store = self.refine(p_s, p_t), self.refine(p_m, p_t)
+            if self.cross >= self.progress():
+                probabilities = probabilities.clone()
+                probabilities[4] = base_store
+            if not layer.startswith("mid") and p_s.shape[1] <= 32**2:
+                stored = torch.stack([base_store, mutual_store])
+                self.store[layer] = self.store.get(layer, 0) + stored
+                side = int(p_s.shape[1] ** 0.5)
+                self.resolution[layer] = side
+        out = (probabilities @ v).transpose(1, 2).reshape(batch, -1, heads * v.shape[-1])
+        return attn.to_out[1](attn.to_out[0](out))
+
+    def mask(self, maps, tokens, threshold, size):
+        selected = torch.zeros(maps.shape[-1], dtype=maps.dtype)
+        selected[tokens] = 1
+        chosen = (maps * selected).mean(0)[..., 1:].amax(-1)[None, None]
+        resized = torch.nn.functional.interpolate(chosen, size=size)
+        return resized / resized.amax(dim=(2, 3), keepdim=True) > threshold
+
+    def blend(self, index, x_s, x_t, x_m, alpha_prod):
+        size = x_t.shape[2:]
+        quarter = ((size[0] + 1) // 2 + 1) // 2
+        side = min(set(self.resolution.values()), key=lambda r: abs(r - quarter))
+        layers = [name for name, r in self.resolution.items() if r == side]
+        maps = torch.cat([self.store[name] for name in layers], dim=1)  # [2, L·heads, N, S]
+        maps = maps.view(2, maps.shape[1], side, side, maps.shape[-1])
+        maps_s, maps_m = maps[0], maps[1]
+        both = [t for t in self.local if t in self.mutual]
+        thresh_e = max(0.15 / alpha_prod**0.5, self.thresh_e)
+        mask_e = self.mask(maps_m, self.local, thresh_e, size)
+        mask_m = self.mask(maps_s, [t for t in self.mutual if t not in both], self.thresh_m, size)
+        mask_me = self.mask(maps_m, both, self.thresh_e, size)
+        self.masks.append(mask_e.double().mean().item())
+        out = torch.where(mask_e, x_t, x_m)
+        out = torch.where(mask_m, x_s, out)
+        if self.step + self.skipped + 1 == self.steps:  # after the step: the counter moved on
+            out = torch.where(mask_me, x_m, out)
+        return out
+
+
+class _Processor:
+    def __init__(self, layer, reference):
+        self.layer, self.reference = layer, reference
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, **kwargs):
+        return self.reference.attention(self.layer, attn, hidden_states, encoder_hidden_states)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("strength", [1.0, 0.7])
+def test_unified_control_equals_the_reference_algorithm(p2p, image, strength):
+    from instructedit.p2p import Refine, UnifiedAttentionControl, word_token_indices
+
+    p2p.to(dtype=torch.float64)
+    source, target = "a red ball on green grass", "a blue ball on green grass"
+    scale, source_scale, eta, seed, steps = 7.5, 1.0, 1.0, 5, 8
+    settings = {"cross_replace_steps": 0.6, "self_replace_steps": 0.4}
+    controller = UnifiedAttentionControl.from_prompts(
+        [source], [target], p2p.tokenizer, local_words=["blue ball"], mutual_words=["ball grass"],
+        local_threshold=0.9, mutual_threshold=0.95, **settings,
+    )  # fmt: skip
+    ours = p2p.edit_real(
+        image, source, target, controller=controller, guidance_scale=scale,
+        source_guidance_scale=source_scale, eta=eta, seed=seed, strength=strength,
+        num_inference_steps=steps, output_type="latent", progress=False,
+    )  # fmt: skip
+
+    scheduler = DDIMScheduler.from_config(p2p.scheduler.config, clip_sample=False)
+    scheduler.set_timesteps(steps)
+    run = max(1, int(steps * strength))
+    timesteps = scheduler.timesteps[steps - run :]
+    words = {"blue": None, "ball": None, "grass": None}
+    for word in words:
+        words[word] = word_token_indices(target, word, p2p.tokenizer)
+    reference = _InfEditReference(
+        Refine.from_prompts([source], [target], p2p.tokenizer),
+        local=words["blue"] + words["ball"],
+        mutual=words["ball"] + words["grass"],
+        cross=0.6,
+        self_steps=0.4,
+        steps=steps,
+        skipped=steps - run,
+        thresholds=(0.9, 0.95),
+    )
+    previous = dict(p2p.unet.attn_processors)
+    p2p.unet.set_attn_processor({name: _Processor(name, reference) for name in previous})
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        x_0 = ours.source
+        noise = torch.randn(x_0.shape, generator=generator).double()
+        a_first = scheduler.alphas_cumprod[int(timesteps[0])].double()
+        x_src = x_tgt = x_mut = a_first**0.5 * x_0 + (1 - a_first) ** 0.5 * noise
+        empty, source_text, target_text = (p2p.encode_text([t]) for t in ("", source, target))
+        texts = torch.cat([empty, empty, empty, source_text, target_text, source_text])
+        offset = steps - run
+        for index, t in enumerate(timesteps):
+            reference.step = index
+            rows = torch.cat([x_src, x_tgt, x_mut, x_src, x_tgt, x_mut])
+            e = p2p.unet(rows, t, encoder_hidden_states=texts).sample
+            (s_u, t_u, m_u, s_c, t_c, m_c) = e.chunk(6)
+            e_t = t_u + scale * (t_c - t_u)
+            e_s = s_u + source_scale * (s_c - s_u)
+            e_m = m_u + source_scale * (m_c - m_u)
+            noise = torch.randn(x_0.shape, generator=generator).double()
+            _, new_tgt, pred = _ddcm(
+                scheduler, index + offset, x_src, x_tgt, e_s, e_t, x_0, noise, eta
+            )
+            x_src, x_mut, _ = _ddcm(
+                scheduler, index + offset, x_src, x_mut, e_s, e_m, x_0, noise, eta
+            )
+            x_tgt = new_tgt
+            reference.step = index + 1  # InfEdit's step counter moves on inside the UNet call
+            if index > 0:
+                alpha = scheduler.alphas_cumprod[int(t)].double()
+                x_tgt = reference.blend(index, x_src, x_tgt, x_mut, alpha)
+    finally:
+        p2p.unet.set_attn_processor(previous)
+    # The blend did something: some steps' target masks cover part of the latents, not all.
+    assert any(0.0 < share < 1.0 for share in reference.masks)
+    assert (ours.target - pred).abs().max() <= 1e-9 * pred.abs().max()
+
+
+def test_unified_control_keeps_the_source_exact(p2p, image):
+    from instructedit.p2p import UnifiedAttentionControl
+
+    p2p.to(dtype=torch.float64)
+    prompt = "a red ball on green grass"
+    controller = UnifiedAttentionControl.from_prompts(
+        [prompt], [prompt], p2p.tokenizer, local_words=["ball"], mutual_words=["grass"]
+    )
+    out = p2p.edit_real(
+        image, prompt, prompt, controller=controller, num_inference_steps=STEPS,
+        guidance_scale=7.5, source_guidance_scale=7.5, output_type="latent", progress=False,
+    )  # fmt: skip
+    assert (out.target - out.source).abs().max() <= 1e-10 * out.source.abs().max()
+
+
+def test_unified_control_refuses_what_it_cannot_run(p2p, image):
+    from instructedit.p2p import UnifiedAttentionControl
+
+    make = UnifiedAttentionControl.from_prompts
+    with pytest.raises(ValueError, match="mutual word 'blue' must be in the source prompt"):
+        make(["a red ball"], ["a blue ball"], p2p.tokenizer, mutual_words=["blue"])
+    with pytest.raises(ValueError, match="word 'cube' is not in the prompt"):
+        make(["a red ball"], ["a blue ball"], p2p.tokenizer, local_words=["cube"])
+    with pytest.raises(ValueError, match=r"cross_replace_steps must be a fraction in \[0, 1\]"):
+        make(["a red ball"], ["a blue ball"], p2p.tokenizer, cross_replace_steps=1.5)
+    controller = make(["a red ball"], ["a blue ball"], p2p.tokenizer)
+    with pytest.raises(ValueError, match="UnifiedAttentionControl runs with method='virtual'"):
+        p2p.edit_real(image, "a red ball", "a blue ball", method="ddim", controller=controller)
+    two = make(["a red ball"] * 2, ["a blue ball"] * 2, p2p.tokenizer)
+    with pytest.raises(ValueError, match="controller was made for 2 pairs, the edit has 1"):
+        p2p.edit_real(image, "a red ball", "a blue ball", controller=two, progress=False)

@@ -93,10 +93,10 @@ class GenerationConfig:
     """(i, n): this run handles captions with index ≡ i (mod n)."""
     real_method: RealEditMethod = "virtual"
     """With real images (``generate_dataset(images=...)``): how each image enters the model
-    (:meth:`~instructedit.p2p.PromptToPrompt.sample_real_pairs`): virtual inversion, null-text
-    or DDIM inversion. Such runs render one candidate at a time and take neither ``control``
-    nor ``local_blend`` (the inversion methods inject self-attention; their guidance is the
-    edit's 7.5, not ``guidance_range``)."""
+    (:meth:`~instructedit.p2p.PromptToPrompt.sample_real_pairs`): virtual inversion (with
+    InfEdit's unified attention control as ``control`` and ``local_blend`` choose), null-text
+    or DDIM inversion. Such runs render one candidate at a time; the inversion methods render
+    at the edit's guidance 7.5, not ``guidance_range``."""
 
     def __post_init__(self) -> None:
         check_counts(
@@ -278,11 +278,6 @@ def generate_dataset(
     check_texts(captions, "captions", allow_empty=True)
     if images is not None and len(images) != len(captions):
         raise ValueError(f"got {len(images)} images for {len(captions)} captions")
-    if images is not None and (config.control != "self_attention" or config.local_blend):
-        raise ValueError(
-            "real-image runs take neither control nor local_blend (see GenerationConfig."
-            f"real_method), got control={config.control!r}, local_blend={config.local_blend!r}"
-        )
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     shard_index, shard_count, state = _process_shard(config.shard)
@@ -344,6 +339,8 @@ def _render_and_filter(
             guidance_range=config.guidance_range,
             height=config.height,
             width=config.width,
+            control=config.control,
+            local_blend=config.local_blend,
             progress=False,
         )
         method = {"method": config.real_method}

@@ -5,6 +5,11 @@ only the edit changes. The official InstructPix2Pix generator uses
 :class:`SelfAttentionInjection`; google/prompt-to-prompt's word swap, refinement, re-weighting
 and local blending are :class:`WordSwap`, :class:`Refine`, :class:`Reweight` and
 :class:`LocalBlend` inside a :class:`CrossAttentionEdit`.
+
+Real images enter by DDIM or null-text inversion, or without inversion by InfEdit's virtual
+inversion (:class:`VirtualInversion`) with its unified attention control
+(:class:`UnifiedAttentionControl`): :meth:`PromptToPrompt.edit_real` and
+:meth:`PromptToPrompt.sample_real_pairs`.
 """
 
 from instructedit._public import publish
@@ -39,6 +44,7 @@ from instructedit.p2p._pipeline import (
     check_local_blend,
 )
 from instructedit.p2p._schedules import CrossAttentionSchedule, StepWindow
+from instructedit.p2p._unified import UnifiedAttentionControl
 from instructedit.p2p._virtual import VirtualInversion
 from instructedit.p2p._visualize import attention_grid
 
@@ -60,6 +66,7 @@ __all__ = [
     "Reweight",
     "SelfAttentionInjection",
     "StepWindow",
+    "UnifiedAttentionControl",
     "VirtualInversion",
     "WordSwap",
     "align_tokens",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from instructedit.attention import AttentionController
 from instructedit.p2p._pipeline import PromptToPrompt, RealEditMethod
+from instructedit.p2p._unified import UnifiedAttentionControl
 
 __all__ = ["edit_real_file"]
 
@@ -25,6 +27,10 @@ def edit_real_file(
     seed: int = 0,
     height: int | None = None,
     width: int | None = None,
+    cross_replace_steps: float = 0.7,
+    self_replace_steps: float = 0.3,
+    blend: str = "",
+    keep: str = "",
 ) -> str:
     """Edits a real image from its caption with a text-to-image model (no editor needed) and
     writes OUTPUT (the edit) and OUTPUT's stem + "-source" (the image as the model reconstructs
@@ -46,6 +52,14 @@ def edit_real_file(
         seed: seed of the virtual inversion's noise.
         height: resize the image to this height first (a multiple of 8), with width.
         width: resize the image to this width first.
+        cross_replace_steps: share of the steps whose edit refines its cross-attention from the
+            source's.
+        self_replace_steps: share of the steps whose edit takes the source's self-attention
+            (virtual inversion: before mutual self-attention).
+        blend: words of the target caption the edit may change (InfEdit's target blend, virtual
+            inversion): elsewhere the image is kept.
+        keep: words of both captions whose region stays the source's (InfEdit's source blend,
+            virtual inversion).
     """
     if not image.is_file():
         raise FileNotFoundError(f"image: no such file: {image}")
@@ -55,14 +69,33 @@ def edit_real_file(
 
     from instructedit._launch import job_state
 
+    if method != "virtual" and (blend or keep):
+        raise ValueError(f"blend and keep need method='virtual', got method={method!r}")
     device = job_state().device  # a GPU when there is one
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     p2p = PromptToPrompt.from_pretrained(model, torch_dtype=dtype).to(device)
+    controller: AttentionController
+    if method == "virtual":
+        # InfEdit's unified attention control, its settings as the command's.
+        controller = UnifiedAttentionControl.from_prompts(
+            [source],
+            [target],
+            p2p.tokenizer,
+            local_words=[blend or None],
+            mutual_words=[keep or None],
+            cross_replace_steps=cross_replace_steps,
+            self_replace_steps=self_replace_steps,
+        )
+    else:
+        controller = p2p._cross_attention_control(
+            source, target, [cross_replace_steps], steps, self_replace_steps, None, None
+        )
     result = p2p.edit_real(
         image,
         source,
         target,
         method=method,
+        controller=controller,
         num_inference_steps=steps,
         guidance_scale=guidance_scale,
         source_guidance_scale=source_guidance_scale,

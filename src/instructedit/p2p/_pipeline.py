@@ -51,11 +51,11 @@ from instructedit.p2p._controllers import (
 )
 from instructedit.p2p._inversion import Inversion, encode_real_image, invert
 from instructedit.p2p._schedules import CrossAttentionSchedule
-from instructedit.p2p._virtual import VirtualInversion
+from instructedit.p2p._unified import UnifiedAttentionControl
+from instructedit.p2p._virtual import virtual_edit
 from instructedit.sampling import (
     BranchConditioning,
     denoise,
-    scheduler_from_name,
     scheduler_step_kwargs,
 )
 
@@ -485,8 +485,10 @@ class PromptToPrompt(MemoryTools):
           :meth:`edit_inverted` with ``controller``.
         * ``"ddim"``: DDIM inversion alone, then :meth:`edit_inverted`.
 
-        ``seed`` draws the virtual inversion's noise. ``controller`` applies to the inversion
-        methods, whose two-branch layout the Prompt-to-Prompt controllers expect.
+        ``seed`` draws the virtual inversion's noise. ``controller``: with ``"virtual"``, a
+        :class:`~instructedit.p2p.UnifiedAttentionControl` (InfEdit's cross-attention
+        refinement, mutual self-attention and local blend) or ``None`` (none); with the
+        inversion methods, a Prompt-to-Prompt controller of their two-branch batch.
         """
         if method not in REAL_EDIT_METHODS:
             raise ValueError(f"method must be one of {REAL_EDIT_METHODS}, got {method!r}")
@@ -497,6 +499,11 @@ class PromptToPrompt(MemoryTools):
         check_scale("guidance_scale", guidance_scale)
         check_output_type(output_type)
         if method != "virtual":
+            if isinstance(controller, UnifiedAttentionControl):
+                raise ValueError(
+                    "UnifiedAttentionControl runs with method='virtual' (three branches); the "
+                    f"inversion methods take Prompt-to-Prompt's controllers, got method={method!r}"
+                )
             inversion = self.invert(
                 image,
                 source_prompt,
@@ -515,11 +522,11 @@ class PromptToPrompt(MemoryTools):
                 output_type=output_type,
                 progress=progress,
             )
-        if controller is not None:
+        if controller is not None and not isinstance(controller, UnifiedAttentionControl):
             raise ValueError(
-                "controller applies with method='ddim' or 'null_text'; virtual inversion's three "
-                "branches (source, target, mutual) do not have the layout Prompt-to-Prompt "
-                "controllers expect"
+                "with method='virtual' the controller must be a UnifiedAttentionControl (its "
+                "three branches: source, target, mutual); Prompt-to-Prompt's two-branch "
+                f"controllers apply with method='ddim' or 'null_text', got {type(controller).__name__}"
             )
         if self.is_xl:
             raise ValueError("virtual inversion runs on Stable Diffusion 1.x/2.x models")
@@ -533,7 +540,8 @@ class PromptToPrompt(MemoryTools):
         self._check_prompts([source_prompt], "source_prompt")
         self._check_prompts([target_prompt], "target_prompt")
         clean = encode_real_image(self, image, height, width)
-        edited = self._virtual_edit(
+        edited = virtual_edit(
+            self,
             clean,
             source_prompt,
             target_prompt,
@@ -545,50 +553,13 @@ class PromptToPrompt(MemoryTools):
             seed=seed,
             scheduler=scheduler,
             progress=progress,
+            controller=controller,
         )
         if output_type == "latent":
             return PairOutput(source=clean, target=edited, seeds=[seed])
         images = tensor_to_output(decode_latents(self.vae, torch.cat([clean, edited])), output_type)
         self.maybe_free_model_hooks()
         return PairOutput(source=images[:1], target=images[1:], seeds=[seed])
-
-    def _virtual_edit(
-        self,
-        clean: Tensor,
-        source_prompt: str,
-        target_prompt: str,
-        *,
-        num_inference_steps: int,
-        guidance_scale: float,
-        source_guidance_scale: float,
-        eta: float,
-        strength: float,
-        seed: int,
-        scheduler: Any | None,
-        progress: bool,
-    ) -> Tensor:
-        """The target's clean latents of a virtual-inversion edit of ``clean`` (checked
-        arguments)."""
-        base = (
-            scheduler
-            if scheduler is not None
-            else scheduler_from_name("ddim", self.scheduler.config)
-        )
-        generator = torch.Generator().manual_seed(seed)
-        sampler = VirtualInversion(base, clean, eta=eta, strength=strength, generator=generator)
-        sampler.set_timesteps(num_inference_steps, device=self.device)
-        start = sampler.start(torch.randn(clean.shape, generator=generator))
-        text = self.encode_text([source_prompt, target_prompt, source_prompt])
-        negative = self.encode_text([""]).expand(3, -1, -1)
-        scales = (source_guidance_scale, guidance_scale, source_guidance_scale)
-        guidance = ClassifierFreeGuidance(
-            scale=float(guidance_scale) if len(set(scales)) == 1 else tuple(map(float, scales))
-        )
-        conditioning = {"cond": BranchConditioning(text), "uncond": BranchConditioning(negative)}
-        with torch.no_grad():
-            denoise(self.unet, sampler, guidance, start, conditioning, progress=progress)
-        assert sampler.pred_original is not None
-        return sampler.pred_original
 
     def sample_real_pairs(
         self,
@@ -604,6 +575,8 @@ class PromptToPrompt(MemoryTools):
         guidance_range: tuple[float, float] = (7.5, 15.0),
         height: int | None = None,
         width: int | None = None,
+        control: PairControl = "self_attention",
+        local_blend: float | None = None,
         progress: bool = True,
     ) -> list[PairCandidate]:
         """Draws candidate pairs whose input is a real image: each candidate edits ``image``
@@ -611,12 +584,21 @@ class PromptToPrompt(MemoryTools):
         ``source`` is the image through the autoencoder (whatever the method: an inversion's
         reconstruction drifts, the photograph does not) and its ``target`` the edit.
 
-        Per sample, from ``seed``: a seed and a text guidance scale ~ U(``guidance_range``)
-        (``method="virtual"``: each sample its own noise); with the inversion methods the image
-        is inverted once and rendered at the guidance an edit uses, 7.5 (the scale null-text
-        inversion is optimised for), and each sample draws the strength
-        p ~ U(``injection_range``) of a :class:`SelfAttentionInjection` instead. A candidate's
-        ``injection`` is p (0 for virtual inversion).
+        Per sample, from ``seed``: a seed, a control strength p ~ U(``injection_range``) and a
+        text guidance scale ~ U(``guidance_range``) (``method="virtual"``: each sample its own
+        noise); with the inversion methods the image is inverted once and rendered at the
+        guidance an edit uses, 7.5 (the scale null-text inversion is optimised for), whatever
+        the drawn scale. A candidate's ``injection`` is p.
+
+        What p controls, as in :meth:`sample_pairs`: with ``control="self_attention"`` the
+        share of the steps whose target takes the source's self-attention; with
+        ``"cross_attention"`` the share whose target refines its cross-attention from the
+        source's. For virtual inversion both are InfEdit's
+        :class:`~instructedit.p2p.UnifiedAttentionControl` (``self_replace_steps`` = p, no
+        cross-attention control; or ``cross_replace_steps`` = p, ``self_replace_steps`` 0.3),
+        and ``local_blend`` (cross-attention only) is its target blend around the edited words
+        at that threshold. For the inversion methods they are :class:`SelfAttentionInjection`
+        and :meth:`sample_pairs`' :class:`CrossAttentionEdit` with :class:`LocalBlend`.
 
         Without ``height`` and ``width`` the image is resized to the model's native size, its
         long side to :attr:`native_size` (aspect kept, sides floored to the VAE's multiple), so
@@ -630,6 +612,9 @@ class PromptToPrompt(MemoryTools):
         check_positive_int(num_inference_steps, "num_inference_steps")
         check_range("injection_range", injection_range, maximum=1.0)
         check_range("guidance_range", guidance_range)
+        if control not in PAIR_CONTROLS:
+            raise ValueError(f"control must be one of {PAIR_CONTROLS}, got {control!r}")
+        check_local_blend(local_blend, control)
         rng = np.random.default_rng(seed)
         injections = rng.uniform(*injection_range, size=num_samples).tolist()
         scales = rng.uniform(*guidance_range, size=num_samples).tolist()
@@ -659,9 +644,12 @@ class PromptToPrompt(MemoryTools):
             )
             inversion.guidance_scale = 7.5
         candidates: list[PairCandidate] = []
+        cross = control == "cross_attention"
         for index in range(num_samples):
+            p = float(injections[index])
             if inversion is None:
-                edited = self._virtual_edit(
+                edited = virtual_edit(
+                    self,
                     clean,
                     source_prompt,
                     target_prompt,
@@ -673,17 +661,36 @@ class PromptToPrompt(MemoryTools):
                     seed=int(seeds[index]),
                     scheduler=None,
                     progress=False,
+                    controller=UnifiedAttentionControl.from_prompts(
+                        [source_prompt],
+                        [target_prompt],
+                        self.tokenizer,
+                        local_words="edits" if local_blend is not None else None,
+                        local_threshold=local_blend if local_blend is not None else 0.3,
+                        cross_replace_steps=p if cross else 0.0,
+                        self_replace_steps=0.3 if cross else p,
+                    ),
                 )
                 target = tensor_to_output(decode_latents(self.vae, edited), "pil")
-                injection, scale = 0.0, float(scales[index])
+                injection, scale = p, float(scales[index])
             else:
+                controller: AttentionController = (
+                    self._cross_attention_control(
+                        source_prompt,
+                        target_prompt,
+                        [p],
+                        num_inference_steps,
+                        0.4,
+                        None,
+                        local_blend,
+                    )
+                    if cross
+                    else SelfAttentionInjection(p)
+                )
                 target = self.edit_inverted(
-                    inversion,
-                    target_prompt,
-                    SelfAttentionInjection(injections[index]),
-                    progress=False,
+                    inversion, target_prompt, controller, progress=False
                 ).target
-                injection, scale = float(injections[index]), inversion.guidance_scale
+                injection, scale = p, inversion.guidance_scale
             assert isinstance(target, list)  # output_type="pil"
             candidates.append(
                 PairCandidate(

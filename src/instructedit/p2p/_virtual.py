@@ -19,12 +19,20 @@ LCM's (consistency) schedule.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["SAMPLERS", "VirtualInversion"]
+from instructedit.attention import attention_control
+from instructedit.guidance import ClassifierFreeGuidance
+from instructedit.sampling import BranchConditioning, denoise, scheduler_from_name
+
+if TYPE_CHECKING:
+    from instructedit.p2p._unified import UnifiedAttentionControl
+
+__all__ = ["SAMPLERS", "VirtualInversion", "virtual_edit"]
 
 SAMPLERS = frozenset({"DDIMScheduler", "DDPMScheduler", "LCMScheduler"})
 """The diffusers schedulers whose timesteps virtual inversion steps through."""
@@ -82,6 +90,8 @@ class VirtualInversion:
         self.generator = generator
         self.pred_original: Tensor | None = None
         self._timesteps: Tensor = torch.empty(0, dtype=torch.long)
+        self.skipped_steps = 0
+        """Steps of the schedule that ``strength`` leaves out (set by :meth:`set_timesteps`)."""
         self._index = 0
 
     # ------------------------------------------------------------------ the scheduler's face
@@ -93,11 +103,17 @@ class VirtualInversion:
         full = self.scheduler.timesteps
         kept = max(1, min(int(len(full) * self.strength), len(full)))
         self._timesteps = full[len(full) - kept :]
+        self.skipped_steps = len(full) - kept
         self._index = 0
 
     @property
     def timesteps(self) -> Tensor:
         return self._timesteps
+
+    @property
+    def step_alphas(self) -> list[float]:
+        """ᾱ at each of :attr:`timesteps`."""
+        return [float(self._alpha(t)) for t in self._timesteps]
 
     def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
         return sample
@@ -158,3 +174,69 @@ class VirtualInversion:
             )
         self._index += 1
         return (torch.cat(blocks).to(sample.dtype),)
+
+
+def virtual_edit(
+    p2p: Any,
+    clean: Tensor,
+    source_prompt: str,
+    target_prompt: str,
+    *,
+    num_inference_steps: int,
+    guidance_scale: float,
+    source_guidance_scale: float,
+    eta: float,
+    strength: float,
+    seed: int,
+    scheduler: Any | None,
+    progress: bool,
+    controller: UnifiedAttentionControl | None = None,
+) -> Tensor:
+    """The target's clean latents of ``p2p``'s virtual-inversion edit of ``clean`` (checked
+    arguments; :meth:`~instructedit.p2p.PromptToPrompt.edit_real`)."""
+    base = scheduler if scheduler is not None else scheduler_from_name("ddim", p2p.scheduler.config)
+    generator = torch.Generator().manual_seed(seed)
+    sampler = VirtualInversion(base, clean, eta=eta, strength=strength, generator=generator)
+    sampler.set_timesteps(num_inference_steps, device=p2p.device)
+    start = sampler.start(torch.randn(clean.shape, generator=generator))
+    text = p2p.encode_text([source_prompt, target_prompt, source_prompt])
+    negative = p2p.encode_text([""]).expand(3, -1, -1)
+    scales = (source_guidance_scale, guidance_scale, source_guidance_scale)
+    guidance = ClassifierFreeGuidance(
+        scale=float(guidance_scale) if len(set(scales)) == 1 else tuple(map(float, scales))
+    )
+    conditioning = {"cond": BranchConditioning(text), "uncond": BranchConditioning(negative)}
+    if controller is None:
+        with torch.no_grad():
+            denoise(p2p.unet, sampler, guidance, start, conditioning, progress=progress)
+    else:
+        if controller.num_pairs != clean.shape[0]:
+            raise ValueError(
+                f"controller was made for {controller.num_pairs} pairs, the edit has "
+                f"{clean.shape[0]}"
+            )
+        controller.prepare(sampler.step_alphas, sampler.skipped_steps)
+        steps = len(sampler.timesteps)
+
+        def blend(index: int, timestep: Tensor, tensors: dict[str, Tensor]) -> Mapping[str, Any]:
+            return {"latents": controller.step_end(tensors["latents"], index, steps)}
+
+        control = attention_control(
+            p2p.unet,
+            controller,
+            latent_size=(clean.shape[2], clean.shape[3]),
+            num_pairs=clean.shape[0],
+        )
+        with torch.no_grad(), control as state:
+            denoise(
+                p2p.unet,
+                sampler,
+                guidance,
+                start,
+                conditioning,
+                controller=state,
+                callback_on_step_end=blend,
+                progress=progress,
+            )
+    assert sampler.pred_original is not None
+    return sampler.pred_original

@@ -1,0 +1,370 @@
+"""InfEdit's unified attention control (Xu et al., *Inversion-Free Image Editing with Natural
+Language*, CVPR 2024, §4) over virtual inversion's three streams: cross-attention refinement,
+mutual self-attention and a local blend of three masks.
+
+The UNet batch of :class:`~instructedit.p2p.VirtualInversion` holds, per guidance branch, the
+rows ``[sources…, targets…, mutuals…]`` (``num_pairs`` each). Over the fraction ``t`` of the
+whole schedule reached after the current step (``(step + 1) / steps``):
+
+* self-attention, every layer and branch: while ``t < self_replace_steps`` the target attends
+  with the source's map, ``softmax(Q_s K_sᵀ) V_t``, and the mutual row repeats the source; after
+  it, the mutual row attends to the source with the target's queries,
+  ``softmax(Q_t K_sᵀ) V_s`` (mutual self-attention);
+* cross-attention, conditional branch: while ``t ≤ cross_replace_steps`` the target's map is
+  refined from the source's (:class:`~instructedit.p2p.Refine`:
+  ``α_j P_s[:, m(j)] + (1 − α_j) P_t[:, j]``);
+* local blend, after every step but the first: the refined maps of the source and of the mutual
+  row, summed over the steps so far and averaged over the heads of the down and up layers at a
+  quarter of the latents' side, give three masks: the target blend (``local`` words, from the
+  mutual maps, threshold ``max(temperature / √ᾱ_t, local_threshold)``), where the target keeps
+  its own latents and elsewhere takes the mutual row's; the source blend (``mutual`` words, from
+  the source maps, ``mutual_threshold``), where it takes the source's; and at the step before
+  the last, the words in both, where it takes the mutual row's.
+
+Every output is computed with scaled-dot-product attention; only the cross-attention maps the
+blend reads are materialised (queries × 77 keys).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from instructedit.attention import AttentionContext, sdpa
+from instructedit.p2p._alignment import edited_words, word_token_indices
+from instructedit.p2p._controllers import Refine, _prompt_lists
+
+__all__ = ["UnifiedAttentionControl"]
+
+STREAMS = 3
+"""Row blocks per guidance branch: source, target, mutual."""
+
+MAX_BLEND_QUERIES = 32**2
+"""Cross-attention layers with more queries are not recorded for the blend (InfEdit's bound)."""
+
+
+def _fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _token_lists(name: str, tokens: Sequence[Sequence[int]] | None, pairs: int) -> list[list[int]]:
+    if tokens is None:
+        return [[] for _ in range(pairs)]
+    if len(tokens) != pairs:
+        raise ValueError(f"{name} must hold one token list per pair ({pairs}), got {len(tokens)}")
+    return [sorted({int(t) for t in pair}) for pair in tokens]
+
+
+def _words(value: str | Sequence[str | int] | None, what: str, prompt: str) -> list[str]:
+    """Words of ``prompt``: a space-separated str, or a list of words and word indices."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    words = prompt.split(" ")
+    chosen: list[str] = []
+    for word in value:
+        if isinstance(word, str):
+            chosen += word.split()
+        elif isinstance(word, int) and not isinstance(word, bool) and 0 <= word < len(words):
+            chosen.append(words[word])
+        else:
+            raise ValueError(
+                f"{what} holds words or indices of the {len(words)} words of {prompt!r}, got "
+                f"{word!r}"
+            )
+    return chosen
+
+
+class UnifiedAttentionControl:
+    """InfEdit's unified attention control for :meth:`~instructedit.p2p.PromptToPrompt.edit_real`
+    with ``method="virtual"`` (see the module's docstring); an
+    :class:`~instructedit.attention.AttentionController` of the three-stream batch.
+
+    Args:
+        refine: the token alignment of each pair (:meth:`Refine.from_prompts`).
+        local_tokens: per pair, target token positions of the target blend (the edited region);
+            ``None`` or empty: the target is not blended with the mutual row.
+        mutual_tokens: per pair, target token positions of the source blend (a region kept from
+            the source); ``None`` or empty: none.
+        cross_replace_steps: share of the schedule with the refined cross-attention (0.7).
+        self_replace_steps: share of the schedule with the source's self-attention in the
+            target, before mutual self-attention (0.3).
+        local_threshold: floor of the target blend's threshold (0.3).
+        mutual_threshold: the source blend's threshold (0.3).
+        temperature: the target blend's threshold is ``temperature / √ᾱ_t`` above the floor.
+    """
+
+    def __init__(
+        self,
+        refine: Refine,
+        *,
+        local_tokens: Sequence[Sequence[int]] | None = None,
+        mutual_tokens: Sequence[Sequence[int]] | None = None,
+        cross_replace_steps: float = 0.7,
+        self_replace_steps: float = 0.3,
+        local_threshold: float = 0.3,
+        mutual_threshold: float = 0.3,
+        temperature: float = 0.15,
+    ) -> None:
+        if not isinstance(refine, Refine):
+            raise TypeError(f"refine must be a Refine, got {type(refine).__name__}")
+        self.refine = refine
+        pairs = refine.mapper.shape[0]
+        self.local_tokens = _token_lists("local_tokens", local_tokens, pairs)
+        self.mutual_tokens = _token_lists("mutual_tokens", mutual_tokens, pairs)
+        self.cross_replace_steps = _fraction("cross_replace_steps", cross_replace_steps)
+        self.self_replace_steps = _fraction("self_replace_steps", self_replace_steps)
+        self.local_threshold = _fraction("local_threshold", local_threshold)
+        self.mutual_threshold = _fraction("mutual_threshold", mutual_threshold)
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not (temperature >= 0 and math.isfinite(temperature))
+        ):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        self.temperature = float(temperature)
+        self._weights = refine.weights()
+        self._placed: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+        self._skipped = 0
+        self._alphas: list[float] = []
+        # layer → [2, pairs, N, S] refined maps (source, mutual) summed over heads and steps.
+        self._maps: dict[str, Tensor] = {}
+        self._heads: dict[str, int] = {}
+        self._resolutions: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    def from_prompts(
+        cls,
+        sources: Sequence[str],
+        targets: Sequence[str],
+        tokenizer: Any,
+        *,
+        local_words: Sequence[str | Sequence[str | int] | None] | str | None = None,
+        mutual_words: Sequence[str | Sequence[str | int] | None] | None = None,
+        **kwargs: Any,
+    ) -> UnifiedAttentionControl:
+        """Aligns each pair's tokens and finds the blends' words.
+
+        ``local_words`` / ``mutual_words``: per pair, the words (a space-separated str, or a list
+        of words and indices among the target's space-separated words) of the target blend, which must be in the target prompt, and of the source blend, which
+        must be in both prompts (InfEdit's "target blend" and "source blend"). ``local_words``
+        may also be ``"edits"``: each pair's edited words in the target
+        (:func:`~instructedit.p2p.edited_words`). Other keyword arguments go to the constructor.
+        """
+        sources, targets = _prompt_lists(sources, targets, "UnifiedAttentionControl.from_prompts")
+        pairs = len(sources)
+        if local_words == "edits":
+            local: list[Any] = [
+                edited_words(s, t)[1] for s, t in zip(sources, targets, strict=True)
+            ]
+        else:
+            local = list(local_words) if local_words is not None else [None] * pairs
+        mutual = list(mutual_words) if mutual_words is not None else [None] * pairs
+        for name, value in (("local_words", local), ("mutual_words", mutual)):
+            if isinstance(value, str) or len(value) != pairs:
+                raise ValueError(f"{name} must hold one entry per pair ({pairs}), got {value!r}")
+        local_tokens, mutual_tokens = [], []
+        for source, target, here, kept in zip(sources, targets, local, mutual, strict=True):
+            local_tokens.append(
+                [
+                    t
+                    for w in _words(here, "local_words", target)
+                    for t in word_token_indices(target, w, tokenizer)
+                ]
+            )
+            positions = []
+            for word in _words(kept, "mutual_words", target):
+                if word not in source.split(" "):
+                    raise ValueError(
+                        f"mutual word {word!r} must be in the source prompt too, got {source!r}"
+                    )
+                positions += word_token_indices(target, word, tokenizer)
+            mutual_tokens.append(positions)
+        return cls(
+            Refine.from_prompts(sources, targets, tokenizer),
+            local_tokens=local_tokens,
+            mutual_tokens=mutual_tokens,
+            **kwargs,
+        )
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.refine.mapper.shape[0])
+
+    @property
+    def blends(self) -> bool:
+        """Whether any pair has blend words (the maps are then recorded)."""
+        return any(self.local_tokens) or any(self.mutual_tokens)
+
+    def prepare(self, alphas: Sequence[float], skipped_steps: int = 0) -> None:
+        """Starts a run: ``alphas`` holds ᾱ at each step's timestep and ``skipped_steps`` the
+        steps of the schedule a strength below 1 leaves out (the windows count the whole
+        schedule). :meth:`~instructedit.p2p.PromptToPrompt.edit_real` calls it."""
+        self._alphas = [float(a) for a in alphas]
+        self._skipped = int(skipped_steps)
+        self._maps, self._heads, self._resolutions = {}, {}, {}
+
+    def _progress(self, context: AttentionContext) -> float:
+        return (context.step + self._skipped + 1) / (context.num_steps + self._skipped)
+
+    # ------------------------------------------------------------------ the controller's face
+
+    def controls(self, context: AttentionContext) -> bool:
+        return True
+
+    def attend(
+        self, query: Tensor, key: Tensor, value: Tensor, context: AttentionContext
+    ) -> Tensor:
+        pairs = context.num_pairs
+        if pairs != self.num_pairs:
+            raise ValueError(
+                f"the controller was made for {self.num_pairs} pairs, the batch holds {pairs}"
+            )
+        rows = query.shape[0] // len(context.branches)
+        if rows != STREAMS * pairs:
+            raise ValueError(
+                "UnifiedAttentionControl runs with virtual inversion's batch (source, target and "
+                f"mutual rows per branch), got {rows} rows for {pairs} pairs"
+            )
+        progress = self._progress(context)
+        blocks: list[Tensor] = []
+        for index, name in enumerate(context.branches):
+            start = index * rows
+            q_s, q_t, q_m = query[start : start + rows].chunk(STREAMS)
+            k_s, k_t, k_m = key[start : start + rows].chunk(STREAMS)
+            v_s, v_t, v_m = value[start : start + rows].chunk(STREAMS)
+            if not context.is_cross:
+                if progress < self.self_replace_steps:
+                    both = sdpa(torch.cat([q_s, q_s]), torch.cat([k_s, k_s]), torch.cat([v_s, v_t]))
+                    out_s, out_t = both.chunk(2)
+                    blocks += [out_s, out_t, out_s]
+                else:
+                    blocks.append(
+                        sdpa(
+                            torch.cat([q_s, q_t, q_t]),
+                            torch.cat([k_s, k_t, k_s]),
+                            torch.cat([v_s, v_t, v_s]),
+                        )
+                    )
+                continue
+            if name != "cond":
+                blocks.append(
+                    sdpa(
+                        query[start : start + rows],
+                        key[start : start + rows],
+                        value[start : start + rows],
+                    )
+                )
+                continue
+            if self.blends and context.place != "mid" and context.num_queries <= MAX_BLEND_QUERIES:
+                self._record(q_s, k_s, q_t, k_t, q_m, k_m, context)
+            w_src, w_tgt = self._matrices(v_t)
+            if progress <= self.cross_replace_steps:
+                # (P_s W_s + P_t W_t) V_t = P_s (W_s V_t) + P_t (W_t V_t)
+                v_src = torch.einsum("psw,phwd->phsd", w_src, v_t)
+                v_own = torch.einsum("psw,phwd->phsd", w_tgt, v_t)
+                out_t = sdpa(q_s, k_s, v_src) + sdpa(q_t, k_t, v_own)
+            else:
+                out_t = sdpa(q_t, k_t, v_t)
+            blocks += [sdpa(q_s, k_s, v_s), out_t, sdpa(q_m, k_m, v_m)]
+        return torch.cat(blocks)
+
+    def _matrices(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._placed:
+            self._placed[key] = (self._weights[0].to(like), self._weights[1].to(like))
+        return self._placed[key]
+
+    def _record(
+        self,
+        q_s: Tensor,
+        k_s: Tensor,
+        q_t: Tensor,
+        k_t: Tensor,
+        q_m: Tensor,
+        k_m: Tensor,
+        context: AttentionContext,
+    ) -> None:
+        """Adds this layer's refined maps of the source and the mutual row (summed over heads)."""
+        scale = q_s.shape[-1] ** -0.5
+
+        def maps(q: Tensor, k: Tensor) -> Tensor:
+            return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1)  # [P, H, N, S]
+
+        w_src, w_tgt = self._matrices(q_s)
+        own = maps(q_t, k_t) @ w_tgt.unsqueeze(1)
+        refined = torch.stack(
+            [maps(q_s, k_s) @ w_src.unsqueeze(1) + own, maps(q_m, k_m) @ w_src.unsqueeze(1) + own]
+        ).sum(2)  # [2, P, N, S]
+        layer = context.layer
+        if layer in self._maps:
+            self._maps[layer] = self._maps[layer] + refined
+        else:
+            self._maps[layer] = refined
+            self._heads[layer] = q_s.shape[1]
+            self._resolutions[layer] = context.resolution
+
+    def _blend_maps(self, latent_size: tuple[int, int]) -> Tensor:
+        """The heads' mean of the recorded maps at the resolution nearest a quarter of the
+        latents' side: ``[2, P, h, w, S]``."""
+        if not self._maps:
+            raise ValueError("the blend needs cross-attention maps of the conditional branch")
+        height = ((latent_size[0] + 1) // 2 + 1) // 2
+        resolution = min(sorted(set(self._resolutions.values())), key=lambda r: abs(r[0] - height))
+        layers = [name for name, r in self._resolutions.items() if r == resolution]
+        total = torch.stack([self._maps[name] for name in layers]).sum(0)
+        heads = sum(self._heads[name] for name in layers)
+        mean = total / heads
+        return mean.view(*mean.shape[:2], *resolution, mean.shape[-1])
+
+    @staticmethod
+    def _mask(
+        maps: Tensor, tokens: list[int], threshold: float, latent_size: tuple[int, int]
+    ) -> Tensor:
+        """``[1, 1, h, w]`` bool: the tokens' largest map, resized, over ``threshold`` × its max."""
+        if not tokens:
+            return torch.zeros((1, 1, *latent_size), dtype=torch.bool, device=maps.device)
+        selected = maps[..., tokens].amax(-1)[None, None]
+        resized = F.interpolate(selected, size=latent_size)
+        peak = resized.amax(dim=(2, 3), keepdim=True)
+        return (resized / peak > threshold) & (peak > 0)
+
+    def step_end(self, latents: Tensor, step: int, num_steps: int) -> Tensor:
+        if step == 0 or not self.blends:
+            return latents
+        if step >= len(self._alphas):
+            raise RuntimeError(
+                "UnifiedAttentionControl.prepare() sets the run's timesteps before a blend; "
+                "PromptToPrompt.edit_real calls it"
+            )
+        latent_size = (latents.shape[2], latents.shape[3])
+        maps = self._blend_maps(latent_size)
+        maps_s, maps_m = maps[0], maps[1]
+        x_s, x_t, x_m = latents.chunk(STREAMS)
+        local_threshold = max(self.temperature / self._alphas[step] ** 0.5, self.local_threshold)
+        blended = []
+        for pair in range(self.num_pairs):
+            local = self.local_tokens[pair]
+            mutual = self.mutual_tokens[pair]
+            both = [t for t in local if t in mutual]
+            mutual_only = [t for t in mutual if t not in both]
+            s, t, m = x_s[pair : pair + 1], x_t[pair : pair + 1], x_m[pair : pair + 1]
+            out = t
+            if local:
+                mask_e = self._mask(maps_m[pair], local, local_threshold, latent_size)
+                out = torch.where(mask_e, t, m)
+            mask_m = self._mask(maps_s[pair], mutual_only, self.mutual_threshold, latent_size)
+            out = torch.where(mask_m, s, out)
+            if step == num_steps - 2:
+                mask_me = self._mask(maps_m[pair], both, self.local_threshold, latent_size)
+                out = torch.where(mask_me, m, out)
+            blended.append(out)
+        return torch.cat([x_s, torch.cat(blended), x_m])
