@@ -220,3 +220,27 @@ def test_a_captioner_captions_images_that_have_none(tmp_path):
     with pytest.raises(SystemExit):  # --captioner without --images
         main(["generate", str(folder), str(tmp_path / "o"), "--text-to-image", "x",
               "--captioner", str(model)])  # fmt: skip
+
+
+def test_a_datasets_split_in_memory_or_saved(tmp_path):
+    import datasets
+
+    photos = [_photo(0), _photo(1, size=(40, 32))]
+    split = datasets.Dataset.from_dict(
+        {"image": photos, "text": ["a red ball", "a blue cube"]}
+    ).cast_column("image", datasets.Image())
+    saved = tmp_path / "split"
+    split.save_to_disk(str(saved))
+    for source in (split, saved):
+        captions, images, edits = read_image_captions(source)
+        assert captions == ["a red ball", "a blue cube"]
+        assert edits == {}
+        assert images[1].size == (40, 32)
+        assert np.array_equal(np.asarray(images[1]), np.asarray(photos[1]))
+    both = tmp_path / "both"
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(both))
+    with pytest.raises(ValueError, match=r"holds the splits \['test', 'train'\]; pass one split"):
+        read_image_captions(both)
+    assert read_image_captions(both / "train")[0] == ["a red ball", "a blue cube"]
+    with pytest.raises(ValueError, match=r"needs an 'image' column and a 'caption'"):
+        read_image_captions(split.rename_column("text", "label"))

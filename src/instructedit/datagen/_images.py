@@ -47,7 +47,12 @@ def _load(source: Any, name: str) -> Image.Image:
     cell."""
     if isinstance(source, tuple):
         table, row = source
-        source = table.column("image")[row].as_py()
+        if hasattr(table, "features"):  # a datasets split: its Image feature decodes
+            source = table[row]["image"]
+            if isinstance(source, Image.Image):
+                return source.convert("RGB")
+        else:
+            source = table.column("image")[row].as_py()
     if isinstance(source, Path):
         try:
             with Image.open(source) as image:
@@ -97,7 +102,7 @@ class ImageCaptioner:
 
 
 def read_image_captions(
-    path: str | Path,
+    path: str | Path | Any,
     *,
     captioner: Callable[[Image.Image], str] | None = None,
 ) -> tuple[list[str], RealImages, dict[str, CaptionEdit]]:
@@ -109,7 +114,9 @@ def read_image_captions(
       name beside it, or by a ``metadata.jsonl`` (or ``captions.jsonl``) in the folder whose rows
       hold ``file_name`` and ``caption`` (the layout of ``datasets``' image folders);
     * a JSONL file of ``{"image": path, "caption": text}`` (paths relative to the file);
-    * a parquet file with an ``image`` column and a ``caption`` (or ``text``) column.
+    * a parquet file with an ``image`` column and a ``caption`` (or ``text``) column;
+    * a ``datasets`` split with those columns: a ``datasets.Dataset``, or the folder
+      ``Dataset.save_to_disk`` writes (a ``DatasetDict``'s split is its subfolder).
 
     A row may also hold ``edit`` and ``output`` (the official caption-edit fields): ``edits``
     maps its caption to that edit, for runs without a caption editor.
@@ -117,7 +124,19 @@ def read_image_captions(
     With ``captioner`` (e.g. an :class:`ImageCaptioner`), images without a caption are
     captioned by it: a folder may then hold images alone, and rows may lack ``caption``.
     """
+    if hasattr(path, "features") and hasattr(path, "column_names"):
+        return _read_table(path, type(path).__name__, captioner)
     source = Path(path)
+    if source.is_dir() and any((source / n).is_file() for n in ("state.json", "dataset_dict.json")):
+        from datasets import Dataset, load_from_disk
+
+        split = load_from_disk(str(source))
+        if not isinstance(split, Dataset):
+            raise ValueError(
+                f"images: {source} holds the splits {sorted(split)}; pass one split's folder, "
+                f"e.g. {source / sorted(split)[0]}"
+            )
+        return _read_table(split, str(source), captioner)
     if source.is_dir():
         return _read_folder(source, captioner)
     if not source.is_file():
@@ -210,7 +229,13 @@ def _read_parquet(
     from instructedit.data._parquet import _import_pyarrow
 
     _, parquet = _import_pyarrow()
-    table = parquet.read_table(path)
+    return _read_table(parquet.read_table(path), str(path), captioner)
+
+
+def _read_table(
+    table: Any, path: str, captioner: Callable[[Image.Image], str] | None
+) -> tuple[list[str], RealImages, dict[str, CaptionEdit]]:
+    """A pyarrow table or a ``datasets`` split of images and captions."""
     columns = set(table.column_names)
     text = next((name for name in ("caption", "text", "input") if name in columns), None)
     if "image" not in columns or (text is None and captioner is None):
@@ -219,7 +244,8 @@ def _read_parquet(
             f"{sorted(columns)}"
         )
     # Captions and edits now; each image's bytes only when the run reaches it.
-    rows = table.drop_columns(["image"]).to_pylist()
+    without = table.drop_columns(["image"]) if hasattr(table, "drop_columns") else None
+    rows = without.to_pylist() if without is not None else table.remove_columns("image").to_list()
     entries: list[tuple[str, dict[str, Any], Any]] = [
         (f"{path} row {number}", {**row, "caption": row[text]} if text else row, (table, number))
         for number, row in enumerate(rows)
