@@ -122,6 +122,42 @@ def test_diffedit_finds_where_the_instruction_acts():
     assert torch.all(mask[..., 3, 10] < 1)
 
 
+def test_diffedit_on_an_edm_schedule_noises_at_its_sigmas():
+    """EDM schedulers have no ᾱ: the copies are x + σ·ε at the σ a share of the (Karras, ρ = 7)
+    training schedule from its clean end, fed as the scheduler preconditions them."""
+    from diffusers import EDMEulerScheduler
+
+    region = torch.zeros((1, 1, 16, 16))
+    region[..., 4:8, 9:13] = 1.0
+    seen = []
+
+    def unet(sample, timestep, encoder_hidden_states, return_dict=False):
+        seen.append((float(timestep), sample[:1, :4].clone()))
+        batch = sample.shape[0] // 2
+        full = region.expand(batch, 4, 16, 16) * 2.0
+        return (torch.cat([full, torch.zeros_like(full)]),)
+
+    scheduler = EDMEulerScheduler(sigma_min=0.002, sigma_max=120.0, sigma_data=1.0)
+    scheduler.set_timesteps(3)  # the pipeline's: the mask does not depend on it
+    latents = torch.full((1, 4, 16, 16), 0.5)
+    arguments = (latents, latents, torch.zeros(1, 77, 32), torch.ones(1, 77, 32))
+    mask = diffedit_mask(
+        unet, scheduler, *arguments, threshold=0.5, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.all(mask[..., 4:8, 9:13] == 1.0)
+    assert torch.all(mask[..., :2, :] == 0)
+    ramp = np.arange(1001) / 1000  # EDMEulerScheduler's 1000 training steps: 1001 levels
+    low, high = 0.002 ** (1 / 7), 120.0 ** (1 / 7)
+    karras = (high + ramp * (low - high)) ** 7  # σ_max first
+    generator = torch.Generator().manual_seed(0)
+    for strength, (timestep, sample) in zip((0.3, 0.5, 0.7), seen, strict=True):
+        sigma = karras[1000 - int(strength * 1001)]
+        assert timestep == pytest.approx(0.25 * np.log(sigma), rel=1e-5)
+        noise = torch.randn((1, 4, 16, 16), generator=generator)
+        expected = (0.5 + sigma * noise) / np.sqrt(sigma**2 + 1.0)
+        assert torch.allclose(sample, expected.float(), atol=1e-5)
+
+
 def test_auto_masks_come_back_with_the_result(noise_image):
     out = _pipe()(
         noise_image,

@@ -327,6 +327,10 @@ def test_a_cosxl_style_editor_samples_its_edm_schedule(noise_image, tmp_path, sc
     assert type(loaded.scheduler).__name__ == scheduler_class
     again = loaded(noise_image, "make it red", generator=torch.Generator().manual_seed(0), **kwargs)
     assert np.abs(again.images - expected).max() < 1e-4
+    masked = loaded(noise_image, "make it red", mask_image="auto", **kwargs)  # DiffEdit on σ
+    assert masked.masks is not None
+    assert float(masked.masks.max()) == pytest.approx(1.0)
+    assert np.isfinite(masked.images).all()
 
 
 def test_the_edit_command_runs_an_sdxl_folder(tmp_path, noise_image):

@@ -186,7 +186,9 @@ def diffedit_mask(
 
     Args:
         unet: the editing UNet's forward (``unet(x, t, encoder_hidden_states=...)``).
-        scheduler: a scheduler with the training schedule's ``alphas_cumprod``.
+        scheduler: a scheduler with the training schedule's ``alphas_cumprod``, or an EDM
+            scheduler (``EDMEulerScheduler``, ``EDMDPMSolverMultistepScheduler``): the copies are
+            then ``x + σ·ε`` at its σ schedule's fractions, preconditioned as it samples.
         clean_latents: the input's latents in sampling space ``[B, C, h, w]``.
         image_latents: the image condition ``[B, C, h, w]``.
         text: the instruction's embeddings ``[B, T, D]``.
@@ -200,8 +202,16 @@ def diffedit_mask(
     """
     from diffusers.utils.torch_utils import randn_tensor
 
-    alphas = scheduler.alphas_cumprod
-    steps = len(alphas)
+    alphas: Tensor | None = getattr(scheduler, "alphas_cumprod", None)
+    # An EDM schedule has σ only, from σ_max down; a fraction s of the noise is the σ a share s
+    # of the training schedule (a fresh scheduler's) from its clean end.
+    sigmas: Tensor | None = None
+    if alphas is None:
+        training = type(scheduler).from_config(scheduler.config).sigmas
+        sigmas = training[training > 0].flip(0)
+        steps = len(sigmas)
+    else:
+        steps = len(alphas)
     batch = clean_latents.shape[0]
     difference = torch.zeros(
         (batch, 1, *clean_latents.shape[2:]), device=clean_latents.device, dtype=torch.float32
@@ -209,17 +219,23 @@ def diffedit_mask(
     hidden = torch.cat([text, negative])
     for strength in strengths:
         step = min(steps - 1, int(strength * steps))
-        alpha = alphas[step].to(clean_latents.device, torch.float32)
         noise = randn_tensor(
             clean_latents.shape,
             generator=generator,
             device=clean_latents.device,
             dtype=clean_latents.dtype,
         )
-        noised = alpha.sqrt() * clean_latents.float() + (1 - alpha).sqrt() * noise.float()
+        if sigmas is None:
+            assert alphas is not None
+            alpha = alphas[step].to(clean_latents.device, torch.float32)
+            noised = alpha.sqrt() * clean_latents.float() + (1 - alpha).sqrt() * noise.float()
+            timestep = torch.tensor(step, device=clean_latents.device)
+        else:
+            sigma = sigmas[step].to(clean_latents.device, torch.float32)
+            noised = scheduler.precondition_inputs(clean_latents.float() + sigma * noise, sigma)
+            timestep = scheduler.precondition_noise(sigma).to(clean_latents.device)
         noised = noised.to(clean_latents.dtype)
         model_input = torch.cat([noised, image_latents], dim=1).repeat(2, 1, 1, 1)
-        timestep = torch.tensor(step, device=clean_latents.device)
         output = unet(model_input, timestep, encoder_hidden_states=hidden, return_dict=False)[0]
         full, image = output.float().chunk(2)
         difference += (full - image).abs().mean(dim=1, keepdim=True)
