@@ -426,3 +426,70 @@ def test_unified_control_refuses_what_it_cannot_run(p2p, image):
     two = make(["a red ball"] * 2, ["a blue ball"] * 2, p2p.tokenizer)
     with pytest.raises(ValueError, match="controller was made for 2 pairs, the edit has 1"):
         p2p.edit_real(image, "a red ball", "a blue ball", controller=two, progress=False)
+
+
+# ---------------------------------------------------------------------- the inversion methods
+
+
+@torch.no_grad()
+def test_ddim_inversion_equals_diffusers_inverse_scheduler(p2p, image):
+    """DDIM inversion (Mokady et al.'s ``next_step``) against diffusers' ``DDIMInverseScheduler``
+    stepping the same UNet with the prompt's prediction."""
+    from diffusers import DDIMInverseScheduler
+
+    p2p.to(dtype=torch.float64)
+    ours = p2p.invert(
+        image, "a red ball", num_inference_steps=STEPS, null_text=False, progress=False
+    )
+    inverse = DDIMInverseScheduler.from_config(p2p.scheduler.config, clip_sample=False)
+    inverse.set_timesteps(STEPS)
+    latent = ours.trajectory[0]
+    text = p2p.encode_text(["a red ball"])
+    for index, t in enumerate(inverse.timesteps):
+        eps = p2p.unet(latent, t, encoder_hidden_states=text).sample
+        latent = inverse.step(eps, t, latent).prev_sample
+        assert torch.allclose(ours.trajectory[index + 1], latent, rtol=0, atol=1e-10)
+
+
+def test_null_text_inversion_equals_the_reference_optimisation(p2p, image):
+    """Null-text inversion against its algorithm written out (Mokady et al.'s
+    ``null_optimization``) with diffusers' ``DDIMScheduler`` for the guided steps."""
+    p2p.to(dtype=torch.float64)
+    inner, scale = 3, 7.5
+    plain = p2p.invert(
+        image, "a red ball", num_inference_steps=STEPS, null_text=False, progress=False
+    )
+    ours = p2p.invert(
+        image, "a red ball", num_inference_steps=STEPS, inner_steps=inner, progress=False
+    )
+    scheduler = DDIMScheduler.from_config(p2p.scheduler.config, clip_sample=False)
+    scheduler.set_timesteps(STEPS)
+    cond, uncond = p2p.encode_text(["a red ball"]), p2p.encode_text([""])
+    latent = plain.trajectory[-1]
+    for param in p2p.unet.parameters():
+        param.requires_grad_(False)
+    for index, t in enumerate(scheduler.timesteps):
+        uncond = uncond.clone().detach().requires_grad_(True)
+        optimizer = torch.optim.Adam([uncond], lr=1e-2 * (1.0 - index / 100.0))
+        previous = plain.trajectory[STEPS - index - 1]
+        with torch.no_grad():
+            eps_cond = p2p.unet(latent, t, encoder_hidden_states=cond).sample
+        for _ in range(inner):
+            eps_uncond = p2p.unet(latent, t, encoder_hidden_states=uncond).sample
+            eps = eps_uncond + scale * (eps_cond - eps_uncond)
+            loss = torch.nn.functional.mse_loss(
+                scheduler.step(eps, t, latent).prev_sample, previous
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if loss.item() < 1e-5 + index * 2e-5:
+                break
+        uncond = uncond.detach()
+        assert torch.allclose(ours.uncond_embeddings[index], uncond, rtol=0, atol=1e-9)
+        with torch.no_grad():
+            pair = p2p.unet(
+                torch.cat([latent] * 2), t, encoder_hidden_states=torch.cat([uncond, cond])
+            ).sample
+            eps_u, eps_c = pair.chunk(2)
+            latent = scheduler.step(eps_u + scale * (eps_c - eps_u), t, latent).prev_sample
