@@ -111,8 +111,9 @@ def generate_from_files(
             OUTPUT/.chat-cache).
         images: read CAPTIONS as real images with captions: a folder (a .txt caption beside
             each image, or a metadata.jsonl of file_name and caption), a JSONL of image paths and
-            captions, or a parquet with image and caption columns. Each pair then starts from
-            its real image (rows may hold the edit and output too).
+            captions, a parquet with image and caption columns, or a datasets split saved with
+            save_to_disk. Each pair then starts from its real image (rows may hold the edit and
+            output too).
         captioner: with --images, an image-to-text model (folder or hub id: BLIP, GIT, ...)
             that captions the images that have no caption.
         real_method: with --images, how each image enters the model: virtual inversion
@@ -130,7 +131,9 @@ def generate_from_files(
             (:func:`~instructedit.clip.structure_similarity`, in [0, 1]; beyond the paper).
         scheduler: sampler of the text-to-image model.
         control: Prompt-to-Prompt control of the candidates: the official generator's
-            self-attention injection or google's cross-attention edit.
+            self-attention injection or google's cross-attention edit (with --images and virtual
+            inversion: InfEdit's unified attention control, self-attention or cross-attention
+            first).
         injection_range: LOW HIGH: the control's strength p ~ U(LOW, HIGH) per candidate.
         guidance_range: LOW HIGH: the text guidance scale ~ U(LOW, HIGH) per candidate.
         local_blend: with the cross-attention control, the mask threshold of a local blend around
