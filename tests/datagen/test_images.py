@@ -181,14 +181,23 @@ def test_real_image_pairs_take_the_pair_controls(method):
     # What the control means: the documented controller, with p from the same draw.
     p = crossed.injection
     if method == "virtual":
-        controller = UnifiedAttentionControl.from_prompts(
-            [source], [target], p2p.tokenizer, local_words="edits",
-            cross_replace_steps=p, self_replace_steps=0.3, local_threshold=0.3,
+
+        def virtual(**settings):
+            controller = UnifiedAttentionControl.from_prompts(
+                [source], [target], p2p.tokenizer, encode_text=p2p.encode_text, **settings
+            )
+            return p2p.edit_real(
+                photo, source, target, controller=controller, num_inference_steps=3,
+                guidance_scale=crossed.guidance_scale, seed=crossed.seed, progress=False,
+            ).target[0]  # fmt: skip
+
+        direct = virtual(
+            local_words="edits", cross_replace_steps=p, self_replace_steps=0.3,
+            local_threshold=0.3,
         )  # fmt: skip
-        direct = p2p.edit_real(
-            photo, source, target, controller=controller, num_inference_steps=3,
-            guidance_scale=crossed.guidance_scale, seed=crossed.seed, progress=False,
-        ).target[0]  # fmt: skip
+        # control="self_attention": the source's self-attention for p, no cross-attention control
+        own = virtual(cross_replace_steps=0.0, self_replace_steps=p)
+        assert np.abs(np.asarray(own, np.float32) - plain_pixels).max() <= 1.0
     else:
         controller = p2p._cross_attention_control(source, target, [p], 3, 0.4, None, 0.3)
         assert isinstance(controller, CrossAttentionEdit)
@@ -244,3 +253,7 @@ def test_a_datasets_split_in_memory_or_saved(tmp_path):
     assert read_image_captions(both / "train")[0] == ["a red ball", "a blue cube"]
     with pytest.raises(ValueError, match=r"needs an 'image' column and a 'caption'"):
         read_image_captions(split.rename_column("text", "label"))
+    with pytest.raises(ValueError, match=r"pass one split of the DatasetDict, e.g. dataset\['a'\]"):
+        read_image_captions(datasets.DatasetDict({"a": split, "b": split}))
+    with pytest.raises(ValueError, match="a streamed IterableDataset cannot be indexed"):
+        read_image_captions(split.to_iterable_dataset())

@@ -205,7 +205,7 @@ def test_the_edit_real_command_writes_the_edit_and_the_reconstruction(tmp_path, 
     # InfEdit's unified attention control, as the command's options set it.
     controller = UnifiedAttentionControl.from_prompts(
         ["a red ball"], ["a blue cube"], p2p.tokenizer, local_words=["blue cube"],
-        self_replace_steps=0.5,
+        self_replace_steps=0.5, encode_text=p2p.encode_text,
     )  # fmt: skip
     direct = p2p.edit_real(
         image, "a red ball", "a blue cube", controller=controller, num_inference_steps=4, seed=2,
@@ -392,7 +392,55 @@ def test_unified_control_equals_the_reference_algorithm(p2p, image, strength):
         p2p.unet.set_attn_processor(previous)
     # The blend did something: some steps' target masks cover part of the latents, not all.
     assert any(0.0 < share < 1.0 for share in reference.masks)
-    assert (ours.target - pred).abs().max() <= 1e-9 * pred.abs().max()
+    assert (ours.target - pred).abs().max() <= 1e-11 * pred.abs().max()
+
+
+def test_a_swapped_word_is_aligned_with_its_counterpart(p2p):
+    """InfEdit's completion of the alignment, checked by hand on features made to match."""
+    from instructedit.p2p import fill_alignment_gaps, refinement_mapper
+
+    source, target = "a red ball", "a big blue ball"
+    mapper, alphas = refinement_mapper(source, target, p2p.tokenizer)
+    assert alphas[:6].tolist() == [1, 1, 0, 0, 1, 1]  # "big" and "blue" are unaligned
+    features = torch.eye(77, 16)
+    target_features = torch.eye(77, 16)
+    target_features[3] = features[2]  # "blue" looks like "red"
+    target_features[2] = features[10]  # "big" like nothing in the gap
+    added = fill_alignment_gaps(mapper, alphas, features, target_features, 5)
+    assert added == [(3, 2)]
+    assert (int(mapper[3]), float(alphas[3]), float(alphas[2])) == (2, 1.0, 0.0)
+    # With the model's own encodings (one-token gaps have one candidate) a swap aligns too,
+    # and a target word aligned to a source token of a blend word joins the blend.
+    from instructedit.p2p import UnifiedAttentionControl
+
+    control = UnifiedAttentionControl.from_prompts(
+        ["a red ball and a red cube"], ["a red ball and a blue cube"], p2p.tokenizer,
+        encode_text=p2p.encode_text, local_words=["red"],
+    )  # fmt: skip
+    assert int(control.refine.mapper[0, 6]) == 6
+    assert float(control.refine.alphas[0, 6]) == 1.0
+    assert control.local_tokens == [[2, 6]]
+    plain = UnifiedAttentionControl.from_prompts(
+        ["a red ball and a red cube"], ["a red ball and a blue cube"], p2p.tokenizer,
+        local_words=["red"],
+    )  # fmt: skip
+    assert float(plain.refine.alphas[0, 6]) == 0.0
+    assert plain.local_tokens == [[2]]
+
+
+def test_blend_words_and_word_indices(p2p):
+    from instructedit.p2p import UnifiedAttentionControl
+
+    source, target = "a red ball and a blue ball", "a green ball and a blue ball"
+    make = UnifiedAttentionControl.from_prompts
+    by_edits = make([source], [target], p2p.tokenizer, local_words="edits")
+    assert by_edits.local_tokens == [[2, 3]]  # "green ball", the edited one only
+    by_word = make([source], [target], p2p.tokenizer, local_words=[["green", "ball"]])
+    assert by_word.local_tokens == [[2, 3, 7]]  # every "ball"
+    with pytest.raises(ValueError, match="local_words must be a list with one entry per pair"):
+        make([source], [target], p2p.tokenizer, local_words="green")
+    with pytest.raises(ValueError, match="holds words or indices of the 7 words"):
+        make([source], [target], p2p.tokenizer, mutual_words=[[9]])
 
 
 def test_unified_control_keeps_the_source_exact(p2p, image):

@@ -158,6 +158,17 @@ def test_diffedit_on_an_edm_schedule_noises_at_its_sigmas():
         assert torch.allclose(sample, expected.float(), atol=1e-5)
 
 
+def test_diffedit_names_a_scheduler_it_cannot_noise_with():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    latents = torch.zeros((1, 4, 8, 8))
+    with pytest.raises(ValueError, match="or an EDM one, got FlowMatchEulerDiscreteScheduler"):
+        diffedit_mask(
+            None, FlowMatchEulerDiscreteScheduler(), latents, latents,
+            torch.zeros(1, 77, 32), torch.ones(1, 77, 32), threshold=0.5,
+        )  # fmt: skip
+
+
 def test_auto_masks_come_back_with_the_result(noise_image):
     out = _pipe()(
         noise_image,

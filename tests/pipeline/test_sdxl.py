@@ -329,7 +329,7 @@ def test_a_cosxl_style_editor_samples_its_edm_schedule(noise_image, tmp_path, sc
     assert np.abs(again.images - expected).max() < 1e-4
     masked = loaded(noise_image, "make it red", mask_image="auto", **kwargs)  # DiffEdit on σ
     assert masked.masks is not None
-    assert float(masked.masks.max()) == pytest.approx(1.0)
+    assert 0.0 < float(masked.masks.mean()) < 1.0  # part of the image, found on σ
     assert np.isfinite(masked.images).all()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -48,7 +50,7 @@ def _load(source: Any, name: str) -> Image.Image:
     if isinstance(source, tuple):
         table, row = source
         if hasattr(table, "features"):  # a datasets split: its Image feature decodes
-            source = table[row]["image"]
+            source = table.select_columns(["image"])[row]["image"]
             if isinstance(source, Image.Image):
                 return source.convert("RGB")
         else:
@@ -124,8 +126,20 @@ def read_image_captions(
     With ``captioner`` (e.g. an :class:`ImageCaptioner`), images without a caption are
     captioned by it: a folder may then hold images alone, and rows may lack ``caption``.
     """
-    if hasattr(path, "features") and hasattr(path, "column_names"):
-        return _read_table(path, type(path).__name__, captioner)
+    datasets = sys.modules.get("datasets")  # a datasets object implies the module is loaded
+    if datasets is not None and not isinstance(path, (str, os.PathLike)):
+        if isinstance(path, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+            raise ValueError(
+                f"images: pass one split of the {type(path).__name__}, e.g. "
+                f"dataset[{sorted(path)[0]!r}], got all of {sorted(path)}"
+            )
+        if isinstance(path, datasets.IterableDataset):
+            raise ValueError(
+                "images: a streamed IterableDataset cannot be indexed; load it without "
+                "streaming=True, or save it with save_to_disk and pass the folder"
+            )
+        if isinstance(path, datasets.Dataset):
+            return _read_table(path, "the dataset", captioner)
     source = Path(path)
     if source.is_dir() and any((source / n).is_file() for n in ("state.json", "dataset_dict.json")):
         from datasets import Dataset, load_from_disk

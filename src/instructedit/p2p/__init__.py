@@ -44,7 +44,7 @@ from instructedit.p2p._pipeline import (
     check_local_blend,
 )
 from instructedit.p2p._schedules import CrossAttentionSchedule, StepWindow
-from instructedit.p2p._unified import UnifiedAttentionControl
+from instructedit.p2p._unified import UnifiedAttentionControl, fill_alignment_gaps
 from instructedit.p2p._virtual import VirtualInversion
 from instructedit.p2p._visualize import attention_grid
 
@@ -75,6 +75,7 @@ __all__ = [
     "ddim_inversion",
     "edit_real_file",
     "edited_words",
+    "fill_alignment_gaps",
     "injection_active",
     "invert",
     "null_text_inversion",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from instructedit.attention import AttentionController
 from instructedit.p2p._pipeline import PromptToPrompt, RealEditMethod
-from instructedit.p2p._unified import UnifiedAttentionControl
+from instructedit.p2p._unified import UnifiedAttentionControl, _fraction
 
 __all__ = ["edit_real_file"]
 
@@ -55,7 +55,8 @@ def edit_real_file(
         cross_replace_steps: share of the steps whose edit refines its cross-attention from the
             source's.
         self_replace_steps: share of the steps whose edit takes the source's self-attention
-            (virtual inversion: before mutual self-attention).
+            (virtual inversion: before mutual self-attention; the inversion methods: in layers
+            of at most 16 × 16 queries, as google's notebooks).
         blend: words of the target caption the edit may change (InfEdit's target blend, virtual
             inversion): elsewhere the image is kept.
         keep: words of both captions whose region stays the source's (InfEdit's source blend,
@@ -71,6 +72,11 @@ def edit_real_file(
 
     if method != "virtual" and (blend or keep):
         raise ValueError(f"blend and keep need method='virtual', got method={method!r}")
+    for name, share in (
+        ("cross_replace_steps", cross_replace_steps),
+        ("self_replace_steps", self_replace_steps),
+    ):
+        _fraction(name, share)  # before the model loads
     device = job_state().device  # a GPU when there is one
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     p2p = PromptToPrompt.from_pretrained(model, torch_dtype=dtype).to(device)
@@ -81,6 +87,7 @@ def edit_real_file(
             [source],
             [target],
             p2p.tokenizer,
+            encode_text=p2p.encode_text,
             local_words=[blend or None],
             mutual_words=[keep or None],
             cross_replace_steps=cross_replace_steps,
@@ -88,7 +95,7 @@ def edit_real_file(
         )
     else:
         controller = p2p._cross_attention_control(
-            source, target, [cross_replace_steps], steps, self_replace_steps, None, None
+            source, target, [cross_replace_steps], steps, self_replace_steps, 16, None
         )
     result = p2p.edit_real(
         image,

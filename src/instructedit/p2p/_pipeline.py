@@ -665,6 +665,7 @@ class PromptToPrompt(MemoryTools):
                         [source_prompt],
                         [target_prompt],
                         self.tokenizer,
+                        encode_text=self.encode_text,
                         local_words="edits" if local_blend is not None else None,
                         local_threshold=local_blend if local_blend is not None else 0.3,
                         cross_replace_steps=p if cross else 0.0,

@@ -28,7 +28,7 @@ blend reads are materialised (queries × 77 keys).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from instructedit.attention import AttentionContext, sdpa
-from instructedit.p2p._alignment import edited_words, word_token_indices
+from instructedit.p2p._alignment import edited_words, refinement_mapper, word_token_indices
 from instructedit.p2p._controllers import Refine, _prompt_lists
 
-__all__ = ["UnifiedAttentionControl"]
+__all__ = ["UnifiedAttentionControl", "fill_alignment_gaps"]
 
 STREAMS = 3
 """Row blocks per guidance branch: source, target, mutual."""
@@ -50,37 +50,94 @@ MAX_BLEND_QUERIES = 32**2
 
 def _fraction(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")  # NaN too
     return float(value)
 
 
-def _token_lists(name: str, tokens: Sequence[Sequence[int]] | None, pairs: int) -> list[list[int]]:
+def _token_lists(
+    name: str, tokens: Sequence[Sequence[int]] | None, pairs: int, length: int
+) -> list[list[int]]:
     if tokens is None:
         return [[] for _ in range(pairs)]
     if len(tokens) != pairs:
         raise ValueError(f"{name} must hold one token list per pair ({pairs}), got {len(tokens)}")
-    return [sorted({int(t) for t in pair}) for pair in tokens]
+    lists = [sorted({int(t) for t in pair}) for pair in tokens]
+    for pair in lists:
+        if pair and not (pair[0] > 0 and pair[-1] < length - 1):
+            raise ValueError(
+                f"{name} holds token positions of the prompt's words, between the start token "
+                f"and the last of {length} positions; got {pair}"
+            )
+    return lists
 
 
-def _words(value: str | Sequence[str | int] | None, what: str, prompt: str) -> list[str]:
-    """Words of ``prompt``: a space-separated str, or a list of words and word indices."""
+def _words(value: str | Sequence[str | int] | None, what: str, prompt: str) -> list[str | int]:
+    """Words of ``prompt`` (every occurrence) or word indices (that occurrence): a
+    space-separated str, or a list of words and indices."""
     if value is None:
         return []
     if isinstance(value, str):
-        return value.split()
-    words = prompt.split(" ")
-    chosen: list[str] = []
+        return list(value.split())
+    count = len(prompt.split(" "))
+    chosen: list[str | int] = []
     for word in value:
         if isinstance(word, str):
             chosen += word.split()
-        elif isinstance(word, int) and not isinstance(word, bool) and 0 <= word < len(words):
-            chosen.append(words[word])
+        elif isinstance(word, int) and not isinstance(word, bool) and 0 <= word < count:
+            chosen.append(word)
         else:
             raise ValueError(
-                f"{what} holds words or indices of the {len(words)} words of {prompt!r}, got "
-                f"{word!r}"
+                f"{what} holds words or indices of the {count} words of {prompt!r}, got {word!r}"
             )
     return chosen
+
+
+def _per_pair(name: str, value: Any, pairs: int) -> list[Any]:
+    if value is None:
+        return [None] * pairs
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != pairs:
+        raise ValueError(
+            f"{name} must be a list with one entry per pair ({pairs}): the pair's words, a list "
+            f"of words and word indices, or None; got {value!r}"
+        )
+    return list(value)
+
+
+def fill_alignment_gaps(
+    mapper: Tensor,
+    alphas: Tensor,
+    source_features: Tensor,
+    target_features: Tensor,
+    target_length: int,
+) -> list[tuple[int, int]]:
+    """InfEdit's completion of a token alignment (in place): in each run of target tokens with
+    no aligned source token, the target token and the source token between the run's aligned
+    neighbours whose text-encoder features are most alike (cosine) are aligned, so a swapped
+    word ("cat" → "dog") takes its counterpart's map. Returns the (target, source) positions
+    aligned. ``*_features``: ``[S, D]`` encodings; ``target_length``: the target's tokens with
+    its start and end tokens."""
+    added: list[tuple[int, int]] = []
+    position = 0
+    while position < target_length:
+        if alphas[position] != 0:
+            position += 1
+            continue
+        start = position
+        while position < target_length and alphas[position] == 0:
+            position += 1
+        low, high = int(mapper[start - 1]) + 1, int(mapper[min(position, target_length - 1)])
+        best: tuple[float, int, int] | None = None
+        for target in range(start, position):
+            for source in range(low, high):
+                similarity = float(
+                    F.cosine_similarity(target_features[target], source_features[source], dim=0)
+                )
+                if best is None or similarity > best[0]:
+                    best = (similarity, target, source)
+        if best is not None:
+            mapper[best[1]], alphas[best[1]] = best[2], 1.0
+            added.append((best[1], best[2]))
+    return added
 
 
 class UnifiedAttentionControl:
@@ -117,9 +174,9 @@ class UnifiedAttentionControl:
         if not isinstance(refine, Refine):
             raise TypeError(f"refine must be a Refine, got {type(refine).__name__}")
         self.refine = refine
-        pairs = refine.mapper.shape[0]
-        self.local_tokens = _token_lists("local_tokens", local_tokens, pairs)
-        self.mutual_tokens = _token_lists("mutual_tokens", mutual_tokens, pairs)
+        pairs, length = refine.mapper.shape
+        self.local_tokens = _token_lists("local_tokens", local_tokens, pairs, length)
+        self.mutual_tokens = _token_lists("mutual_tokens", mutual_tokens, pairs, length)
         self.cross_replace_steps = _fraction("cross_replace_steps", cross_replace_steps)
         self.self_replace_steps = _fraction("self_replace_steps", self_replace_steps)
         self.local_threshold = _fraction("local_threshold", local_threshold)
@@ -147,17 +204,27 @@ class UnifiedAttentionControl:
         targets: Sequence[str],
         tokenizer: Any,
         *,
+        encode_text: Callable[[list[str]], Tensor] | None = None,
         local_words: Sequence[str | Sequence[str | int] | None] | str | None = None,
         mutual_words: Sequence[str | Sequence[str | int] | None] | None = None,
         **kwargs: Any,
     ) -> UnifiedAttentionControl:
         """Aligns each pair's tokens and finds the blends' words.
 
+        The alignment is google/prompt-to-prompt's (:func:`~instructedit.p2p.refinement_mapper`);
+        with ``encode_text`` (e.g. :meth:`PromptToPrompt.encode_text
+        <instructedit.p2p.PromptToPrompt.encode_text>`, prompts → ``[n, 77, D]``) InfEdit's
+        completion aligns a swapped word with its counterpart (:func:`fill_alignment_gaps`),
+        and a target token aligned to a ``local_words`` token of the source joins the target
+        blend, as InfEdit does.
+
         ``local_words`` / ``mutual_words``: per pair, the words (a space-separated str, or a list
-        of words and indices among the target's space-separated words) of the target blend, which must be in the target prompt, and of the source blend, which
-        must be in both prompts (InfEdit's "target blend" and "source blend"). ``local_words``
-        may also be ``"edits"``: each pair's edited words in the target
-        (:func:`~instructedit.p2p.edited_words`). Other keyword arguments go to the constructor.
+        of words and of indices among the target's space-separated words) of the target blend,
+        which must be in the target prompt, and of the source blend, which must be in both
+        prompts (InfEdit's "target blend" and "source blend"). A word counts at each
+        occurrence, an index at its own. ``local_words`` may also be ``"edits"``: each pair's
+        edited words in the target (:func:`~instructedit.p2p.edited_words`). Other keyword
+        arguments go to the constructor.
         """
         sources, targets = _prompt_lists(sources, targets, "UnifiedAttentionControl.from_prompts")
         pairs = len(sources)
@@ -166,30 +233,44 @@ class UnifiedAttentionControl:
                 edited_words(s, t)[1] for s, t in zip(sources, targets, strict=True)
             ]
         else:
-            local = list(local_words) if local_words is not None else [None] * pairs
-        mutual = list(mutual_words) if mutual_words is not None else [None] * pairs
-        for name, value in (("local_words", local), ("mutual_words", mutual)):
-            if isinstance(value, str) or len(value) != pairs:
-                raise ValueError(f"{name} must hold one entry per pair ({pairs}), got {value!r}")
-        local_tokens, mutual_tokens = [], []
+            local = _per_pair("local_words", local_words, pairs)
+        mutual = _per_pair("mutual_words", mutual_words, pairs)
+        length = tokenizer.model_max_length
+        mappers, alphas, local_tokens, mutual_tokens = [], [], [], []
         for source, target, here, kept in zip(sources, targets, local, mutual, strict=True):
-            local_tokens.append(
-                [
-                    t
-                    for w in _words(here, "local_words", target)
-                    for t in word_token_indices(target, w, tokenizer)
-                ]
-            )
-            positions = []
+            words = _words(here, "local_words", target)
+            positions = {t for w in words for t in word_token_indices(target, w, tokenizer)}
+            mapper, alpha = refinement_mapper(source, target, tokenizer, length)
+            if encode_text is not None:
+                features = encode_text([source, target]).float()
+                source_ids = tokenizer(source).input_ids
+                target_ids = tokenizer(target).input_ids
+                words_ids = {
+                    token
+                    for w in words
+                    for token in tokenizer(
+                        w if isinstance(w, str) else target.split(" ")[w]
+                    ).input_ids[1:-1]
+                }
+                for t, s in fill_alignment_gaps(
+                    mapper, alpha, features[0], features[1], len(target_ids)
+                ):
+                    if source_ids[s] in words_ids:
+                        positions.add(t)
+            mappers.append(mapper)
+            alphas.append(alpha)
+            local_tokens.append(sorted(positions))
+            kept_positions: list[int] = []
             for word in _words(kept, "mutual_words", target):
-                if word not in source.split(" "):
+                text = word if isinstance(word, str) else target.split(" ")[word]
+                if text not in source.split(" "):
                     raise ValueError(
-                        f"mutual word {word!r} must be in the source prompt too, got {source!r}"
+                        f"mutual word {text!r} must be in the source prompt too, got {source!r}"
                     )
-                positions += word_token_indices(target, word, tokenizer)
-            mutual_tokens.append(positions)
+                kept_positions += word_token_indices(target, word, tokenizer)
+            mutual_tokens.append(kept_positions)
         return cls(
-            Refine.from_prompts(sources, targets, tokenizer),
+            Refine(torch.stack(mappers), torch.stack(alphas)),
             local_tokens=local_tokens,
             mutual_tokens=mutual_tokens,
             **kwargs,
@@ -296,10 +377,11 @@ class UnifiedAttentionControl:
         """Adds this layer's refined maps of the source and the mutual row (summed over heads)."""
         scale = q_s.shape[-1] ** -0.5
 
-        def maps(q: Tensor, k: Tensor) -> Tensor:
-            return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1)  # [P, H, N, S]
+        def maps(q: Tensor, k: Tensor) -> Tensor:  # [P, H, N, S], in float32 under float16
+            q, k = q.float(), k.float()
+            return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1)
 
-        w_src, w_tgt = self._matrices(q_s)
+        w_src, w_tgt = self._matrices(q_s.float())
         own = maps(q_t, k_t) @ w_tgt.unsqueeze(1)
         refined = torch.stack(
             [maps(q_s, k_s) @ w_src.unsqueeze(1) + own, maps(q_m, k_m) @ w_src.unsqueeze(1) + own]
@@ -316,7 +398,11 @@ class UnifiedAttentionControl:
         """The heads' mean of the recorded maps at the resolution nearest a quarter of the
         latents' side: ``[2, P, h, w, S]``."""
         if not self._maps:
-            raise ValueError("the blend needs cross-attention maps of the conditional branch")
+            raise ValueError(
+                f"the blend reads the down and up cross-attention layers of at most "
+                f"{MAX_BLEND_QUERIES} queries; the latents {latent_size} have none: edit a "
+                "smaller image, or blend no words"
+            )
         height = ((latent_size[0] + 1) // 2 + 1) // 2
         resolution = min(sorted(set(self._resolutions.values())), key=lambda r: abs(r[0] - height))
         layers = [name for name, r in self._resolutions.items() if r == resolution]

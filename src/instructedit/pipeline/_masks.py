@@ -207,6 +207,11 @@ def diffedit_mask(
     # of the training schedule (a fresh scheduler's) from its clean end.
     sigmas: Tensor | None = None
     if alphas is None:
+        if not hasattr(scheduler, "precondition_inputs"):
+            raise ValueError(
+                f"mask_image='auto' needs a scheduler with ᾱ (alphas_cumprod) or an EDM one, got "
+                f"{type(scheduler).__name__}: pass a mask, or another scheduler"
+            )
         training = type(scheduler).from_config(scheduler.config).sigmas
         sigmas = training[training > 0].flip(0)
         steps = len(sigmas)
