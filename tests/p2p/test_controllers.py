@@ -269,3 +269,15 @@ def test_local_blend_parameters_are_checked(kwargs, error, message):
 def test_prompt_lists_of_controllers_are_checked(build, error, message):
     with pytest.raises(error, match=message):
         build(clip_tokenizer())
+
+
+def test_recorded_maps_do_not_overflow_in_half_precision():
+    from instructedit.p2p._controllers import attention_probabilities
+
+    query = torch.full((1, 2, 4, 8), 300.0, dtype=torch.float16)
+    key = torch.cat([query[:, :, :3], -query[:, :, :3]], dim=2)  # 6 keys
+    assert not torch.isfinite(query @ key.transpose(-1, -2)).all()  # the half product overflows
+    maps = attention_probabilities(query, key)
+    assert maps.dtype == torch.float32
+    assert torch.allclose(maps[..., :3], torch.full_like(maps[..., :3], 1 / 3))
+    assert attention_probabilities(query.double(), key.double()).dtype == torch.float64

@@ -114,6 +114,14 @@ def _source_attention(q_s: Tensor, k_s: Tensor, v_s: Tensor, v_t: Tensor) -> tup
     return source, injected
 
 
+def attention_probabilities(query: Tensor, key: Tensor) -> Tensor:
+    """``softmax(Q Kᵀ / √d)`` in at least float32 (a half-precision product can overflow), for
+    the cross-attention maps controllers record: ``[..., N, S]``."""
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    query, key = query.to(dtype), key.to(dtype)
+    return torch.softmax((query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2), dim=-1)
+
+
 def injection_active(until: Tensor, step: int, num_steps: int) -> Tensor:
     """Pairs injected at ``step``: the official rule ``step / (num_steps − 1) < until``."""
     return until > step / max(num_steps - 1, 1)
@@ -370,8 +378,7 @@ class AttentionStore:
         rows = query.shape[0] // len(context.branches)
         start = context.branches.index(self.branch) * rows
         q, k = query[start : start + rows], key[start : start + rows]
-        probabilities = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1).mean(1)
-        self.record(probabilities, context)
+        self.record(attention_probabilities(q, k).mean(1), context)
         return sdpa(query, key, value)
 
     def step_end(self, latents: Tensor, step: int, num_steps: int) -> Tensor:
@@ -631,9 +638,7 @@ class CrossAttentionEdit:
 
     def _record(self, query: Tensor, key: Tensor, context: AttentionContext) -> None:
         assert self.store is not None
-        scale = query.shape[-1] ** -0.5
-        probabilities = torch.softmax(query @ key.transpose(-1, -2) * scale, dim=-1).mean(1)
-        self.store.record(probabilities, context)
+        self.store.record(attention_probabilities(query, key).mean(1), context)
 
     def step_end(self, latents: Tensor, step: int, num_steps: int) -> Tensor:
         if self.local_blend is None or self.store is None:

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from instructedit.attention import AttentionContext, sdpa
 from instructedit.p2p._alignment import edited_words, refinement_mapper, word_token_indices
-from instructedit.p2p._controllers import Refine, _prompt_lists
+from instructedit.p2p._controllers import Refine, _prompt_lists, attention_probabilities
 
 __all__ = ["UnifiedAttentionControl", "fill_alignment_gaps"]
 
@@ -375,17 +375,15 @@ class UnifiedAttentionControl:
         context: AttentionContext,
     ) -> None:
         """Adds this layer's refined maps of the source and the mutual row (summed over heads)."""
-        scale = q_s.shape[-1] ** -0.5
-
-        def maps(q: Tensor, k: Tensor) -> Tensor:  # [P, H, N, S], in float32 under float16
-            q, k = q.float(), k.float()
-            return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1)
-
-        w_src, w_tgt = self._matrices(q_s.float())
-        own = maps(q_t, k_t) @ w_tgt.unsqueeze(1)
-        refined = torch.stack(
-            [maps(q_s, k_s) @ w_src.unsqueeze(1) + own, maps(q_m, k_m) @ w_src.unsqueeze(1) + own]
-        ).sum(2)  # [2, P, N, S]
+        # [P, H, N, S] each, in at least float32
+        p_s, p_t, p_m = (
+            attention_probabilities(q, k) for q, k in ((q_s, k_s), (q_t, k_t), (q_m, k_m))
+        )
+        w_src, w_tgt = self._matrices(p_s)
+        own = p_t @ w_tgt.unsqueeze(1)
+        refined = torch.stack([p_s @ w_src.unsqueeze(1) + own, p_m @ w_src.unsqueeze(1) + own]).sum(
+            2
+        )  # [2, P, N, S]
         layer = context.layer
         if layer in self._maps:
             self._maps[layer] = self._maps[layer] + refined
