@@ -14,6 +14,7 @@ from instructedit.captions import (
     format_completion,
     format_prompt,
     is_identity_edit,
+    judge_completion,
     parse_completion,
     read_caption_edits,
 )
@@ -46,6 +47,15 @@ def test_identity_edits_ignore_case_and_punctuation():
     assert is_identity_edit("A red car.", "a red car!")
     assert is_identity_edit("a red car", "A RED CAR?")
     assert not is_identity_edit("a red car", "a blue car")
+
+
+def test_a_completion_is_judged_an_edit_or_a_named_rejection():
+    assert judge_completion("a cat", "make it a dog\n%%\na dog\nEND") == CaptionEdit(
+        "a cat", "make it a dog", "a dog"
+    )
+    assert judge_completion("a cat", "a dog") == Rejection("a cat", "unparseable", "a dog")
+    same = "keep it\n%%\nA cat.\nEND"
+    assert judge_completion("a cat", same) == Rejection("a cat", "identity", same)
 
 
 def test_reading_edits_accepts_caption_for_input_and_names_bad_lines(tmp_path):

@@ -12,6 +12,7 @@ from instructedit.captions._format import (
     format_completion,
     format_prompt,
     is_identity_edit,
+    judge_completion,
     parse_completion,
     read_caption_edits,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "format_completion",
     "format_prompt",
     "is_identity_edit",
+    "judge_completion",
     "parse_completion",
     "read_caption_edits",
 ]

@@ -23,8 +23,7 @@ from instructedit.captions._format import (
     check_captions,
     format_completion,
     format_prompt,
-    is_identity_edit,
-    parse_completion,
+    judge_completion,
 )
 from instructedit.checkpoints import write_json_atomic
 
@@ -207,13 +206,10 @@ class ChatCaptionEditor:
             text, finish = _content(reply)
             if finish == "content_filter":
                 return Rejection(caption, "flagged", text)
-            parsed = parse_completion(text)
-            if parsed is None:
-                last = Rejection(caption, "unparseable", text)
-            elif is_identity_edit(caption, parsed[1]):
-                last = Rejection(caption, "identity", text)
-            else:
-                return CaptionEdit(caption, parsed[0], parsed[1])
+            judged = judge_completion(caption, text)
+            if isinstance(judged, CaptionEdit):
+                return judged
+            last = judged
             logger.info(
                 "reply %d for %r rejected (%s): %r", attempt + 1, caption, last.reason, text
             )

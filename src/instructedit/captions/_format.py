@@ -19,6 +19,7 @@ __all__ = [
     "format_completion",
     "format_prompt",
     "is_identity_edit",
+    "judge_completion",
     "parse_completion",
     "read_caption_edits",
 ]
@@ -123,6 +124,18 @@ def _normalise(caption: str) -> str:
 def is_identity_edit(caption: str, edited: str) -> bool:
     """Whether the edited caption equals the input ignoring case and surrounding ``.!?``."""
     return _normalise(caption) == _normalise(edited)
+
+
+def judge_completion(caption: str, text: str) -> CaptionEdit | Rejection:
+    """A generated completion for ``caption`` as an edit, or why it is none: ``"unparseable"``
+    (:func:`parse_completion` fails) or ``"identity"`` (:func:`is_identity_edit`); the
+    rejection keeps ``text``."""
+    parsed = parse_completion(text)
+    if parsed is None:
+        return Rejection(caption, "unparseable", text)
+    if is_identity_edit(caption, parsed[1]):
+        return Rejection(caption, "identity", text)
+    return CaptionEdit(caption, parsed[0], parsed[1])
 
 
 def read_caption_edits(path: str | Path) -> Iterator[CaptionEdit]:

@@ -22,8 +22,7 @@ from instructedit.captions._format import (
     check_captions,
     format_completion,
     format_prompt,
-    is_identity_edit,
-    parse_completion,
+    judge_completion,
     read_caption_edits,
 )
 from instructedit.seeding import seeded
@@ -141,13 +140,11 @@ class LanguageModelCaptionEditor:
                 for index, text in zip(
                     chunk, self._generate([captions[i] for i in chunk]), strict=True
                 ):
-                    parsed = parse_completion(text)
-                    if parsed is None:
-                        last[index] = Rejection(captions[index], "unparseable", text)
-                    elif is_identity_edit(captions[index], parsed[1]):
-                        last[index] = Rejection(captions[index], "identity", text)
+                    judged = judge_completion(captions[index], text)
+                    if isinstance(judged, Rejection):
+                        last[index] = judged
                     else:
-                        results[index] = CaptionEdit(captions[index], parsed[0], parsed[1])
+                        results[index] = judged
         return [r if r is not None else last[i] for i, r in enumerate(results)]
 
 
