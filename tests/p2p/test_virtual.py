@@ -441,6 +441,13 @@ def test_blend_words_and_word_indices(p2p):
         make([source], [target], p2p.tokenizer, local_words="green")
     with pytest.raises(ValueError, match="holds words or indices of the 7 words"):
         make([source], [target], p2p.tokenizer, mutual_words=[[9]])
+    other = by_edits.replace(cross_replace_steps=0.2, local_threshold=0.5)
+    assert (other.cross_replace_steps, other.local_threshold) == (0.2, 0.5)
+    assert other.self_replace_steps == by_edits.self_replace_steps
+    assert other.local_tokens == by_edits.local_tokens
+    assert other.refine is by_edits.refine
+    with pytest.raises(TypeError, match=r"replace\(\) takes .*, got \['local_words'\]"):
+        by_edits.replace(local_words="green")
 
 
 def test_unified_control_keeps_the_source_exact(p2p, image):

@@ -326,39 +326,26 @@ def _render_and_filter(
     image: Any = None,
 ) -> dict[str, Any]:
     method: dict[str, str] = {}
+    shared: dict[str, Any] = {
+        "num_samples": config.samples_per_pair,
+        "seed": seed,
+        "num_inference_steps": config.num_inference_steps,
+        "injection_range": config.injection_range,
+        "guidance_range": config.guidance_range,
+        "control": config.control,
+        "local_blend": config.local_blend,
+        "height": config.height,
+        "width": config.width,
+        "progress": False,
+    }
     if image is not None:
         candidates = p2p.sample_real_pairs(
-            image,
-            edit.input,
-            edit.output,
-            num_samples=config.samples_per_pair,
-            method=config.real_method,
-            seed=seed,
-            num_inference_steps=config.num_inference_steps,
-            injection_range=config.injection_range,
-            guidance_range=config.guidance_range,
-            height=config.height,
-            width=config.width,
-            control=config.control,
-            local_blend=config.local_blend,
-            progress=False,
+            image, edit.input, edit.output, method=config.real_method, **shared
         )
         method = {"method": config.real_method}
     else:
         candidates = p2p.sample_pairs(
-            edit.input,
-            edit.output,
-            num_samples=config.samples_per_pair,
-            seed=seed,
-            batch_size=config.batch_size,
-            num_inference_steps=config.num_inference_steps,
-            injection_range=config.injection_range,
-            guidance_range=config.guidance_range,
-            control=config.control,
-            local_blend=config.local_blend,
-            height=config.height,
-            width=config.width,
-            progress=False,
+            edit.input, edit.output, batch_size=config.batch_size, **shared
         )
     count = len(candidates)
     result = clip_filter(

@@ -52,12 +52,8 @@ from instructedit.p2p._controllers import (
 from instructedit.p2p._inversion import Inversion, encode_real_image, invert
 from instructedit.p2p._schedules import CrossAttentionSchedule
 from instructedit.p2p._unified import UnifiedAttentionControl
-from instructedit.p2p._virtual import virtual_edit
-from instructedit.sampling import (
-    BranchConditioning,
-    denoise,
-    scheduler_step_kwargs,
-)
+from instructedit.p2p._virtual import check_eta_and_strength, virtual_edit
+from instructedit.sampling import BranchConditioning, denoise, scheduler_step_kwargs
 
 __all__ = [
     "PAIR_CONTROLS",
@@ -531,10 +527,7 @@ class PromptToPrompt(MemoryTools):
         if self.is_xl:
             raise ValueError("virtual inversion runs on Stable Diffusion 1.x/2.x models")
         check_scale("source_guidance_scale", source_guidance_scale)
-        if not 0.0 <= eta <= 1.0:  # NaN fails too
-            raise ValueError(f"eta must be in [0, 1], got {eta!r}")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        check_eta_and_strength(eta, strength)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self._check_prompts([source_prompt], "source_prompt")
@@ -645,9 +638,22 @@ class PromptToPrompt(MemoryTools):
             inversion.guidance_scale = 7.5
         candidates: list[PairCandidate] = []
         cross = control == "cross_attention"
+        # Virtual inversion: the prompts aligned once, each sample its own step shares.
+        unified = (
+            UnifiedAttentionControl.from_prompts(
+                [source_prompt],
+                [target_prompt],
+                self.tokenizer,
+                encode_text=self.encode_text,
+                local_words="edits" if local_blend is not None else None,
+                local_threshold=local_blend if local_blend is not None else 0.3,
+            )
+            if inversion is None
+            else None
+        )
         for index in range(num_samples):
             p = float(injections[index])
-            if inversion is None:
+            if unified is not None:
                 edited = virtual_edit(
                     self,
                     clean,
@@ -661,20 +667,15 @@ class PromptToPrompt(MemoryTools):
                     seed=int(seeds[index]),
                     scheduler=None,
                     progress=False,
-                    controller=UnifiedAttentionControl.from_prompts(
-                        [source_prompt],
-                        [target_prompt],
-                        self.tokenizer,
-                        encode_text=self.encode_text,
-                        local_words="edits" if local_blend is not None else None,
-                        local_threshold=local_blend if local_blend is not None else 0.3,
+                    controller=unified.replace(
                         cross_replace_steps=p if cross else 0.0,
                         self_replace_steps=0.3 if cross else p,
                     ),
                 )
                 target = tensor_to_output(decode_latents(self.vae, edited), "pil")
-                injection, scale = p, float(scales[index])
+                scale = float(scales[index])
             else:
+                assert inversion is not None
                 controller: AttentionController = (
                     self._cross_attention_control(
                         source_prompt,
@@ -691,14 +692,14 @@ class PromptToPrompt(MemoryTools):
                 target = self.edit_inverted(
                     inversion, target_prompt, controller, progress=False
                 ).target
-                injection, scale = p, inversion.guidance_scale
+                scale = inversion.guidance_scale
             assert isinstance(target, list)  # output_type="pil"
             candidates.append(
                 PairCandidate(
                     source=real,
                     target=target[0],
                     seed=int(seeds[index]),
-                    injection=injection,
+                    injection=p,
                     guidance_scale=scale,
                 )
             )

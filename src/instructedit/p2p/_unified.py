@@ -188,6 +188,15 @@ class UnifiedAttentionControl:
         ):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         self.temperature = float(temperature)
+        # Per pair: the words of both blends, and the source blend's other words.
+        self._shared = [
+            [t for t in here if t in kept]
+            for here, kept in zip(self.local_tokens, self.mutual_tokens, strict=True)
+        ]
+        self._mutual_only = [
+            [t for t in kept if t not in shared]
+            for kept, shared in zip(self.mutual_tokens, self._shared, strict=True)
+        ]
         self._weights = refine.weights()
         self._placed: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
         self._skipped = 0
@@ -196,6 +205,7 @@ class UnifiedAttentionControl:
         self._maps: dict[str, Tensor] = {}
         self._heads: dict[str, int] = {}
         self._resolutions: dict[str, tuple[int, int]] = {}
+        self._blend_resolution: tuple[int, int] | None = None  # chosen after the first step
 
     @classmethod
     def from_prompts(
@@ -276,6 +286,30 @@ class UnifiedAttentionControl:
             **kwargs,
         )
 
+    def replace(self, **changes: Any) -> UnifiedAttentionControl:
+        """A controller of the same alignment and blend words whose other settings
+        (``cross_replace_steps``, ``self_replace_steps``, the thresholds, ``temperature``) are
+        this one's but for ``changes``."""
+        settings = {
+            name: getattr(self, name)
+            for name in (
+                "cross_replace_steps",
+                "self_replace_steps",
+                "local_threshold",
+                "mutual_threshold",
+                "temperature",
+            )
+        }
+        unknown = sorted(set(changes) - set(settings))
+        if unknown:
+            raise TypeError(f"replace() takes {sorted(settings)}, got {unknown}")
+        return UnifiedAttentionControl(
+            self.refine,
+            local_tokens=self.local_tokens,
+            mutual_tokens=self.mutual_tokens,
+            **{**settings, **changes},
+        )
+
     @property
     def num_pairs(self) -> int:
         return int(self.refine.mapper.shape[0])
@@ -292,6 +326,7 @@ class UnifiedAttentionControl:
         self._alphas = [float(a) for a in alphas]
         self._skipped = int(skipped_steps)
         self._maps, self._heads, self._resolutions = {}, {}, {}
+        self._blend_resolution = None
 
     def _progress(self, context: AttentionContext) -> float:
         return (context.step + self._skipped + 1) / (context.num_steps + self._skipped)
@@ -345,7 +380,7 @@ class UnifiedAttentionControl:
                     )
                 )
                 continue
-            if self.blends and context.place != "mid" and context.num_queries <= MAX_BLEND_QUERIES:
+            if self._records(context):
                 self._record(q_s, k_s, q_t, k_t, q_m, k_m, context)
             w_src, w_tgt = self._matrices(v_t)
             if progress <= self.cross_replace_steps:
@@ -357,6 +392,14 @@ class UnifiedAttentionControl:
                 out_t = sdpa(q_t, k_t, v_t)
             blocks += [sdpa(q_s, k_s, v_s), out_t, sdpa(q_m, k_m, v_m)]
         return torch.cat(blocks)
+
+    def _records(self, context: AttentionContext) -> bool:
+        """Whether this cross-attention call's maps are kept for the blend: down and up layers
+        of at most :data:`MAX_BLEND_QUERIES` queries in the first step, then only those at the
+        blend's resolution."""
+        if not self.blends or context.place == "mid" or context.num_queries > MAX_BLEND_QUERIES:
+            return False
+        return self._blend_resolution in (None, context.resolution)
 
     def _matrices(self, like: Tensor) -> tuple[Tensor, Tensor]:
         key = (like.device, like.dtype)
@@ -392,21 +435,28 @@ class UnifiedAttentionControl:
             self._heads[layer] = q_s.shape[1]
             self._resolutions[layer] = context.resolution
 
+    def _choose_resolution(self, latent_size: tuple[int, int]) -> tuple[int, int]:
+        """The recorded resolution nearest a quarter of the latents' side; the other layers'
+        maps are dropped and no longer recorded."""
+        if self._blend_resolution is None:
+            if not self._maps:
+                raise ValueError(
+                    f"the blend reads the down and up cross-attention layers of at most "
+                    f"{MAX_BLEND_QUERIES} queries; the latents {latent_size} have none: edit a "
+                    "smaller image, or blend no words"
+                )
+            height = ((latent_size[0] + 1) // 2 + 1) // 2
+            chosen = min(sorted(set(self._resolutions.values())), key=lambda r: abs(r[0] - height))
+            for name in [n for n, r in self._resolutions.items() if r != chosen]:
+                del self._maps[name], self._heads[name], self._resolutions[name]
+            self._blend_resolution = chosen
+        return self._blend_resolution
+
     def _blend_maps(self, latent_size: tuple[int, int]) -> Tensor:
-        """The heads' mean of the recorded maps at the resolution nearest a quarter of the
-        latents' side: ``[2, P, h, w, S]``."""
-        if not self._maps:
-            raise ValueError(
-                f"the blend reads the down and up cross-attention layers of at most "
-                f"{MAX_BLEND_QUERIES} queries; the latents {latent_size} have none: edit a "
-                "smaller image, or blend no words"
-            )
-        height = ((latent_size[0] + 1) // 2 + 1) // 2
-        resolution = min(sorted(set(self._resolutions.values())), key=lambda r: abs(r[0] - height))
-        layers = [name for name, r in self._resolutions.items() if r == resolution]
-        total = torch.stack([self._maps[name] for name in layers]).sum(0)
-        heads = sum(self._heads[name] for name in layers)
-        mean = total / heads
+        """The heads' mean of the recorded maps at the blend's resolution:
+        ``[2, P, h, w, S]``."""
+        resolution = self._choose_resolution(latent_size)
+        mean = torch.stack(list(self._maps.values())).sum(0) / sum(self._heads.values())
         return mean.view(*mean.shape[:2], *resolution, mean.shape[-1])
 
     @staticmethod
@@ -422,14 +472,17 @@ class UnifiedAttentionControl:
         return (resized / peak > threshold) & (peak > 0)
 
     def step_end(self, latents: Tensor, step: int, num_steps: int) -> Tensor:
-        if step == 0 or not self.blends:
+        if not self.blends:
+            return latents
+        latent_size = (latents.shape[2], latents.shape[3])
+        if step == 0:  # no blend yet; the layers to record from now on are known
+            self._choose_resolution(latent_size)
             return latents
         if step >= len(self._alphas):
             raise RuntimeError(
                 "UnifiedAttentionControl.prepare() sets the run's timesteps before a blend; "
                 "PromptToPrompt.edit_real calls it"
             )
-        latent_size = (latents.shape[2], latents.shape[3])
         maps = self._blend_maps(latent_size)
         maps_s, maps_m = maps[0], maps[1]
         x_s, x_t, x_m = latents.chunk(STREAMS)
@@ -437,18 +490,19 @@ class UnifiedAttentionControl:
         blended = []
         for pair in range(self.num_pairs):
             local = self.local_tokens[pair]
-            mutual = self.mutual_tokens[pair]
-            both = [t for t in local if t in mutual]
-            mutual_only = [t for t in mutual if t not in both]
             s, t, m = x_s[pair : pair + 1], x_t[pair : pair + 1], x_m[pair : pair + 1]
             out = t
             if local:
                 mask_e = self._mask(maps_m[pair], local, local_threshold, latent_size)
                 out = torch.where(mask_e, t, m)
-            mask_m = self._mask(maps_s[pair], mutual_only, self.mutual_threshold, latent_size)
+            mask_m = self._mask(
+                maps_s[pair], self._mutual_only[pair], self.mutual_threshold, latent_size
+            )
             out = torch.where(mask_m, s, out)
             if step == num_steps - 2:
-                mask_me = self._mask(maps_m[pair], both, self.local_threshold, latent_size)
+                mask_me = self._mask(
+                    maps_m[pair], self._shared[pair], self.local_threshold, latent_size
+                )
                 out = torch.where(mask_me, m, out)
             blended.append(out)
         return torch.cat([x_s, torch.cat(blended), x_m])

@@ -19,6 +19,7 @@ LCM's (consistency) schedule.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,14 @@ SAMPLERS = frozenset({"DDIMScheduler", "DDPMScheduler", "LCMScheduler"})
 
 STREAMS = ("source", "target", "mutual")
 """The row blocks of the latents the sampler steps, in order."""
+
+
+def check_eta_and_strength(eta: float, strength: float) -> None:
+    """Raises unless ``eta`` is in [0, 1] and ``strength`` in (0, 1] (NaN fails both)."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
 
 
 class VirtualInversion:
@@ -79,10 +88,7 @@ class VirtualInversion:
                 f"virtual inversion combines noise predictions; this model predicts "
                 f"{prediction!r} (prediction_type), use an ε-prediction model"
             )
-        if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {eta!r}")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        check_eta_and_strength(eta, strength)
         self.scheduler = scheduler
         self.clean = clean_latents
         self.eta = float(eta)
@@ -206,37 +212,36 @@ def virtual_edit(
         scale=float(guidance_scale) if len(set(scales)) == 1 else tuple(map(float, scales))
     )
     conditioning = {"cond": BranchConditioning(text), "uncond": BranchConditioning(negative)}
-    if controller is None:
-        with torch.no_grad():
-            denoise(p2p.unet, sampler, guidance, start, conditioning, progress=progress)
-    else:
+    steps = len(sampler.timesteps)
+
+    def blend(index: int, timestep: Tensor, tensors: dict[str, Tensor]) -> Mapping[str, Any]:
+        assert controller is not None
+        return {"latents": controller.step_end(tensors["latents"], index, steps)}
+
+    control: contextlib.AbstractContextManager[Any] = contextlib.nullcontext(None)
+    if controller is not None:
         if controller.num_pairs != clean.shape[0]:
             raise ValueError(
                 f"controller was made for {controller.num_pairs} pairs, the edit has "
                 f"{clean.shape[0]}"
             )
         controller.prepare(sampler.step_alphas, sampler.skipped_steps)
-        steps = len(sampler.timesteps)
-
-        def blend(index: int, timestep: Tensor, tensors: dict[str, Tensor]) -> Mapping[str, Any]:
-            return {"latents": controller.step_end(tensors["latents"], index, steps)}
-
         control = attention_control(
             p2p.unet,
             controller,
             latent_size=(clean.shape[2], clean.shape[3]),
             num_pairs=clean.shape[0],
         )
-        with torch.no_grad(), control as state:
-            denoise(
-                p2p.unet,
-                sampler,
-                guidance,
-                start,
-                conditioning,
-                controller=state,
-                callback_on_step_end=blend,
-                progress=progress,
-            )
+    with torch.no_grad(), control as state:
+        denoise(
+            p2p.unet,
+            sampler,
+            guidance,
+            start,
+            conditioning,
+            controller=state,
+            callback_on_step_end=blend if controller is not None else None,
+            progress=progress,
+        )
     assert sampler.pred_original is not None
     return sampler.pred_original
