@@ -81,6 +81,45 @@ def _ddcm(scheduler, index, x_s, x_t, e_s, e_t, x_0, noise, eta):
     return prev_xs, prev_xt, pred_x0
 
 
+def _infedit_loop(p2p, x_0, source, target, *, scale, source_scale, eta, seed, steps, run=None,
+                  reference=None):  # fmt: skip
+    """InfEdit's DDCM loop on ``p2p``'s UNet, six rows a call in its order (uncond then cond;
+    source, target, mutual), over the last ``run`` of ``steps`` DDIM timesteps, with
+    ``reference``'s step counter and blend when given; returns the target's last clean
+    estimate."""
+    scheduler = DDIMScheduler.from_config(p2p.scheduler.config, clip_sample=False)
+    scheduler.set_timesteps(steps)
+    run = steps if run is None else run
+    offset = steps - run
+    timesteps = scheduler.timesteps[offset:]
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x_0.shape, generator=generator).double()
+    a_first = scheduler.alphas_cumprod[int(timesteps[0])].double()
+    x_src = x_tgt = x_mut = a_first**0.5 * x_0 + (1 - a_first) ** 0.5 * noise
+    empty, source_text, target_text = (p2p.encode_text([t]) for t in ("", source, target))
+    texts = torch.cat([empty, empty, empty, source_text, target_text, source_text])
+    for index, t in enumerate(timesteps):
+        if reference is not None:
+            reference.step = index
+        rows = torch.cat([x_src, x_tgt, x_mut, x_src, x_tgt, x_mut])
+        e = p2p.unet(rows, t, encoder_hidden_states=texts).sample
+        (s_u, t_u, m_u, s_c, t_c, m_c) = e.chunk(6)
+        e_t = t_u + scale * (t_c - t_u)
+        e_s = s_u + source_scale * (s_c - s_u)
+        e_m = m_u + source_scale * (m_c - m_u)
+        noise = torch.randn(x_0.shape, generator=generator).double()
+        step = index + offset
+        _, new_tgt, pred = _ddcm(scheduler, step, x_src, x_tgt, e_s, e_t, x_0, noise, eta)
+        x_src, x_mut, _ = _ddcm(scheduler, step, x_src, x_mut, e_s, e_m, x_0, noise, eta)
+        x_tgt = new_tgt
+        if reference is not None:
+            reference.step = index + 1  # InfEdit's step counter moves on inside the UNet call
+            if index > 0:
+                alpha = scheduler.alphas_cumprod[int(t)].double()
+                x_tgt = reference.blend(index, x_src, x_tgt, x_mut, alpha)
+    return pred
+
+
 @torch.no_grad()
 def test_equals_the_reference_algorithm_step_by_step(p2p, image):
     p2p.to(dtype=torch.float64)  # the batch layouts differ: compare beyond float32 rounding
@@ -97,28 +136,11 @@ def test_equals_the_reference_algorithm_step_by_step(p2p, image):
         output_type="latent",
         progress=False,
     )
-    # The reference: InfEdit's loop on the same UNet, six rows a call in its order.
-    scheduler = DDIMScheduler.from_config(p2p.scheduler.config, clip_sample=False)
-    scheduler.set_timesteps(STEPS)
-    generator = torch.Generator().manual_seed(seed)
-    x_0 = ours.source
-    noise = torch.randn(x_0.shape, generator=generator).double()
-    a_first = scheduler.alphas_cumprod[int(scheduler.timesteps[0])].double()
-    start = a_first**0.5 * x_0 + (1 - a_first) ** 0.5 * noise
-    x_src = x_tgt = x_mut = start
-    empty, source_text, target_text = (p2p.encode_text([text]) for text in ("", source, target))
-    for index, t in enumerate(scheduler.timesteps):
-        rows = torch.cat([x_src, x_tgt, x_mut, x_src, x_tgt, x_mut])
-        texts = torch.cat([empty, empty, empty, source_text, target_text, source_text])
-        e = p2p.unet(rows, t, encoder_hidden_states=texts).sample
-        (s_u, t_u, m_u, s_c, t_c, m_c) = e.chunk(6)
-        e_t = t_u + scale * (t_c - t_u)
-        e_s = s_u + source_scale * (s_c - s_u)
-        e_m = m_u + source_scale * (m_c - m_u)
-        noise = torch.randn(x_0.shape, generator=generator).double()
-        _, new_tgt, pred = _ddcm(scheduler, index, x_src, x_tgt, e_s, e_t, x_0, noise, eta)
-        x_src, x_mut, _ = _ddcm(scheduler, index, x_src, x_mut, e_s, e_m, x_0, noise, eta)
-        x_tgt = new_tgt
+    # The reference: InfEdit's loop on the same UNet.
+    pred = _infedit_loop(
+        p2p, ours.source, source, target, scale=scale, source_scale=source_scale, eta=eta,
+        seed=seed, steps=STEPS,
+    )  # fmt: skip
     assert pred.dtype == torch.float64
     assert (ours.target - pred).abs().max() <= 1e-9 * pred.abs().max()
 
@@ -340,10 +362,7 @@ def test_unified_control_equals_the_reference_algorithm(p2p, image, strength):
         num_inference_steps=steps, output_type="latent", progress=False,
     )  # fmt: skip
 
-    scheduler = DDIMScheduler.from_config(p2p.scheduler.config, clip_sample=False)
-    scheduler.set_timesteps(steps)
     run = max(1, int(steps * strength))
-    timesteps = scheduler.timesteps[steps - run :]
     words = {"blue": None, "ball": None, "grass": None}
     for word in words:
         words[word] = word_token_indices(target, word, p2p.tokenizer)
@@ -360,34 +379,10 @@ def test_unified_control_equals_the_reference_algorithm(p2p, image, strength):
     previous = dict(p2p.unet.attn_processors)
     p2p.unet.set_attn_processor({name: _Processor(name, reference) for name in previous})
     try:
-        generator = torch.Generator().manual_seed(seed)
-        x_0 = ours.source
-        noise = torch.randn(x_0.shape, generator=generator).double()
-        a_first = scheduler.alphas_cumprod[int(timesteps[0])].double()
-        x_src = x_tgt = x_mut = a_first**0.5 * x_0 + (1 - a_first) ** 0.5 * noise
-        empty, source_text, target_text = (p2p.encode_text([t]) for t in ("", source, target))
-        texts = torch.cat([empty, empty, empty, source_text, target_text, source_text])
-        offset = steps - run
-        for index, t in enumerate(timesteps):
-            reference.step = index
-            rows = torch.cat([x_src, x_tgt, x_mut, x_src, x_tgt, x_mut])
-            e = p2p.unet(rows, t, encoder_hidden_states=texts).sample
-            (s_u, t_u, m_u, s_c, t_c, m_c) = e.chunk(6)
-            e_t = t_u + scale * (t_c - t_u)
-            e_s = s_u + source_scale * (s_c - s_u)
-            e_m = m_u + source_scale * (m_c - m_u)
-            noise = torch.randn(x_0.shape, generator=generator).double()
-            _, new_tgt, pred = _ddcm(
-                scheduler, index + offset, x_src, x_tgt, e_s, e_t, x_0, noise, eta
-            )
-            x_src, x_mut, _ = _ddcm(
-                scheduler, index + offset, x_src, x_mut, e_s, e_m, x_0, noise, eta
-            )
-            x_tgt = new_tgt
-            reference.step = index + 1  # InfEdit's step counter moves on inside the UNet call
-            if index > 0:
-                alpha = scheduler.alphas_cumprod[int(t)].double()
-                x_tgt = reference.blend(index, x_src, x_tgt, x_mut, alpha)
+        pred = _infedit_loop(
+            p2p, ours.source, source, target, scale=scale, source_scale=source_scale, eta=eta,
+            seed=seed, steps=steps, run=run, reference=reference,
+        )  # fmt: skip
     finally:
         p2p.unet.set_attn_processor(previous)
     # The blend did something: some steps' target masks cover part of the latents, not all.
