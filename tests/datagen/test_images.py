@@ -165,7 +165,7 @@ def test_generate_images_writes_pairs_from_the_given_images(tmp_path, method):
 
 @pytest.mark.parametrize("method", ["virtual", "ddim"])
 def test_real_image_pairs_take_the_pair_controls(method):
-    from instructedit.p2p import CrossAttentionEdit, UnifiedAttentionControl
+    from instructedit.p2p import CrossAttentionEdit, LocalBlend, UnifiedAttentionControl, WordSwap
     from instructedit.testing import tiny_components
 
     p2p = PromptToPrompt(**tiny_components(in_channels=4, seed=0, scheduler="ddim"))
@@ -199,13 +199,18 @@ def test_real_image_pairs_take_the_pair_controls(method):
         own = virtual(cross_replace_steps=0.0, self_replace_steps=p)
         assert np.abs(np.asarray(own, np.float32) - plain_pixels).max() <= 1.0
     else:
-        controller = p2p._cross_attention_control(source, target, [p], 3, 0.4, None, 0.3)
-        assert isinstance(controller, CrossAttentionEdit)
-        inversion = p2p.invert(
-            photo, source, num_inference_steps=3, null_text=False, progress=False
-        )
-        inversion.guidance_scale = 7.5
-        direct = p2p.edit_inverted(inversion, target, controller, progress=False).target[0]
+        # google's edit as sample_pairs documents it: a word swap for the first p of the steps,
+        # the source's self-attention for the first 0.4, a local blend at 0.3.
+        words = ([source], [target], p2p.tokenizer)
+        controller = CrossAttentionEdit.for_prompts(
+            WordSwap.from_prompts(*words), [target], p2p.tokenizer, 3, cross_replace_steps=p,
+            self_window=0.4, self_max_resolution=None,
+            local_blend=LocalBlend.from_edits(*words, threshold=0.3),
+        )  # fmt: skip
+        direct = p2p.edit_real(
+            photo, source, target, method="ddim", controller=controller, num_inference_steps=3,
+            progress=False,
+        ).target[0]  # fmt: skip
     assert np.abs(np.asarray(direct, np.float32) - crossed_pixels).max() <= 1.0
     with pytest.raises(ValueError, match="local_blend needs control='cross_attention'"):
         p2p.sample_real_pairs(photo, source, target, local_blend=0.3, **kwargs)

@@ -21,8 +21,10 @@ whole schedule reached after the current step (``(step + 1) / steps``):
   the source maps, ``mutual_threshold``), where it takes the source's; and at the step before
   the last, the words in both, where it takes the mutual row's.
 
-Every output is computed with scaled-dot-product attention; only the cross-attention maps the
-blend reads are materialised (queries × 77 keys).
+Every output is computed with scaled-dot-product attention. Only cross-attention maps are
+materialised (queries × 77 keys, in at least float32), and only with blend words: in the first
+step those of every down and up layer of at most 32² queries, then only those of the layers the
+blend reads.
 """
 
 from __future__ import annotations
